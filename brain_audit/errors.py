@@ -1,0 +1,50 @@
+"""The one exception family of brain_audit.
+
+Every error the package raises on purpose derives from :class:`BrainAuditError`.
+Errors about input files also derive from :class:`ValueError`, so callers that
+already catch ``ValueError`` keep working (the pattern of ``sklearn``'s
+``NotFittedError``).
+
+Messages name the file first and, where a DICOM attribute is at fault, the
+attribute by tag and keyword, e.g.::
+
+    ID_0a1b.dcm: (0028,0101) Bits Stored is 0; cannot decode pixels
+"""
+
+from __future__ import annotations
+
+__all__ = ["BrainAuditError", "DicomReadError", "LabelFileError", "CacheError", "ConfigError"]
+
+
+class BrainAuditError(Exception):
+    """Base class of every error raised on purpose by brain_audit."""
+
+
+class DicomReadError(BrainAuditError, ValueError):
+    """A file cannot give one CT slice in Hounsfield units.
+
+    Attributes:
+        path: the offending file as given by the caller (``str``).
+        reason: the reason without the file name, for ``skipped.csv`` tables.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        name = self.path.replace("\\", "/").rsplit("/", 1)[-1]
+        super().__init__(f"{name}: {reason}")
+
+    def __reduce__(self):  # keep picklable across process pools
+        return (type(self), (self.path, self.reason))
+
+
+class LabelFileError(BrainAuditError, ValueError):
+    """A label CSV (RSNA ``ID,Label`` layout) is malformed; the message names file and line."""
+
+
+class CacheError(BrainAuditError, RuntimeError):
+    """An HU cache is missing, half-written or was built with other parameters."""
+
+
+class ConfigError(BrainAuditError, ValueError):
+    """A run configuration (TOML or CLI override) is invalid; the message names the key."""

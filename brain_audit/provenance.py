@@ -1,0 +1,163 @@
+"""Atomic outputs and run provenance.
+
+Every artefact brain_audit writes goes through :func:`atomic_write_bytes` (or
+its text / JSON / DataFrame wrappers): the bytes land in a temporary file in the
+destination folder and are moved into place with :func:`os.replace`, which is
+atomic on POSIX and Windows. A killed run therefore leaves either the old file
+or the new one, never half of one, and a rerun can trust what it finds.
+
+:func:`run_record` gathers what a run needs to be replayed: the resolved
+configuration, the seeds, the package versions and the platform; torchio's
+habit of recording every transform's arguments, applied to whole runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "write_json",
+    "write_csv",
+    "file_sha256",
+    "file_fingerprint",
+    "package_versions",
+    "run_record",
+]
+
+_PACKAGES = (
+    "brain_audit",
+    "numpy",
+    "pydicom",
+    "pylibjpeg",
+    "pylibjpeg-openjpeg",
+    "opencv-python-headless",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "tensorflow",
+    "keras",
+    "matplotlib",
+)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``).
+
+    Parent folders are created. Returns the final path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    try:  # numpy scalars and arrays without importing numpy at module load
+        return obj.tolist()
+    except AttributeError:
+        pass
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON atomically.
+
+    Dataclasses, paths, sets and numpy values are converted.
+    """
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
+    return atomic_write_text(path, text + "\n")
+
+
+def write_csv(path: str | Path, frame: Any, index: bool = False) -> Path:
+    """Write a :class:`pandas.DataFrame` as CSV atomically."""
+    return atomic_write_text(path, frame.to_csv(index=index, lineterminator="\n"))
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Cheap identity of a file: ``"<size>:<mtime_ns>"``.
+
+    Used where hashing 450 GB of DICOM is too slow; a changed file changes it.
+    """
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution in ``names`` (``None`` if absent)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_record(
+    config: Any = None,
+    seeds: Mapping[str, int] | None = None,
+    inputs: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What a run needs to be replayed, as a JSON-ready dict.
+
+    Args:
+        config: the resolved configuration (a dataclass or mapping).
+        seeds: every seed the run used, by name.
+        inputs: input name -> hash or fingerprint (see :func:`file_sha256`).
+        **extra: further fields, written as given.
+    """
+    record: dict[str, Any] = {
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "config": dataclasses.asdict(config)
+        if dataclasses.is_dataclass(config) and not isinstance(config, type)
+        else config,
+        "seeds": dict(seeds or {}),
+        "inputs": dict(inputs or {}),
+    }
+    record.update(extra)
+    return record

@@ -1,0 +1,48 @@
+"""The RSNA 2019 Intracranial Hemorrhage Detection dataset layout.
+
+One place for the names every stage shares, so phantom cohorts written by
+:mod:`brain_audit.phantom` and the real Kaggle data are read by the same code::
+
+    ROOT/stage_2_train/ID_<9 hex>.dcm      one axial slice per file
+    ROOT/stage_2_train.csv                 header ``ID,Label``; six rows per image,
+                                           ``ID_<img>_<subtype>,<0|1>``
+
+References:
+    Flanders AE et al. Construction of a Machine Learning Dataset through
+    Collaboration: The RSNA 2019 Brain CT Hemorrhage Challenge. Radiology: AI 2020.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "SUBTYPES",
+    "LABEL_COLUMNS",
+    "TRAIN_DIR",
+    "TRAIN_CSV",
+    "image_path",
+]
+
+#: The five hemorrhage subtypes, in the order of the RSNA label file.
+SUBTYPES: tuple[str, ...] = (
+    "epidural",
+    "intraparenchymal",
+    "intraventricular",
+    "subarachnoid",
+    "subdural",
+)
+
+#: The six label columns of the RSNA label file, in its row order; ``any`` is the OR of the five.
+LABEL_COLUMNS: tuple[str, ...] = SUBTYPES + ("any",)
+
+#: Folder of training DICOM files under the dataset root.
+TRAIN_DIR = "stage_2_train"
+
+#: Label file under the dataset root.
+TRAIN_CSV = "stage_2_train.csv"
+
+
+def image_path(root: str | Path, image_id: str, folder: str = TRAIN_DIR) -> Path:
+    """Path of the DICOM file of ``image_id`` (``"ID_0a1b2c3d4"``) under dataset ``root``."""
+    return Path(root) / folder / f"{image_id}.dcm"
