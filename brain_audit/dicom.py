@@ -37,6 +37,7 @@ __all__ = [
     "read_header",
     "has_rsna_wrap_defect",
     "HEADER_FIELDS",
+    "encode_slice",
     "DicomReadError",
 ]
 
@@ -108,7 +109,9 @@ def _parse(path: str | Path, stop_before_pixels: bool) -> Any:
 def _get(ds: Any, keyword: str, default: Any = None) -> Any:
     """An attribute's value, or ``default`` when absent or unparsable."""
     try:
-        value = ds.get(keyword, default)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # RSNA 'ID_' UIDs are invalid UI values
+            value = ds.get(keyword, default)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error):
         return default
     return default if value is None or value == "" else value
@@ -382,3 +385,112 @@ def _padding_mask(path: Any, ds: Any, stored: np.ndarray) -> np.ndarray | None:
             stacklevel=3,
         )
         return None
+
+
+_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def encode_slice(
+    hu: np.ndarray,
+    *,
+    sop_instance_uid: str,
+    patient_id: str,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    z: float = 0.0,
+    pixel_spacing: tuple[float, float] = (0.488, 0.488),
+    slice_thickness: float = 5.0,
+    window: tuple[float, float] = (40.0, 80.0),
+    wrap_defect: bool = False,
+    transfer_syntax: str | None = None,
+) -> bytes:
+    """Encode one HU slice as a CT DICOM file in the RSNA 2019 form, returned as bytes.
+
+    The header carries what RSNA files carry (Modality CT, SOP Instance UID = the image
+    ID, Patient ID, Study / Series Instance UIDs, Image Position / Orientation (Patient),
+    Pixel Spacing, Rows / Columns, Rescale Intercept / Slope, Bits Stored, Pixel
+    Representation, Window Center / Width) and nothing identifying: no names, no dates,
+    no institution. The bytes are a pure function of the arguments (byte-identical reruns).
+
+    Args:
+        hu: (rows, cols) array in HU; rounded to integers.
+        sop_instance_uid, patient_id, study_instance_uid, series_instance_uid: RSNA-style
+            pseudonymous IDs (``"ID_<hex>"``).
+        z: Image Position (Patient) z, mm (x and y put the slice centre at the origin).
+        pixel_spacing: (row, column) spacing, mm.
+        slice_thickness: mm.
+        window: (center, width) written as Window Center / Width.
+        wrap_defect: write the RSNA 12-bit wrap defect instead of a correct file: Bits
+            Stored 12, Pixel Representation 0, Rescale Intercept 0 and stored values
+            ``HU mod 4096`` (HU clipped to [-1000, 3095], the repair's range). A correct
+            file is Bits Stored 16, Pixel Representation 1, intercept -1024, stored
+            ``HU + 1024`` in int16.
+        transfer_syntax: ``None`` for Explicit VR Little Endian, or a UID pydicom can
+            encode (e.g. ``pydicom.uid.JPEG2000Lossless``, ``pydicom.uid.RLELossless``).
+
+    Returns:
+        The Part 10 file as ``bytes`` (write it with
+        :func:`brain_audit.provenance.atomic_write_bytes`).
+    """
+    x = np.rint(np.asarray(hu, dtype=np.float64))
+    if x.ndim != 2:
+        raise ValueError(f"`hu` must be 2-D (rows, cols). Got shape {x.shape} instead.")
+    with warnings.catch_warnings():
+        # RSNA's 'ID_<hex>' UIDs are not valid UI values; pydicom warns on each.
+        warnings.simplefilter("ignore", UserWarning)
+        return _encode(x, sop_instance_uid, patient_id, study_instance_uid, series_instance_uid, z,
+                       pixel_spacing, slice_thickness, window, wrap_defect, transfer_syntax)
+
+
+def _encode(x, sop_instance_uid, patient_id, study_instance_uid, series_instance_uid, z,
+            pixel_spacing, slice_thickness, window, wrap_defect, transfer_syntax) -> bytes:
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+    rows, cols = x.shape
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498." + str(
+        int.from_bytes(sop_instance_uid.encode()[-12:], "big")
+    )
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.SOPClassUID = _CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.Modality = "CT"
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID = study_instance_uid
+    ds.SeriesInstanceUID = series_instance_uid
+    ds.StudyID = ""
+    ds.ImagePositionPatient = [
+        round(-cols * pixel_spacing[1] / 2.0, 3),
+        round(-rows * pixel_spacing[0] / 2.0, 3),
+        round(float(z), 3),
+    ]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceThickness = slice_thickness
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
+    ds.BitsAllocated = 16
+    ds.WindowCenter = float(window[0])
+    ds.WindowWidth = float(window[1])
+    ds.RescaleSlope = 1
+    if wrap_defect:
+        stored = np.mod(np.clip(x, -1000, 3095), 4096).astype("<u2")
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+        ds.RescaleIntercept = 0
+    else:
+        stored = np.clip(x + 1024.0, -32768, 32767).astype("<i2")
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 1
+        ds.RescaleIntercept = -1024
+    ds.PixelData = stored.tobytes()
+    if transfer_syntax is not None and transfer_syntax != ExplicitVRLittleEndian:
+        ds.compress(transfer_syntax)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
