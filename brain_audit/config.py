@@ -1,0 +1,296 @@
+"""Run configuration: frozen dataclasses, loaded from TOML, overridable from the command line.
+
+A run is described by one :class:`RunConfig`; its four phases by :class:`PhasePlan`
+(phases 1 and 2), :class:`AuditPlan` (phase 3) and :class:`CorrectionPlan` (phase 4).
+The defaults are the seed notebook's: Phase 1 on a 1,600-patient cohort with the
+backbone frozen at learning rate 1e-3; Phase 2 on a balanced 20,000-slice cohort with
+the upper backbone unfrozen at 1e-5; Phase 4 comparing dropout 0.5 and 0.2.
+
+TOML layout (every key optional; unknown keys are errors)::
+
+    data_root = "/kaggle/input/rsna-intracranial-hemorrhage-detection"
+    out_dir = "runs/rsna"
+    image_size = 256
+    seed = 0
+
+    [phase1]
+    cohort_size = 1600
+    cohort_unit = "patient"
+    epochs = 3
+
+    [phase4]
+    dropouts = [0.5, 0.2]
+
+Overrides use dotted keys with TOML values: ``phase1.epochs=2``, ``weights="none"``.
+Every run writes the resolved configuration next to its outputs
+(:func:`brain_audit.provenance.run_record`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["PhasePlan", "AuditPlan", "CorrectionPlan", "RunConfig", "load_config", "apply_overrides", "to_dict"]
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """A supervised training phase (1: domain freezing, 2: scale-up with the upper backbone unfrozen).
+
+    Attributes:
+        cohort_size: how many units to sample from the training pool; 0 = the whole pool.
+        cohort_unit: ``"patient"`` (whole studies: every slice of each sampled patient, as
+            the seed's "1,600 patients") or ``"slice"`` (slices, as its "balanced 20,000").
+        balance: share of positive (``any``) slices after sampling, 0 = keep the natural mix.
+        epochs: epochs of this phase.
+        learning_rate: Adam learning rate.
+        dropout: dropout before the classifier.
+        unfrozen_blocks: EfficientNet blocks trained from the top (0 = backbone frozen,
+            -1 = the whole network with BatchNormalization trainable, used when no
+            pretrained backbone exists).
+        batch_size: global batch (per-replica batch x replicas).
+        augment: anatomy-respecting augmentation in HU (see the data feed).
+    """
+
+    cohort_size: int = 1600
+    cohort_unit: str = "patient"
+    balance: float = 0.0
+    epochs: int = 3
+    learning_rate: float = 1e-3
+    dropout: float = 0.2
+    unfrozen_blocks: int = 0
+    batch_size: int = 32
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.cohort_size >= 0, "cohort_size", "must be >= 0", self.cohort_size)
+        _check(self.cohort_unit in ("patient", "slice"), "cohort_unit", "must be 'patient' or 'slice'", self.cohort_unit)
+        _check(0.0 <= self.balance < 1.0, "balance", "must be in [0, 1)", self.balance)
+        _check(self.epochs >= 0, "epochs", "must be >= 0", self.epochs)
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0", self.learning_rate)
+        _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        _check(self.unfrozen_blocks >= -1, "unfrozen_blocks", "must be >= -1", self.unfrozen_blocks)
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """Phase 3: the Grad-CAM audit of the Phase-2 model on the validation split.
+
+    Attributes:
+        max_slices: audit at most this many validation slices (all positives first).
+        hard_negative_probability: a negative slice scored at or above this is a
+            confident false positive, i.e. a hard negative.
+        off_brain_share: a negative whose Grad-CAM energy outside the intracranial space
+            is at least this share is a hard negative too (attention on bone, devices,
+            calcification).
+        batch_size: Grad-CAM batch.
+        overlays: how many overlay PNGs to write (worst first).
+    """
+
+    max_slices: int = 2000
+    hard_negative_probability: float = 0.5
+    off_brain_share: float = 0.5
+    batch_size: int = 32
+    overlays: int = 24
+
+    def __post_init__(self) -> None:
+        _check(self.max_slices >= 1, "max_slices", "must be >= 1", self.max_slices)
+        _check(0 < self.hard_negative_probability < 1, "hard_negative_probability", "must be in (0, 1)",
+               self.hard_negative_probability)
+        _check(0 < self.off_brain_share <= 1, "off_brain_share", "must be in (0, 1]", self.off_brain_share)
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _check(self.overlays >= 0, "overlays", "must be >= 0", self.overlays)
+
+
+@dataclass(frozen=True)
+class CorrectionPlan:
+    """Phase 4: clinical correction from the Phase-2 model.
+
+    Attributes:
+        dropouts: dropout rates compared (the seed: 0.5 cost too much sensitivity, 0.2 kept it).
+        epochs: epochs per candidate.
+        learning_rate: Adam learning rate.
+        unfrozen_blocks: EfficientNet blocks trained from the top.
+        hard_negative_weight: sampling weight of each Phase-3 hard negative (others 1).
+        target_sensitivity: the operating threshold is the highest with at least this
+            validation sensitivity (missed bleeds are the costly error).
+        batch_size: global batch.
+    """
+
+    dropouts: tuple[float, ...] = (0.5, 0.2)
+    epochs: int = 2
+    learning_rate: float = 1e-5
+    unfrozen_blocks: int = 2
+    hard_negative_weight: float = 4.0
+    target_sensitivity: float = 0.95
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dropouts", tuple(float(d) for d in self.dropouts))
+        _check(len(self.dropouts) >= 1, "dropouts", "must hold at least one rate", self.dropouts)
+        _check(all(0 <= d < 1 for d in self.dropouts), "dropouts", "must be in [0, 1)", self.dropouts)
+        _check(self.epochs >= 0, "epochs", "must be >= 0", self.epochs)
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0", self.learning_rate)
+        _check(self.unfrozen_blocks >= -1, "unfrozen_blocks", "must be >= -1", self.unfrozen_blocks)
+        _check(self.hard_negative_weight >= 1, "hard_negative_weight", "must be >= 1", self.hard_negative_weight)
+        _check(0 < self.target_sensitivity <= 1, "target_sensitivity", "must be in (0, 1]", self.target_sensitivity)
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+
+
+def _phase2_default() -> PhasePlan:
+    return PhasePlan(cohort_size=20000, cohort_unit="slice", balance=0.5, epochs=3, learning_rate=1e-5,
+                     unfrozen_blocks=2)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One four-phase run.
+
+    Attributes:
+        data_root: dataset root in the RSNA layout (``stage_2_train/``, ``stage_2_train.csv``).
+        out_dir: run folder; each phase writes ``phase<N>/`` inside it.
+        image_size: model input, px (HU cache resolution).
+        head: ``"any"`` (one sigmoid) or ``"six"`` (the six RSNA labels, BCE weighted any = 2).
+        weights: ``"imagenet"``, a path to a backbone weights file (e.g. from
+            ``brain-audit pretrain``), or ``"none"`` (random init: Phase 1 then trains the
+            whole network with BatchNormalization trainable, and the manifest says so).
+        seed: the one seed every phase derives its seeds from.
+        audit_patients: patients held out for the clinical audit, chosen first, never trained on.
+        validation_fraction: share of the remaining patients used for validation.
+        workers: processes for header reading and cache building.
+    """
+
+    data_root: str = ""
+    out_dir: str = "runs/brain_audit"
+    image_size: int = 256
+    head: str = "any"
+    weights: str = "imagenet"
+    seed: int = 0
+    audit_patients: int = 200
+    validation_fraction: float = 0.15
+    workers: int = 2
+    phase1: PhasePlan = field(default_factory=PhasePlan)
+    phase2: PhasePlan = field(default_factory=_phase2_default)
+    phase3: AuditPlan = field(default_factory=AuditPlan)
+    phase4: CorrectionPlan = field(default_factory=CorrectionPlan)
+
+    def __post_init__(self) -> None:
+        _check(self.image_size >= 32, "image_size", "must be >= 32", self.image_size)
+        _check(self.head in ("any", "six"), "head", "must be 'any' or 'six'", self.head)
+        _check(self.audit_patients >= 0, "audit_patients", "must be >= 0", self.audit_patients)
+        _check(0 < self.validation_fraction < 1, "validation_fraction", "must be in (0, 1)", self.validation_fraction)
+        _check(self.workers >= 1, "workers", "must be >= 1", self.workers)
+
+    @property
+    def backbone_weights(self) -> str | None:
+        """``weights`` as :func:`brain_audit.model.build_model` takes it (``None`` for "none")."""
+        return None if self.weights.lower() in ("none", "") else self.weights
+
+
+def _check(ok: bool, name: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"`{name}` {rule}. Got {value!r} instead.")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(cls: type, key: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"`{key}` must be a table. Got {value!r} instead.")
+        return _from_mapping(tp, value, prefix=f"{key}.")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"`{key}` must be a list. Got {value!r} instead.")
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"`{key}` must be {tp.__name__}. Got {value!r} instead.")
+    return value
+
+
+def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = _field_types(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key `{prefix}{unknown[0]}`; known keys: {', '.join(sorted(known))}")
+    kwargs = {k: _coerce(cls, prefix + k, hints[k], v) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A configuration as a plain dict (for JSON manifests)."""
+    return dataclasses.asdict(config)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare string such as a path
+
+
+def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """Return ``config`` with ``key=value`` overrides applied (dotted keys, TOML values).
+
+    Raises:
+        ConfigError: a malformed override, an unknown key, or a value of the wrong type.
+    """
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. phase1.epochs=2)")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"unknown key `{key.strip()}` in override {item!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown key `{key.strip()}` in override {item!r}")
+        node[parts[-1]] = _parse_value(raw.strip())
+    return _from_mapping(RunConfig, data)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Load a :class:`RunConfig` from a TOML file (or the defaults when ``path`` is None), then apply overrides.
+
+    Raises:
+        ConfigError: unreadable TOML (the message names the file), unknown keys, bad values.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{p.name}: cannot read ({exc.strerror or exc})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p.name}: not valid TOML ({exc})") from exc
+    try:
+        config = _from_mapping(RunConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{Path(path).name if path else 'defaults'}: {exc}") from exc
+    return apply_overrides(config, overrides)
