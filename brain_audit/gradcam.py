@@ -134,20 +134,28 @@ def _default_layer(model: Any) -> list[Any]:
     return path
 
 
+def _node_of(model: Any, layer: Any) -> Any:
+    """The call of ``layer`` inside ``model``'s graph (a layer shared by several models has several)."""
+    nodes = getattr(model, "_nodes", None) or ()
+    for node in layer._inbound_nodes:
+        if node in nodes:
+            return node
+    return layer._inbound_nodes[-1]
+
+
 def _final_dense(model: Any) -> tuple[Any, Any]:
     """The final Dense layer and its input tensor in the model's graph (the logit is recomputed from it)."""
     import keras
 
-    last = model.layers[-1]
+    last = model.outputs[0]._keras_history.operation
     if isinstance(last, keras.layers.Activation):  # Dense(linear) followed by Activation("sigmoid")
-        prev = last._inbound_nodes[0].input_tensors[0]._keras_history.operation
-        last = prev
+        last = _node_of(model, last).input_tensors[0]._keras_history.operation
     if not isinstance(last, keras.layers.Dense):
         raise ValueError(
             "`model` must end in a Dense layer (optionally followed by an Activation) so the logit can be "
             f"recomputed. Got a final {type(last).__name__} layer {last.name!r} instead."
         )
-    return last, last.input
+    return last, _node_of(model, last).input_tensors[0]
 
 
 def _two_outputs(model: Any, path: list[Any], final: Any) -> Any:
@@ -156,9 +164,9 @@ def _two_outputs(model: Any, path: list[Any], final: Any) -> Any:
 
     target = path[0]
     if len(path) == 1:
-        return keras.Model(model.inputs, [target.output, final])
+        return keras.Model(model.inputs, [_node_of(model, target).output_tensors[0], final])
     sub = target
-    node = sub._inbound_nodes[-1]  # the call of the sub-model inside this model's graph
+    node = _node_of(model, sub)  # the call of the sub-model inside this model's graph
     if len(node.input_tensors) != 1 or len(node.output_tensors) != 1:
         raise ValueError(
             f"`layer` inside sub-model {sub.name!r} needs that sub-model to take and give one tensor. "
