@@ -1,0 +1,286 @@
+"""The header index: one row of non-identifying DICOM header per image, built once, resumable.
+
+Labels carry no patient: the RSNA label file names images only, so patient, study,
+series and slice position come from the DICOM headers. :func:`build_index` reads them
+(no pixels) in parallel processes and keeps them in a folder::
+
+    OUT/index.parquet      one row per readable image (columns: INDEX_COLUMNS)
+    OUT/skipped.csv        image_id, file, reason: every file that could not be read
+    OUT/index.json         run record (root, counts, parameters, package versions)
+    OUT/parts/             per-block results while a run is going on (removed at the end)
+
+Each block of files is written atomically to ``parts/`` as soon as it is read, so a
+killed run loses at most the blocks in flight; a rerun reads only the images that are
+in neither the index, ``skipped.csv`` nor ``parts/``. The final tables are sorted by
+image ID, so a resumed run ends byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .dicom import has_rsna_wrap_defect, read_header
+from .errors import CacheError, DicomReadError
+from .provenance import atomic_write_bytes, file_fingerprint, run_record, write_csv, write_json
+from .rsna import TRAIN_DIR
+
+__all__ = ["INDEX_COLUMNS", "build_index", "read_index", "read_skipped"]
+
+#: Columns of ``index.parquet`` with their dtypes. ``patient_id`` is the RSNA pseudonym
+#: in (0010,0020) Patient ID; ``z`` the third component of (0020,0032) Image Position
+#: (Patient) in mm; spacings in mm; ``fingerprint`` is ``"<size>:<mtime_ns>"`` of the file.
+INDEX_COLUMNS: dict[str, str] = {
+    "image_id": "str",
+    "patient_id": "str",
+    "study_id": "str",
+    "series_id": "str",
+    "z": "float64",
+    "rows": "int32",
+    "cols": "int32",
+    "spacing_row": "float64",
+    "spacing_col": "float64",
+    "intercept": "float64",
+    "slope": "float64",
+    "bits_stored": "int32",
+    "pixel_representation": "int32",
+    "wrap_defect": "bool",
+    "fingerprint": "str",
+}
+
+_SKIPPED_COLUMNS = ["image_id", "file", "reason"]
+
+
+def _read_one(image_id: str, path: str) -> dict[str, Any]:
+    """Header row of one file, or a row with ``reason`` set when it cannot be used."""
+    row: dict[str, Any] = {"image_id": image_id, "file": path, "reason": None}
+    try:
+        h = read_header(path)
+        fingerprint = file_fingerprint(path)
+    except DicomReadError as exc:
+        row["reason"] = exc.reason
+        return row
+    except OSError as exc:
+        row["reason"] = f"cannot stat file ({exc.strerror or exc})"
+        return row
+    missing = [k for k in ("patient_id", "study_instance_uid", "series_instance_uid", "rows", "columns") if h[k] is None]
+    if h["image_position"] is None:
+        missing.append("image_position")
+    if missing:
+        tags = {
+            "patient_id": "(0010,0020) Patient ID",
+            "study_instance_uid": "(0020,000D) Study Instance UID",
+            "series_instance_uid": "(0020,000E) Series Instance UID",
+            "rows": "(0028,0010) Rows",
+            "columns": "(0028,0011) Columns",
+            "image_position": "(0020,0032) Image Position (Patient)",
+        }
+        row["reason"] = ", ".join(tags[m] for m in missing) + " missing or unparsable"
+        return row
+    spacing = h["pixel_spacing"] or (np.nan, np.nan)
+    row.update(
+        patient_id=h["patient_id"],
+        study_id=h["study_instance_uid"],
+        series_id=h["series_instance_uid"],
+        z=h["z"],
+        rows=h["rows"],
+        cols=h["columns"],
+        spacing_row=spacing[0],
+        spacing_col=spacing[1],
+        intercept=np.nan if h["rescale_intercept"] is None else h["rescale_intercept"],
+        slope=np.nan if h["rescale_slope"] is None else h["rescale_slope"],
+        bits_stored=-1 if h["bits_stored"] is None else h["bits_stored"],
+        pixel_representation=-1 if h["pixel_representation"] is None else h["pixel_representation"],
+        wrap_defect=has_rsna_wrap_defect(h["bits_stored"], h["pixel_representation"], h["rescale_intercept"]),
+        fingerprint=fingerprint,
+    )
+    return row
+
+
+def _read_block(block: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Worker: header rows of a block of (image_id, path)."""
+    return [_read_one(i, p) for i, p in block]
+
+
+def _rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["image_id", "file", "reason", *list(INDEX_COLUMNS)[1:]])
+    return frame
+
+
+def _typed_index(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame[list(INDEX_COLUMNS)].copy()
+    for col, dtype in INDEX_COLUMNS.items():
+        out[col] = out[col].astype(dtype)
+    return out.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def _frame_to_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def read_index(out_dir: str | Path) -> pd.DataFrame:
+    """The header index written by :func:`build_index`.
+
+    Returns:
+        DataFrame indexed by ``image_id`` (sorted), columns :data:`INDEX_COLUMNS` minus
+        ``image_id``.
+
+    Raises:
+        CacheError: no finished index in ``out_dir``.
+    """
+    path = Path(out_dir) / "index.parquet"
+    if not path.exists():
+        raise CacheError(f"{path}: no header index here; run build_index / `brain-audit index` first")
+    return pd.read_parquet(path).set_index("image_id")
+
+
+def read_skipped(out_dir: str | Path) -> pd.DataFrame:
+    """``skipped.csv`` of an index or cache folder (columns image_id, file, reason); empty if none."""
+    path = Path(out_dir) / "skipped.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=_SKIPPED_COLUMNS)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _list_folder(folder: Path) -> list[str]:
+    with os.scandir(folder) as it:
+        return sorted(e.name[:-4] for e in it if e.name.endswith(".dcm") and e.is_file())
+
+
+def build_index(
+    root: str | Path,
+    out_dir: str | Path,
+    image_ids: Iterable[str] | None = None,
+    *,
+    folder: str = TRAIN_DIR,
+    workers: int | None = None,
+    block_size: int = 512,
+    retry_skipped: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Read the headers of ``image_ids`` (or of every ``.dcm`` in the folder) into a cached table.
+
+    Args:
+        root: dataset root holding ``folder`` (RSNA layout, :mod:`brain_audit.rsna`).
+        out_dir: index folder (see module docstring); created if needed.
+        image_ids: images to index, e.g. ``read_labels(...).index``; ``None`` indexes every
+            ``ROOT/folder/*.dcm``. An ID without a file is recorded in ``skipped.csv``.
+        folder: sub-folder of the DICOM files.
+        workers: processes (``None``: all CPU cores; ``0`` or ``1``: in this process).
+        block_size: files per task and per resumable part (> 0).
+        retry_skipped: read again the files ``skipped.csv`` already lists.
+        progress: show a tqdm bar.
+
+    Returns:
+        The whole index (every image indexed so far in ``out_dir``, not only ``image_ids``),
+        as :func:`read_index` returns it; ``attrs["skipped"]`` holds ``skipped.csv`` and
+        ``attrs["n_read"]`` the number of files read by this call.
+
+    Unreadable files (:class:`~brain_audit.errors.DicomReadError`, or a header missing the
+    patient, study, series, size or position) never stop the run: each lands in
+    ``skipped.csv`` with its reason.
+    """
+    from tqdm.auto import tqdm
+
+    if block_size <= 0:
+        raise ValueError(f"`block_size` must be > 0. Got {block_size} instead.")
+    if workers is not None and workers < 0:
+        raise ValueError(f"`workers` must be >= 0. Got {workers} instead.")
+    root, out_dir = Path(root), Path(out_dir)
+    src = root / folder
+    if not src.is_dir():
+        raise CacheError(f"{src}: no such folder; expected the RSNA layout ROOT/{folder}/ID_*.dcm")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = out_dir / "parts"
+
+    wanted = _list_folder(src) if image_ids is None else list(dict.fromkeys(str(i) for i in image_ids))
+
+    done_frames: list[pd.DataFrame] = []
+    if (out_dir / "index.parquet").exists():
+        old = pd.read_parquet(out_dir / "index.parquet")
+        old["file"], old["reason"] = None, None
+        done_frames.append(old)
+    old_skipped = read_skipped(out_dir)
+    if retry_skipped:
+        old_skipped = old_skipped.iloc[0:0]
+    if len(old_skipped):
+        done_frames.append(old_skipped.assign(reason=old_skipped["reason"].astype(object)))
+    part_files = sorted(parts_dir.glob("part-*.parquet")) if parts_dir.exists() else []
+    done_frames.extend(pd.read_parquet(p) for p in part_files)
+    done_ids = set()
+    for f in done_frames:
+        done_ids.update(f["image_id"].astype(str))
+
+    todo = [i for i in wanted if i not in done_ids]
+    blocks = [
+        [(i, str(src / f"{i}.dcm")) for i in todo[k : k + block_size]] for k in range(0, len(todo), block_size)
+    ]
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    bar = tqdm(total=len(todo), unit="file", desc="header index", disable=not progress or not todo)
+    new_frames: list[pd.DataFrame] = []
+    try:
+        for rows in _map_blocks(blocks, n_workers):
+            frame = _rows_to_frame(rows)
+            parts_dir.mkdir(exist_ok=True)
+            atomic_write_bytes(parts_dir / f"part-{uuid.uuid4().hex}.parquet", _frame_to_parquet_bytes(frame))
+            new_frames.append(frame)
+            bar.update(len(rows))
+    finally:
+        bar.close()
+
+    frames = [f for f in done_frames + new_frames if len(f)]
+    allrows = pd.concat(frames, ignore_index=True) if frames else _rows_to_frame([])
+    allrows = allrows.drop_duplicates("image_id", keep="last")
+    good = allrows[allrows["reason"].isna()]
+    bad = allrows[allrows["reason"].notna()]
+    index = _typed_index(good)
+    skipped = bad[_SKIPPED_COLUMNS].copy()
+    skipped["file"] = [str(Path(f).relative_to(root)) if f and Path(f).is_relative_to(root) else f
+                       for f in skipped["file"]]
+    skipped = skipped.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+    atomic_write_bytes(out_dir / "index.parquet", _frame_to_parquet_bytes(index))
+    write_csv(out_dir / "skipped.csv", skipped)
+    write_json(
+        out_dir / "index.json",
+        run_record(
+            config={"root": str(root), "folder": folder, "block_size": block_size, "retry_skipped": retry_skipped},
+            n_indexed=len(index),
+            n_skipped=len(skipped),
+            n_read_this_run=len(todo),
+        ),
+    )
+    for p in part_files:
+        p.unlink(missing_ok=True)
+    for p in parts_dir.glob("part-*.parquet") if parts_dir.exists() else []:
+        p.unlink(missing_ok=True)
+    if parts_dir.exists() and not any(parts_dir.iterdir()):
+        parts_dir.rmdir()
+
+    result = index.set_index("image_id")
+    result.attrs["skipped"] = skipped
+    result.attrs["n_read"] = len(todo)
+    return result
+
+
+def _map_blocks(blocks: list, workers: int):
+    """Yield the rows of each block, in this process or a spawn pool (order not guaranteed)."""
+    if not blocks:
+        return
+    if workers <= 1 or len(blocks) == 1:
+        for b in blocks:
+            yield _read_block(b)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fork is unsafe once TensorFlow threads exist in the parent
+    with ctx.Pool(min(workers, len(blocks))) as pool:
+        yield from pool.imap_unordered(_read_block, blocks)
