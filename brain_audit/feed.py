@@ -5,9 +5,10 @@ C = 1 + 2 context; windows are applied inside the network, so the feed never win
 and never quantises. Labels follow :data:`brain_audit.rsna.LABEL_COLUMNS`.
 
 Randomness is stateless and keyed by ``seed``: epoch ``e`` is shuffled with
-``stateless_shuffle(seed=(seed, e))`` and batch ``k`` (counted over the whole stream)
-is augmented with ``stateless_uniform(seed=(seed, k))``; the same seed gives the same
-stream, batch for batch, on any run. TensorFlow is imported inside the functions only.
+``stateless_shuffle(seed=(seed, e))`` and its batch ``k`` augmented with
+``stateless_uniform(seed=fold_in((seed, e), k))``; the same seed gives the same stream,
+batch for batch, on any run, and ``make_feed(..., epoch=e)`` replays epoch ``e`` alone
+(what a training run resumed after a kill needs). Batches never straddle epochs. TensorFlow is imported inside the functions only.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def make_feed(
     repeats: Mapping[str, int] | None = None,
     context: int = 0,
     repeat: bool = False,
+    epoch: int = 0,
     drop_remainder: bool = False,
     prefetch: int | None = None,
 ):
@@ -171,6 +173,9 @@ def make_feed(
         context: 2.5D input: the ``context`` slices below and above (by z in the series) as
             extra channels; the cache must be built with at least this ``context``.
         repeat: endless stream (epoch after epoch, each reshuffled); else one epoch.
+        epoch: the (first) epoch number. Epoch ``e`` is always the same permutation and the
+            same augmentation, so a run resumed at epoch ``e`` (``make_feed(..., epoch=e)``)
+            sees exactly the batches the uninterrupted run saw.
         drop_remainder: drop a last, smaller batch.
         prefetch: batches to prefetch (``None``: autotune).
 
@@ -186,6 +191,8 @@ def make_feed(
         raise ValueError(f"`batch_size` must be > 0. Got {batch_size} instead.")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be an integer >= 0. Got {seed!r} instead.")
+    if not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ValueError(f"`epoch` must be an integer >= 0. Got {epoch!r} instead.")
     aug = Augment() if augment is True else (augment or None)
     if aug is not None and not isinstance(aug, Augment):
         raise ValueError(f"`augment` must be a bool or an Augment. Got {augment!r} instead.")
@@ -216,24 +223,26 @@ def make_feed(
     w_all = tf.constant(plan["w"])
     seed64 = tf.constant(int(seed), tf.int64)
 
-    def epoch(e):
+    def one_epoch(e):
+        e = tf.cast(e, tf.int64)
         idx = tf.range(n, dtype=tf.int64)
         if shuffle:
-            idx = tf.random.experimental.stateless_shuffle(idx, seed=tf.stack([seed64, tf.cast(e, tf.int64)]))
-        return tf.data.Dataset.from_tensor_slices(idx)
+            idx = tf.random.experimental.stateless_shuffle(idx, seed=tf.stack([seed64, e]))
+        batches = tf.data.Dataset.from_tensor_slices(idx).batch(batch_size, drop_remainder=drop_remainder)
+        return batches.enumerate().map(lambda step, b: (e, step, b))
 
     if repeat:
-        ds = tf.data.Dataset.counter().flat_map(epoch)
+        ds = tf.data.Dataset.counter(start=epoch).flat_map(one_epoch)
     else:
-        ds = epoch(tf.constant(0, tf.int64))
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+        ds = one_epoch(tf.constant(epoch, tf.int64))
 
-    def load(step, idx):
+    def load(e, step, idx):
         hu = tf.numpy_function(gather, [idx], tf.int16, stateful=False)
         hu = tf.cast(tf.ensure_shape(hu, [None, size, size, channels]), tf.float32)
         y, w = tf.gather(y_all, idx), tf.gather(w_all, idx)
         if aug is not None:
-            hu = _augment(hu, tf.stack([seed64, tf.cast(step, tf.int64)]), aug, size)
+            batch_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed64, e]), step)
+            hu = _augment(hu, batch_seed, aug, size)
         return hu, y, w
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

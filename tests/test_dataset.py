@@ -641,6 +641,20 @@ class TestFeed:
         ids2 = [_identify(x[..., 0], truth) for x in e2]
         assert sorted(ids1) == sorted(ids2) and ids1 != ids2
 
+    def test_epoch_replays_what_the_stream_gave(self, tiny_cache):
+        from brain_audit.feed import make_feed
+
+        _, out = tiny_cache
+        stream = make_feed(out, "train", 4, seed=4, augment=True, repeat=True)
+        per_epoch = -(-len(load_split_arrays(out, "train")[0]) // 4)
+        second = [b[0].numpy() for b, _ in zip(stream, range(2 * per_epoch))][per_epoch:]
+        alone = [b[0].numpy() for b in make_feed(out, "train", 4, seed=4, augment=True, epoch=1)]
+        assert len(alone) == per_epoch
+        for a, b in zip(alone, second):
+            np.testing.assert_array_equal(a, b)
+        first = [b[0].numpy() for b in make_feed(out, "train", 4, seed=4, augment=True, epoch=0)]
+        assert not np.array_equal(first[0], alone[0])
+
     def test_sample_weights_and_repeats(self, tiny, tiny_cache):
         from brain_audit.feed import feed_length, make_feed
 
