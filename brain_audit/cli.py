@@ -79,7 +79,191 @@ def _run_window(args: argparse.Namespace) -> int:
 
 # [phantom commands]
 
-# [dataset commands]
+# ---------------------------------------------------------------- dataset (labels, index, cohort, cache, feed)
+@_command
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index",
+        help="read the DICOM headers of a dataset into a resumable header index",
+        description="Read the non-identifying headers (no pixels) of the labelled images (or of every file) "
+        "in parallel processes into OUT/index.parquet; unreadable files go to OUT/skipped.csv with their "
+        "reason. A rerun reads only what is missing (brain_audit.index.build_index).",
+    )
+    p.add_argument("root", type=Path, help="dataset root (RSNA layout: ROOT/stage_2_train/ID_*.dcm)")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="label CSV (default: ROOT/stage_2_train.csv when present, else every .dcm file)")
+    p.add_argument("--all-files", action="store_true", help="index every .dcm file, not only the labelled ones")
+    p.add_argument("--out", type=Path, default=Path("work/index"), help="index folder (default: work/index)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 0 = in-process)")
+    p.add_argument("--block-size", type=int, default=512, help="files per task and resumable part (default: 512)")
+    p.add_argument("--retry-skipped", action="store_true", help="read again the files skipped.csv lists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_index)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from .index import build_index
+    from .labels import read_labels
+    from .rsna import TRAIN_CSV
+
+    ids = None
+    labels_path = args.labels or (args.root / TRAIN_CSV)
+    if not args.all_files and labels_path.exists():
+        ids = read_labels(labels_path).index
+    elif args.labels is not None and not args.all_files:
+        print(f"brain-audit index: no label file {labels_path}", file=sys.stderr)
+        return 2
+    index = build_index(args.root, args.out, ids, workers=args.workers, block_size=args.block_size,
+                        retry_skipped=args.retry_skipped, progress=not args.quiet)
+    skipped = index.attrs["skipped"]
+    print(f"{len(index)} images indexed ({index.attrs['n_read']} read now, {index['patient_id'].nunique()} patients); "
+          f"{len(skipped)} skipped -> {args.out / 'index.parquet'}")
+    for row in skipped.head(10).itertuples():
+        print(f"  skipped {row.image_id}: {row.reason}", file=sys.stderr)
+    return 0
+
+
+def _cohort_spec(text: str):
+    """'name:n[:balance|natural[:slice|patient]]' -> CohortSpec."""
+    from .cohort import CohortSpec
+
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 4:
+        raise argparse.ArgumentTypeError(f"expected NAME:N[:BALANCE[:UNIT]], got {text!r}")
+    try:
+        n = int(parts[1])
+        balance = None if len(parts) < 3 or parts[2] in ("natural", "none", "") else float(parts[2])
+        unit = parts[3] if len(parts) == 4 else "slice"
+        return CohortSpec(parts[0], n, balance, unit)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
+
+
+@_command
+def _add_cohort(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cohort",
+        help="split patients (audit first) and draw nested, stratified phase cohorts",
+        description="Join labels and header index, choose the audit patients first (never trained on), "
+        "optionally a pretraining pool of patients, split the rest into train / validation by patient, "
+        "and draw the phase cohorts, each inside the one before it. Writes OUT/cohort.csv (every image "
+        "with its split and in_<cohort> flags), OUT/patients.csv and OUT/cohort.json "
+        "(brain_audit.cohort.plan_cohorts).",
+    )
+    p.add_argument("root", type=Path, help="dataset root (for the default label file)")
+    p.add_argument("--labels", type=Path, default=None, help="label CSV (default: ROOT/stage_2_train.csv)")
+    p.add_argument("--index", type=Path, default=Path("work/index"), help="header index folder")
+    p.add_argument("--out", type=Path, default=Path("work/cohort"), help="cohort folder (default: work/cohort)")
+    p.add_argument("--cohort", dest="cohorts", action="append", type=_cohort_spec, default=None,
+                   metavar="NAME:N[:BALANCE[:UNIT]]",
+                   help="a phase cohort, largest first; BALANCE a fraction or 'natural', UNIT slice|patient "
+                        "(default: phase2:20000:0.5:slice phase1:1600:natural:patient, as brain_audit.config)")
+    p.add_argument("--n-audit", type=int, default=200, help="audit patients, chosen first (default: 200)")
+    p.add_argument("--n-pretrain", type=int, default=0, help="patients held out for domain pretraining")
+    p.add_argument("--validation", type=float, default=0.1, help="validation share of the other patients")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_cohort)
+
+
+def _run_cohort(args: argparse.Namespace) -> int:
+    from .cohort import DEFAULT_PHASE_COHORTS, join_images, plan_cohorts, write_cohorts
+    from .index import read_index
+    from .labels import read_labels
+    from .rsna import TRAIN_CSV
+
+    labels = read_labels(args.labels or (args.root / TRAIN_CSV))
+    images = join_images(labels, read_index(args.index))
+    specs = tuple(args.cohorts) if args.cohorts else DEFAULT_PHASE_COHORTS
+    cohort, patients = plan_cohorts(images, specs, n_audit=args.n_audit, n_pretrain=args.n_pretrain,
+                                    validation=args.validation, seed=args.seed)
+    config = {"specs": specs, "n_audit": args.n_audit, "n_pretrain": args.n_pretrain,
+              "validation": args.validation, "labels": str(args.labels or (args.root / TRAIN_CSV)),
+              "index": str(args.index)}
+    path = write_cohorts(args.out, cohort, patients, config=config, seed=args.seed)
+    for split, g in patients.groupby("split"):
+        n_img = int((cohort["split"] == split).sum())
+        print(f"{split:>10}: {len(g)} patients, {n_img} images in the table")
+    for spec in specs:
+        c = cohort[cohort[f"in_{spec.name}"]]
+        per_split = ", ".join(f"{s} {int((c['split'] == s).sum())}" for s in ("train", "validation"))
+        print(f"{spec.name:>10}: {len(c)} slices of {c['patient_id'].nunique()} patients, "
+              f"{int(c['any'].sum())} positive ({per_split})")
+    print(f"-> {path}")
+    return 0
+
+
+@_command
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cache",
+        help="preprocess a cohort once into int16 HU shards at model resolution",
+        description="Read every image of cohort.csv to HU, pad to square with air, resize to SIZE, store "
+        "int16 HU in atomic shards with a manifest (brain_audit.cache.build_cache). Unreadable sources go "
+        "to OUT/skipped.csv; a rerun resumes; a changed parameter or source rebuilds what it touches.",
+    )
+    p.add_argument("root", type=Path, help="dataset root")
+    p.add_argument("--cohort", type=Path, default=Path("work/cohort"), help="cohort folder or cohort.csv")
+    p.add_argument("--out", type=Path, default=Path("work/cache"), help="cache folder (default: work/cache)")
+    p.add_argument("--size", type=int, default=256, help="slice side in pixels (default: 256)")
+    p.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all)")
+    p.add_argument("--context", type=int, default=0, help="also cache N neighbour slices each side (2.5D)")
+    p.add_argument("--index", type=Path, default=Path("work/index"), help="header index (for --context)")
+    p.add_argument("--shard-size", type=int, default=512, help="slices per shard (default: 512)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 0 = in-process)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from .cache import build_cache
+    from .index import read_index
+
+    index = read_index(args.index) if args.context > 0 else None
+    cache = build_cache(args.cohort, args.root, args.out, size=args.size, splits=args.splits,
+                        context=args.context, index=index, shard_size=args.shard_size, workers=args.workers,
+                        progress=not args.quiet)
+    m = cache.manifest
+    counts = cache.table.groupby("split").size().to_dict()
+    print(f"{m['n_images']} slices cached at {cache.size} x {cache.size} "
+          f"({sum(s['bytes'] for s in m['shards']) / 2**20:.1f} MiB in {len(m['shards'])} shards; "
+          f"{', '.join(f'{k} {v}' for k, v in counts.items())}); {m['n_skipped']} skipped -> {args.out}")
+    for row in cache.skipped.head(10).itertuples():
+        print(f"  skipped {row.image_id}: {row.reason}", file=sys.stderr)
+    return 0
+
+
+@_command
+def _add_feed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "feed",
+        help="draw a few batches from an HU cache and print what the model would receive",
+        description="Build the tf.data feed of one split (brain_audit.feed.make_feed) and print the shape, "
+        "dtype, HU range and label counts of the first batches: a check of the cache before training.",
+    )
+    p.add_argument("cache", type=Path, help="cache folder")
+    p.add_argument("--split", default="train")
+    p.add_argument("--cohort", default=None, help="only images in_<COHORT> (e.g. phase1)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batches", type=int, default=2)
+    p.add_argument("--labels", choices=("any", "six"), default="any")
+    p.add_argument("--augment", action="store_true")
+    p.add_argument("--context", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_run_feed)
+
+
+def _run_feed(args: argparse.Namespace) -> int:
+    from .feed import feed_length, make_feed
+
+    ds = make_feed(args.cache, args.split, args.batch_size, cohort=args.cohort, labels=args.labels,
+                   augment=args.augment, context=args.context, seed=args.seed)
+    steps = feed_length(args.cache, args.split, args.batch_size, cohort=args.cohort)
+    print(f"{args.split}: {steps} batches of {args.batch_size} per epoch")
+    for k, (hu, y, w) in enumerate(ds.take(args.batches)):
+        print(f"batch {k}: hu {hu.dtype.name} {tuple(hu.shape)} HU [{float(hu.numpy().min()):.0f}, "
+              f"{float(hu.numpy().max()):.0f}], y {y.dtype.name} {tuple(y.shape)} positives "
+              f"{y.numpy().sum(axis=0).astype(int).tolist()}, w {w.dtype.name} {tuple(w.shape)}")
+    return 0
 
 # [model commands]
 

@@ -10,8 +10,11 @@ function says which:
 * ``unit="slice"`` cohort sizes count **slices** (images, one DICOM file each).
 
 The seed notebook speaks of "1,600 patients" for Phase 1 while it samples rows of the
-label table, i.e. slices; :data:`DEFAULT_PHASE_COHORTS` follows what it did (slices) and
-``unit="patient"`` is there for the literal reading.
+label table, i.e. slices. :data:`DEFAULT_PHASE_COHORTS` takes the literal reading of the run
+configuration (:mod:`brain_audit.config`: 1,600 patients, ``unit="patient"``); because
+Phase 1 is drawn inside Phase 2's 20,000-slice cohort, a Phase-1 patient brings the slices
+of it that Phase 2 holds, not its whole study. ``CohortSpec("phase1", 1600, unit="slice")``
+gives the seed's actual practice (1,600 slices).
 
 Order of choice (each step only sees what the previous left):
 
@@ -92,10 +95,11 @@ class CohortSpec:
             raise ValueError(f"`unit` must be 'slice' or 'patient'. Got {self.unit!r} instead.")
 
 
-#: The seed's phases: Phase 2 a balanced 20,000 slices, Phase 1 1,600 slices drawn inside it.
+#: The seed's phases as :mod:`brain_audit.config` reads them: Phase 2 a balanced 20,000
+#: slices; Phase 1 1,600 patients drawn inside it (each with its slices in Phase 2's cohort).
 DEFAULT_PHASE_COHORTS: tuple[CohortSpec, ...] = (
     CohortSpec("phase2", 20_000, balance=0.5, unit="slice"),
-    CohortSpec("phase1", 1_600, balance=None, unit="slice"),
+    CohortSpec("phase1", 1_600, balance=None, unit="patient"),
 )
 
 
