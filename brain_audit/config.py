@@ -43,7 +43,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["PhasePlan", "AuditPlan", "CorrectionPlan", "RunConfig", "load_config", "apply_overrides", "to_dict"]
+__all__ = ["PhasePlan", "PretrainPlan", "AuditPlan", "CorrectionPlan", "RunConfig", "load_config", "apply_overrides", "to_dict"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,10 @@ class PhasePlan:
 
     Attributes:
         cohort_size: how many units to sample from the training pool; 0 = the whole pool.
-        cohort_unit: ``"patient"`` (whole studies: every slice of each sampled patient, as
-            the seed's "1,600 patients") or ``"slice"`` (slices, as its "balanced 20,000").
+        cohort_unit: ``"patient"`` (Phase 1's default: the literal reading of the seed's
+            "1,600 patients"; drawn inside Phase 2's cohort, a patient brings the slices of it
+            that cohort holds) or ``"slice"`` (Phase 2's "balanced 20,000", and what the seed
+            actually sampled: rows of the label table). See :mod:`brain_audit.cohort`.
         balance: share of positive (``any``) slices after sampling, 0 = keep the natural mix.
         epochs: epochs of this phase.
         learning_rate: Adam learning rate.
@@ -151,6 +153,31 @@ class CorrectionPlan:
         _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
 
 
+@dataclass(frozen=True)
+class PretrainPlan:
+    """Domain pretraining of the backbone (``brain-audit pretrain``), the stand-in for ImageNet.
+
+    Attributes:
+        patients: patients held out for pretraining, disjoint from audit, train and
+            validation (0 = no pretraining split).
+        epochs, learning_rate, batch_size: whole-network training (BatchNorm trainable).
+        validation_fraction: held-out share of the pretraining patients.
+    """
+
+    patients: int = 0
+    epochs: int = 14
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    validation_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self.patients >= 0, "patients", "must be >= 0", self.patients)
+        _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0", self.learning_rate)
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _check(0 < self.validation_fraction < 1, "validation_fraction", "must be in (0, 1)", self.validation_fraction)
+
+
 def _phase2_default() -> PhasePlan:
     return PhasePlan(cohort_size=20000, cohort_unit="slice", balance=0.5, epochs=3, learning_rate=1e-5,
                      unfrozen_blocks=2)
@@ -165,9 +192,10 @@ class RunConfig:
         out_dir: run folder; each phase writes ``phase<N>/`` inside it.
         image_size: model input, px (HU cache resolution).
         head: ``"any"`` (one sigmoid) or ``"six"`` (the six RSNA labels, BCE weighted any = 2).
-        weights: ``"imagenet"``, a path to a backbone weights file (e.g. from
-            ``brain-audit pretrain``), or ``"none"`` (random init: Phase 1 then trains the
-            whole network with BatchNormalization trainable, and the manifest says so).
+        weights: ``"imagenet"``; ``"pretrained"`` (the backbone ``brain-audit pretrain`` wrote
+            into this run's ``pretrain/``); a path to a backbone weights file or to Keras'
+            ImageNet file; or ``"none"`` (random init: Phase 1 then trains the whole network
+            with BatchNormalization trainable, and the manifest says so).
         seed: the one seed every phase derives its seeds from.
         audit_patients: patients held out for the clinical audit, chosen first, never trained on.
         validation_fraction: share of the remaining patients used for validation.
@@ -183,6 +211,7 @@ class RunConfig:
     audit_patients: int = 200
     validation_fraction: float = 0.15
     workers: int = 2
+    pretrain: PretrainPlan = field(default_factory=PretrainPlan)
     phase1: PhasePlan = field(default_factory=PhasePlan)
     phase2: PhasePlan = field(default_factory=_phase2_default)
     phase3: AuditPlan = field(default_factory=AuditPlan)
@@ -197,8 +226,13 @@ class RunConfig:
 
     @property
     def backbone_weights(self) -> str | None:
-        """``weights`` as :func:`brain_audit.model.build_model` takes it (``None`` for "none")."""
-        return None if self.weights.lower() in ("none", "") else self.weights
+        """``weights`` as :func:`brain_audit.model.build_model` takes it (``None`` for "none";
+        the pretraining output of this run for "pretrained")."""
+        if self.weights.lower() in ("none", ""):
+            return None
+        if self.weights == "pretrained":
+            return str(Path(self.out_dir) / "pretrain" / "backbone.weights.h5")
+        return self.weights
 
 
 def _check(ok: bool, name: str, rule: str, value: Any) -> None:

@@ -33,6 +33,7 @@ def test_toml_and_overrides(tmp_path):
     assert c.phase2.balance == 0.4 and c.phase2.cohort_size == 20000  # untouched keys keep defaults
     assert c.phase4.dropouts == (0.5, 0.3, 0.2)
     assert c.backbone_weights is None
+    assert apply_overrides(c, ['weights="pretrained"']).backbone_weights == "runs/x/pretrain/backbone.weights.h5"
     # the resolved config round-trips through JSON and back
     again = load_config(None, [f"{k}={json.dumps(v)}" for k, v in to_dict(c).items() if not isinstance(v, dict)])
     assert again.image_size == 128 and again.seed == 7
