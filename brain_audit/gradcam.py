@@ -46,6 +46,20 @@ __all__ = [
     "grad_cam",
     "find_layer",
     "layer_names",
+    "BONE_FOCUS_SHARE",
+    "OUTSIDE_HEAD_FOCUS_SHARE",
+    "INTRACRANIAL_MIN_SHARE",
+    "HIT_RADIUS_PX",
+    "FLAGS",
+    "attention_profile",
+    "MIMICS",
+    "mimic_presence",
+    "stratified_metrics",
+    "counterfactual_effect",
+    "SANITY_MAX_RHO",
+    "randomization_check",
+    "overlay_title",
+    "save_overlay",
 ]
 
 #: Layers tried, in order, when ``layer=None``: the EfficientNet's last block (Keras application names).
@@ -339,8 +353,440 @@ def grad_cam(
     References:
         Selvaraju RR et al. ICCV 2017; Chattopadhay A et al. WACV 2018.
     """
+    return _cached(model, layer, output_index, method)._maps(hu_batch, return_logits=False, stacklevel=3)
+
+
+def _cached(model: Any, layer: str | None, output_index: int, method: Method = "gradcam") -> GradCAM:
+    """The :class:`GradCAM` of these arguments, built once per model (its traced function reads the
+    model's variables live, so later weight changes are seen)."""
     per_model = _CACHE.setdefault(model, {})
     key = (layer, int(output_index) if isinstance(output_index, (int, np.integer)) else output_index, method)
     if key not in per_model:
         per_model[key] = GradCAM(model, layer=layer, output_index=output_index, method=method)
-    return per_model[key]._maps(hu_batch, return_logits=False, stacklevel=3)
+    return per_model[key]
+
+
+# ----------------------------------------------------------------------------- where the map falls
+#: Energy share on the skull above which a map is ``bone_focus`` (the skull is about 6 % of a real
+#: slice's area and 5-10 % at model resolution, so 0.35 is several times chance).
+BONE_FOCUS_SHARE: float = 0.35
+#: Energy share outside the head (air, pillows, head holder) above which a map is ``outside_head_focus``
+#: (nothing there can show a bleed; coarse maps leak a few per cent over the scalp edge).
+OUTSIDE_HEAD_FOCUS_SHARE: float = 0.25
+#: Intracranial energy share below which the attention is "mostly off the intracranial space"
+#: (``right_for_wrong_reason`` for a correct prediction).
+INTRACRANIAL_MIN_SHARE: float = 0.5
+#: Radius, in pixels of the map / masks, of the pointing game (Zhang et al. 2018 use 15 px) and of the
+#: small-target flags: ``device_focus`` / ``calcification_focus`` when the map's peak lies within this
+#: distance of metal / a calcified focus. Small foci hold too few pixels for an energy share to mean
+#: anything at Grad-CAM's resolution (7 x 7 cells at 224 px), so their flags use the peak.
+HIT_RADIUS_PX: float = 15.0
+
+#: Flag names of :func:`attention_profile`, in column order.
+FLAGS: tuple[str, ...] = ("bone_focus", "calcification_focus", "device_focus", "outside_head_focus", "right_for_wrong_reason")
+
+
+def _resize_to(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    c = np.asarray(cam, dtype=np.float32)
+    if c.shape == tuple(shape):
+        return c
+    return cv2.resize(c, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
+
+
+def _distance_to(mask: np.ndarray, point: tuple[int, int]) -> float:
+    """Euclidean distance in pixels from ``point`` to the nearest True pixel of ``mask`` (inf if empty)."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return float("inf")
+    return float(np.sqrt(np.min((ys - point[0]) ** 2 + (xs - point[1]) ** 2)))
+
+
+def attention_profile(
+    cam: np.ndarray,
+    hu: np.ndarray | None = None,
+    masks: dict[str, np.ndarray] | None = None,
+    lesion_mask: np.ndarray | None = None,
+    *,
+    probability: float | None = None,
+    label: int | None = None,
+    threshold: float = 0.5,
+    hit_radius_px: float = HIT_RADIUS_PX,
+) -> dict[str, Any]:
+    """Where one Grad-CAM map falls: energy shares per region, pointing game, shortcut flags.
+
+    Order of operations: regions from ``masks`` (or :func:`brain_audit.skull.region_masks` of ``hu``),
+    made disjoint by :func:`brain_audit.skull.disjoint_regions`; the map resized (bilinear) to the
+    masks' shape, negative values clipped; energy = sum of the map's values.
+
+    Args:
+        cam: float (h, w) map, >= 0 (e.g. one map of :func:`grad_cam`); any scale.
+        hu: float (H, W) HU of the same slice; used only when ``masks`` is None.
+        masks: region masks (H, W) bool as :func:`brain_audit.skull.region_masks` gives, or phantom
+            truth masks with the same keys; missing keys count as empty.
+        lesion_mask: optional bool (H, W) ground truth of the lesion (phantoms).
+        probability: the model's probability for the explained output (for ``right_for_wrong_reason``).
+        label: the true 0/1 label of that output.
+        threshold: decision threshold on ``probability``.
+        hit_radius_px: pointing-game and small-target radius in pixels of (H, W).
+
+    Returns:
+        dict with
+
+        * ``energy_<region>`` for each disjoint region (metal, calcification, skull, intracranial,
+          scalp, head_holder, outside_head, other): share of the map's energy, float, summing to 1
+          (all 0.0 for an all-zero map, with a warning);
+        * ``area_<region>``: the region's share of the image, the chance level of its energy share;
+        * ``peak_y``, ``peak_x``, ``peak_region``: the map's maximum and the region holding it;
+        * with ``lesion_mask``: ``lesion_energy`` (energy-based pointing game, Wang et al. 2020),
+          ``lesion_area`` (its chance level), ``pointing_distance_px`` and ``pointing_hit``
+          (peak within ``hit_radius_px`` of the lesion, Zhang et al. 2018);
+        * the flags of :data:`FLAGS` (bool; ``right_for_wrong_reason`` is None without probability
+          and label): ``bone_focus`` energy_skull >= :data:`BONE_FOCUS_SHARE`; ``outside_head_focus``
+          energy_outside_head + energy_head_holder >= :data:`OUTSIDE_HEAD_FOCUS_SHARE`;
+          ``device_focus`` / ``calcification_focus`` the peak within ``hit_radius_px`` of metal /
+          a calcified focus; ``right_for_wrong_reason`` a correct prediction (``probability >=
+          threshold`` equals ``label``) with energy_intracranial < :data:`INTRACRANIAL_MIN_SHARE`.
+
+    Warns:
+        RuntimeWarning: an all-zero map (shares 0, flags False), or an empty lesion mask.
+
+    References:
+        Wang H et al. Score-CAM. CVPR Workshops 2020 (energy-based pointing game).
+        Zhang J et al. Top-down neural attention by excitation backprop. IJCV 2018 (pointing game).
+    """
+    from .skull import DISJOINT_ORDER, disjoint_regions, region_masks
+
+    if masks is None:
+        if hu is None:
+            raise ValueError("`masks` or `hu` must be given. Got neither instead.")
+        masks = region_masks(hu)
+    parts = disjoint_regions(masks)
+    shape = next(iter(parts.values())).shape
+    c = np.asarray(cam, dtype=np.float32)
+    if c.ndim != 2:
+        raise ValueError(f"`cam` must be 2-D (h, w). Got shape {c.shape} instead.")
+    if not np.isfinite(c).all():
+        raise ValueError("`cam` must be finite. Got NaN or infinity instead.")
+    if hit_radius_px < 0:
+        raise ValueError(f"`hit_radius_px` must be >= 0. Got {hit_radius_px!r} instead.")
+    c = np.maximum(_resize_to(c, shape), 0.0)
+    total = float(c.sum(dtype=np.float64))
+    zero = not total > 0
+    if zero:
+        warnings.warn("attention_profile: the map is zero everywhere; energy shares are 0 and flags False.", RuntimeWarning, stacklevel=2)
+    out: dict[str, Any] = {}
+    names = list(DISJOINT_ORDER) + ["other"]
+    for name in names:
+        out[f"energy_{name}"] = 0.0 if zero else float(c[parts[name]].sum(dtype=np.float64) / total)
+    for name in names:
+        out[f"area_{name}"] = float(parts[name].mean())
+    py, px = np.unravel_index(int(np.argmax(c)), c.shape)
+    out["peak_y"], out["peak_x"] = int(py), int(px)
+    out["peak_region"] = "none" if zero else next(n for n in names if parts[n][py, px])
+    if lesion_mask is not None:
+        lesion = np.asarray(lesion_mask, dtype=bool)
+        if lesion.shape != shape:
+            raise ValueError(f"`lesion_mask` must have the masks' shape {shape}. Got {lesion.shape} instead.")
+        if not lesion.any():
+            warnings.warn("attention_profile: the lesion mask is empty; pointing game not scored.", RuntimeWarning, stacklevel=2)
+        dist = _distance_to(lesion, (py, px)) if not zero else float("inf")
+        out["lesion_energy"] = 0.0 if zero else float(c[lesion].sum(dtype=np.float64) / total)
+        out["lesion_area"] = float(lesion.mean())
+        out["pointing_distance_px"] = dist
+        out["pointing_hit"] = bool(lesion.any() and dist <= hit_radius_px)
+    metal = np.asarray(masks.get("metal", np.zeros(shape, bool)), dtype=bool)
+    calc = np.asarray(masks.get("calcification", np.zeros(shape, bool)), dtype=bool)
+    out["bone_focus"] = bool(out["energy_skull"] >= BONE_FOCUS_SHARE)
+    out["calcification_focus"] = bool(not zero and _distance_to(calc, (py, px)) <= hit_radius_px)
+    out["device_focus"] = bool(not zero and _distance_to(metal, (py, px)) <= hit_radius_px)
+    out["outside_head_focus"] = bool(out["energy_outside_head"] + out["energy_head_holder"] >= OUTSIDE_HEAD_FOCUS_SHARE)
+    if probability is not None and label is not None:
+        correct = bool((probability >= threshold) == bool(label))
+        out["right_for_wrong_reason"] = bool(correct and not zero and out["energy_intracranial"] < INTRACRANIAL_MIN_SHARE)
+    else:
+        out["right_for_wrong_reason"] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- stratify and intervene
+#: Mimic columns of :func:`mimic_presence`, named for the region they come from.
+MIMICS: tuple[str, ...] = ("metal", "calcification", "head_holder")
+
+
+def mimic_presence(masks: dict[str, np.ndarray], min_pixels: int = 1) -> dict[str, bool]:
+    """Which hemorrhage mimics a slice holds, from its region masks (real data: :func:`region_masks` of HU).
+
+    Returns:
+        dict ``{"metal": bool, "calcification": bool, "head_holder": bool}``: the mask has at least
+        ``min_pixels`` pixels.
+    """
+    if min_pixels < 1:
+        raise ValueError(f"`min_pixels` must be >= 1. Got {min_pixels!r} instead.")
+    return {m: bool(np.count_nonzero(masks.get(m, ())) >= min_pixels) for m in MIMICS}
+
+
+def stratified_metrics(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    presence: Any,
+    threshold: float = 0.5,
+) -> Any:
+    """Discrimination by presence of each mimic: a shortcut shows as metrics that move with the mimic.
+
+    A model that learned "coil means bleed" scores well where coils and bleeds co-occur and fails
+    on bleeds without a coil and on normals with one; the overall AUC hides it. Stratifying by the
+    mimic is the first of the shortcut tests that do not rely on saliency (Geirhos et al. 2020;
+    DeGrave et al. 2021).
+
+    Args:
+        y_true: (N,) 0/1 labels (``any``, or one subtype).
+        y_prob: (N,) probabilities.
+        presence: per-slice mimic presence: a DataFrame or a mapping ``name -> (N,) bool``
+            (e.g. rows of :func:`mimic_presence`, or phantom truth).
+        threshold: decision threshold for sensitivity and specificity.
+
+    Returns:
+        pandas.DataFrame with one row for all slices and two per mimic (present / absent): ``mimic``,
+        ``present``, ``n``, ``n_positive``, ``prevalence``, ``auc`` (scikit-learn ``roc_auc_score``;
+        NaN with one class), ``sensitivity``, ``specificity`` (:func:`brain_audit.metrics.confusion_at`).
+
+    References:
+        Geirhos R et al. Shortcut learning in deep neural networks. Nat Mach Intell 2020.
+        DeGrave AJ et al. AI for radiographic COVID-19 detection selects shortcuts over signal.
+        Nat Mach Intell 2021.
+    """
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from .metrics import confusion_at
+
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(y_prob, dtype=np.float64).ravel()
+    table = pd.DataFrame(presence) if not isinstance(presence, pd.DataFrame) else presence
+    if len(table) != y.size or p.size != y.size:
+        raise ValueError(
+            f"`y_true`, `y_prob` and `presence` must have one row per slice. Got {y.size}, {p.size} and {len(table)} instead."
+        )
+
+    def row(mimic: str, present: Any, sel: np.ndarray) -> dict[str, Any]:
+        ys, ps = y[sel], p[sel]
+        rec: dict[str, Any] = {"mimic": mimic, "present": present, "n": int(sel.sum()), "n_positive": int(ys.sum())}
+        rec["prevalence"] = float(ys.mean()) if ys.size else float("nan")
+        rec["auc"] = float(roc_auc_score(ys, ps)) if 0 < ys.sum() < ys.size else float("nan")
+        if ys.size:
+            cm = confusion_at(ys, ps, threshold)
+            rec["sensitivity"], rec["specificity"] = cm["sensitivity"], cm["specificity"]
+        else:
+            rec["sensitivity"] = rec["specificity"] = float("nan")
+        return rec
+
+    rows = [row("all", "any", np.ones(y.size, dtype=bool))]
+    for mimic in table.columns:
+        flag = table[mimic].to_numpy().astype(bool)
+        rows.append(row(str(mimic), True, flag))
+        rows.append(row(str(mimic), False, ~flag))
+    return pd.DataFrame(rows)
+
+
+def _predict_logits(model: Any, hu: np.ndarray, batch_size: int) -> np.ndarray:
+    x = np.asarray(hu, dtype=np.float32)
+    if x.ndim == len(model.inputs[0].shape) - 1:
+        x = x[..., None]
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+
+
+def counterfactual_effect(
+    model: Any,
+    hu_with: np.ndarray,
+    hu_without: np.ndarray,
+    output_index: int = 0,
+    threshold: float = 0.5,
+    batch_size: int = 32,
+) -> Any:
+    """Change in probability caused by a mimic, from paired slices that differ only by it.
+
+    The phantom renders each slice twice (:func:`brain_audit.phantom.render_counterfactual`): with the
+    device / calcification and without, same anatomy and lesions. A model that uses the mimic as a
+    shortcut changes its answer; one that reads the bleed does not. This is an intervention, so
+    unlike a saliency map it cannot mislead about what the model uses.
+
+    Args:
+        model: Keras model, input in HU (``build_model``).
+        hu_with: float (N, H, W) HU with the mimic.
+        hu_without: float (N, H, W) HU of the same slices without it.
+        output_index: output column.
+        threshold: decision threshold (a pair "flips" when the decision differs).
+        batch_size: prediction batch size.
+
+    Returns:
+        pandas.DataFrame, one row per pair: ``p_with``, ``p_without``, ``delta`` (= p_with - p_without)
+        and ``flipped`` (bool). Its ``attrs["mean_delta"]`` and ``attrs["flip_rate"]`` summarise it.
+    """
+    import pandas as pd
+
+    a, b = np.asarray(hu_with), np.asarray(hu_without)
+    if a.shape != b.shape:
+        raise ValueError(f"`hu_with` and `hu_without` must have one shape. Got {a.shape} and {b.shape} instead.")
+    if a.shape[0] == 0:
+        raise ValueError("`hu_with` must hold at least one slice. Got an empty batch instead.")
+    pw = _predict_logits(model, a, batch_size)[:, output_index]
+    po = _predict_logits(model, b, batch_size)[:, output_index]
+    frame = pd.DataFrame({"p_with": pw, "p_without": po, "delta": pw - po, "flipped": (pw >= threshold) != (po >= threshold)})
+    frame.attrs["mean_delta"] = float(frame["delta"].mean())
+    frame.attrs["flip_rate"] = float(frame["flipped"].mean())
+    return frame
+
+
+# ----------------------------------------------------------------------------- sanity check
+#: After the whole cascade is randomised, a trustworthy method's maps keep a mean Spearman rank
+#: correlation with the trained maps below this (Adebayo et al. 2018 show edge-detector-like methods
+#: staying near 1; Grad-CAM drops towards 0).
+SANITY_MAX_RHO: float = 0.5
+
+
+def _weight_groups(model: Any, path: list[Any]) -> list[tuple[str, list[Any]]]:
+    """Layers with weights from the output backwards, grouped: the head layers one by one, then the
+    units of the sub-model on the way to ``path`` (EfficientNet: ``top``, ``block7a``, ``block6d``, ...)."""
+    groups: list[tuple[str, list[Any]]] = []
+    sub = path[0] if len(path) > 1 else None
+    for lay in reversed(model.layers):
+        if lay is sub:
+            inner: dict[str, list[Any]] = {}
+            for il in reversed(_flat_layers(sub)):
+                if il.weights:
+                    inner.setdefault(il.name.split("_")[0], []).append(il)
+            groups.extend((f"{sub.name}/{k}", v) for k, v in inner.items())
+        elif lay.weights and not _is_model(lay):
+            groups.append((lay.name, [lay]))
+    return groups
+
+
+def _flat_layers(model: Any) -> list[Any]:
+    out: list[Any] = []
+    for lay in _sublayers(model):
+        out.extend(_flat_layers(lay) if _is_model(lay) else [lay])
+    return out
+
+
+def randomization_check(
+    model: Any,
+    hu_batch: np.ndarray,
+    layer: str | None = None,
+    output_index: int = 0,
+    steps: int = 4,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Cascading model-parameter randomisation (Adebayo et al. 2018): do the maps depend on the weights?
+
+    From the output backwards, the weights of one more group of layers are re-drawn at each step
+    (the head's Dense layer, then EfficientNet's ``top`` unit, ``block7a``, ...: normal with each
+    variable's own mean and standard deviation; BatchNormalization moving statistics kept, so the
+    network stays numerically sane) and the maps recomputed. The Spearman rank correlation of each
+    map with the trained model's map must fall; a method whose maps survive randomisation unchanged
+    shows the image, not the model, and is reported as not trustworthy. The model's weights are
+    restored on return, also after an error.
+
+    Args:
+        model: the trained Keras model.
+        hu_batch: float (N, H, W) HU slices (a few are enough).
+        layer, output_index: as in :func:`grad_cam`.
+        steps: number of cascade steps (groups randomised cumulatively), >= 1.
+        seed: seed of the re-drawn weights.
+
+    Returns:
+        dict: ``table`` (pandas.DataFrame: ``step``, ``randomised`` group, ``spearman_mean``,
+        ``spearman_min`` over the batch; a map that randomisation makes all-zero counts as rho = 0),
+        ``rho_final`` (mean rho after the last step) and ``trustworthy`` (``rho_final <``
+        :data:`SANITY_MAX_RHO`).
+
+    References:
+        Adebayo J et al. Sanity checks for saliency maps. NeurIPS 2018.
+    """
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"`steps` must be an int >= 1. Got {steps!r} instead.")
+    cam_fn = _cached(model, layer, output_index)
+    path = find_layer(model, cam_fn.layer)
+    groups = _weight_groups(model, path)[: int(steps)]
+    original = [v.numpy().copy() for v in model.weights]
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        base = cam_fn(hu_batch)
+    rows = []
+    try:
+        for step, (name, layers) in enumerate(groups, start=1):
+            for lay in layers:
+                for var in lay.weights:
+                    if "moving" in var.path:
+                        continue
+                    w = var.numpy()
+                    sd = float(w.std()) or 0.05
+                    var.assign(rng.normal(float(w.mean()), sd, w.shape).astype(w.dtype))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                maps = cam_fn(hu_batch)
+            rhos = []
+            for a, b in zip(base, maps):
+                if not a.any() or not b.any() or a.std() == 0 or b.std() == 0:
+                    rhos.append(0.0)
+                else:
+                    rhos.append(float(spearmanr(a.ravel(), b.ravel())[0]))
+            rows.append({"step": step, "randomised": name, "spearman_mean": float(np.mean(rhos)), "spearman_min": float(np.min(rhos))})
+    finally:
+        for var, w in zip(model.weights, original):
+            var.assign(w)
+    table = pd.DataFrame(rows)
+    rho_final = float(table["spearman_mean"].iloc[-1]) if len(table) else float("nan")
+    return {"table": table, "rho_final": rho_final, "trustworthy": bool(rho_final < SANITY_MAX_RHO)}
+
+
+# ----------------------------------------------------------------------------- pictures
+def overlay_title(image_id: str, probability: float | None = None, flags: dict[str, Any] | Sequence[str] = ()) -> str:
+    """The overlay's title: ``"ID_0a1b2c3d4  p(any)=0.93  flags: device_focus, bone_focus"``."""
+    if isinstance(flags, dict):
+        flags = [k for k in FLAGS if flags.get(k)]
+    parts = [str(image_id)]
+    if probability is not None:
+        parts.append(f"p={probability:.3f}")
+    parts.append("flags: " + (", ".join(flags) if flags else "none"))
+    return "  ".join(parts)
+
+
+def save_overlay(path: Any, hu: np.ndarray, cam: np.ndarray, title: str = "", alpha: float = 0.45) -> Any:
+    """The seed's picture: the CT in the brain window on the left, the Grad-CAM heat map over it on the right (PNG).
+
+    Args:
+        path: PNG to write (atomically, via :func:`brain_audit.figures.save_figure`).
+        hu: float (H, W) HU of the slice.
+        cam: float (h, w) map in [0, 1]; resized (bilinear) to (H, W).
+        title: figure title, e.g. :func:`overlay_title` (never identifying DICOM fields).
+        alpha: opacity of the heat map, in [0, 1].
+    """
+    from .figures import _pyplot, save_figure
+    from .windowing import BRAIN, window
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1]. Got {alpha!r} instead.")
+    x = np.asarray(hu, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"`hu` must be 2-D (H, W). Got shape {x.shape} instead.")
+    plt = _pyplot()
+    gray = window(x, *BRAIN)
+    heat = np.clip(_resize_to(cam, x.shape), 0.0, 1.0)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    axes[0].imshow(gray, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"CT, brain window (W{BRAIN.width:g} L{BRAIN.center:g})", fontsize=9)
+    axes[1].imshow(gray, cmap="gray", vmin=0, vmax=1)
+    im = axes[1].imshow(heat, cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    axes[1].set_title("Grad-CAM", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

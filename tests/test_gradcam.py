@@ -20,7 +20,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from brain_audit.gradcam import GradCAM, find_layer, grad_cam, layer_names
+from brain_audit.gradcam import (
+    BONE_FOCUS_SHARE,
+    FLAGS,
+    GradCAM,
+    attention_profile,
+    counterfactual_effect,
+    find_layer,
+    grad_cam,
+    layer_names,
+    mimic_presence,
+    overlay_title,
+    randomization_check,
+    save_overlay,
+    stratified_metrics,
+)
 
 S = 32  # side of the hand-built models
 RNG = np.random.default_rng(20240601)
@@ -234,3 +248,205 @@ def test_mixed_precision_gives_float32_maps_close_to_float32():
     assert cam.dtype == np.float32 and np.isfinite(cam).all()
     for i in range(2):
         assert np.corrcoef(cam[i].ravel(), ref[i].ravel())[0, 1] > 0.98
+
+
+# ----------------------------------------------------------------------------- attention profile
+def _strip_masks(n: int = 40) -> dict[str, np.ndarray]:
+    """Vertical strips of a (n, n) image: columns 0-9 outside, 10-14 skull, 15-34 intracranial (with a
+    2 x 2 calcification at rows 5-6, columns 20-21 and a 1-pixel coil at row 30, column 30), 35-39 scalp."""
+    m = {k: np.zeros((n, n), dtype=bool) for k in ("head", "skull", "intracranial", "calcification", "metal")}
+    m["head"][:, 10:] = True
+    m["skull"][:, 10:15] = True
+    m["intracranial"][:, 15:35] = True
+    m["calcification"][5:7, 20:22] = True
+    m["metal"][30, 30] = True
+    return m
+
+
+class TestAttentionProfile:
+    def test_energy_shares_by_hand_and_they_sum_to_one(self):
+        masks = _strip_masks()
+        cam = np.zeros((40, 40), dtype=np.float32)
+        cam[:, 0:10] = 1.0  # outside: 400 units
+        cam[:, 10:15] = 2.0  # skull: 400 units
+        cam[20, 25] = 200.0  # intracranial peak: 20 * 20 ones below + 200
+        cam[:, 15:35] += 1.0
+        cam[5:7, 20:22] = 0.0  # nothing on the calcification
+        total = 400 + 400 + (800 - 4 + 200)
+        prof = attention_profile(cam, masks=masks)
+        assert prof["energy_outside_head"] == pytest.approx(400 / total)
+        assert prof["energy_skull"] == pytest.approx(400 / total)
+        assert prof["energy_metal"] == pytest.approx(1 / total)
+        assert prof["energy_intracranial"] == pytest.approx((800 - 4 - 1 + 200) / total)
+        assert prof["energy_calcification"] == 0.0 and prof["energy_scalp"] == 0.0
+        shares = [v for k, v in prof.items() if k.startswith("energy_")]
+        assert sum(shares) == pytest.approx(1.0, abs=1e-12)
+        assert sum(v for k, v in prof.items() if k.startswith("area_")) == pytest.approx(1.0)
+        assert prof["area_skull"] == pytest.approx(200 / 1600)
+        assert (prof["peak_y"], prof["peak_x"], prof["peak_region"]) == (20, 25, "intracranial")
+        assert prof["bone_focus"] is (400 / total >= BONE_FOCUS_SHARE)
+
+    def test_pointing_game(self):
+        masks = _strip_masks()
+        cam = np.zeros((40, 40), dtype=np.float32)
+        cam[20, 20] = 1.0
+        cam[20, 21] = 1.0
+        near = np.zeros((40, 40), dtype=bool)
+        near[20, 31:34] = True  # 11 px from the peak at (20, 20)
+        far = np.zeros((40, 40), dtype=bool)
+        far[36:38, 36:38] = True  # sqrt(16^2 + 16^2) = 22.6 px
+        p = attention_profile(cam, masks=masks, lesion_mask=near)
+        assert p["pointing_hit"] is True and p["pointing_distance_px"] == pytest.approx(11.0)
+        assert p["lesion_energy"] == 0.0 and p["lesion_area"] == pytest.approx(3 / 1600)
+        p = attention_profile(cam, masks=masks, lesion_mask=far)
+        assert p["pointing_hit"] is False and p["pointing_distance_px"] == pytest.approx(np.hypot(16, 16))
+        on = np.zeros((40, 40), dtype=bool)
+        on[20, 21] = True
+        assert attention_profile(cam, masks=masks, lesion_mask=on)["lesion_energy"] == pytest.approx(0.5)
+
+    def test_flags(self):
+        masks = _strip_masks()
+        skull_map = np.zeros((40, 40), np.float32)
+        skull_map[:, 10:15] = 1.0
+        p = attention_profile(skull_map, masks=masks, probability=0.9, label=1)
+        assert p["bone_focus"] and p["right_for_wrong_reason"] and not p["device_focus"]
+        coil_map = np.zeros((40, 40), np.float32)
+        coil_map[28, 30] = 1.0  # 2 px from the coil, and 23 px from the calcification
+        coil_map[:, 15:35] += 0.01
+        p = attention_profile(coil_map, masks=masks, probability=0.2, label=1, hit_radius_px=5)
+        assert p["device_focus"] and not p["calcification_focus"] and not p["bone_focus"]
+        assert p["right_for_wrong_reason"] is False  # a miss is not "right"
+        calc_map = np.zeros((40, 40), np.float32)
+        calc_map[8, 21] = 1.0
+        assert attention_profile(calc_map, masks=masks, hit_radius_px=5)["calcification_focus"]
+        outside = np.zeros((40, 40), np.float32)
+        outside[:, :10] = 1.0
+        p = attention_profile(outside, masks=masks)
+        assert p["outside_head_focus"] and p["right_for_wrong_reason"] is None
+        assert set(FLAGS) <= set(p)
+
+    def test_zero_map_warns_and_gives_zero_shares(self):
+        with pytest.warns(RuntimeWarning, match="zero everywhere"):
+            p = attention_profile(np.zeros((10, 10)), masks=_strip_masks(), probability=0.9, label=1)
+        assert all(p[k] == 0.0 for k in p if k.startswith("energy_"))
+        assert not any(p[f] for f in FLAGS) and p["peak_region"] == "none"
+
+    def test_coarse_map_is_resized_to_the_masks(self):
+        cam = np.zeros((4, 4), np.float32)
+        cam[:, 0] = 1.0  # left quarter of a 40 px image: outside the head (bilinear spreads a little)
+        p = attention_profile(cam, masks=_strip_masks())
+        assert p["energy_outside_head"] > 0.6 and p["outside_head_focus"]
+
+    def test_regions_from_hu(self):
+        yy, xx = np.mgrid[0:64, 0:64]
+        r = np.hypot(yy - 32, xx - 32)
+        hu = np.where(r < 28, 30.0, -1000.0) + np.where((r >= 23) & (r < 26), 770.0, 0.0)
+        cam = (r < 10).astype(np.float32)
+        p = attention_profile(cam, hu=hu)
+        assert p["energy_intracranial"] == pytest.approx(1.0)
+
+    def test_bad_inputs(self):
+        with pytest.raises(ValueError, match="`masks` or `hu` must be given"):
+            attention_profile(np.ones((4, 4)))
+        with pytest.raises(ValueError, match=r"`lesion_mask` must have the masks' shape \(40, 40\)"):
+            attention_profile(np.ones((4, 4)), masks=_strip_masks(), lesion_mask=np.ones((5, 5), bool))
+        with pytest.warns(RuntimeWarning, match="lesion mask is empty"):
+            attention_profile(np.ones((4, 4)), masks=_strip_masks(), lesion_mask=np.zeros((40, 40), bool))
+
+
+# ----------------------------------------------------------------------------- stratify and intervene
+class TestStratifiedMetrics:
+    def test_a_coil_shortcut_shows_in_the_strata(self):
+        # 8 slices; the "model" says bleed exactly when there is a coil
+        y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+        coil = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=bool)
+        p = np.where(coil, 0.9, 0.1) + np.arange(8) * 0.001
+        table = stratified_metrics(y, p, {"metal": coil, "calcification": np.zeros(8, bool)})
+        row = table.set_index(["mimic", "present"])
+        # by hand: all slices: TP 2 (slices 0, 1), FN 2, FP 1 (slice 4), TN 3
+        assert row.loc[("all", "any"), "sensitivity"] == pytest.approx(0.5)
+        assert row.loc[("all", "any"), "specificity"] == pytest.approx(0.75)
+        # with a coil: bleeds 0, 1 (p .900, .901) vs normal 4 (p .904): every pair misordered
+        assert row.loc[("metal", True), "auc"] == pytest.approx(0.0)
+        assert row.loc[("metal", True), "specificity"] == 0.0
+        # without: bleeds 2, 3 (.102, .103) vs normals 5, 6, 7 (.105-.107): all misordered, nothing called
+        assert row.loc[("metal", False), "sensitivity"] == 0.0 and row.loc[("metal", False), "auc"] == 0.0
+        assert row.loc[("metal", False), "n"] == 5 and row.loc[("metal", False), "n_positive"] == 2
+        assert np.isnan(row.loc[("calcification", True), "auc"])  # empty stratum
+
+    def test_mimic_presence_and_length_check(self):
+        masks = _strip_masks()
+        assert mimic_presence(masks) == {"metal": True, "calcification": True, "head_holder": False}
+        assert mimic_presence(masks, min_pixels=2)["metal"] is False
+        with pytest.raises(ValueError, match="one row per slice. Got 3, 3 and 2 instead"):
+            stratified_metrics([0, 1, 1], [0.1, 0.2, 0.3], {"metal": [True, False]})
+
+
+def max_hu_model() -> keras.Model:
+    """p = sigmoid(0.01 * max HU - 20): a pure metal detector (sigmoid(10) with a 3,000 HU coil)."""
+    inp = keras.Input((S, S, 1))
+    x = keras.layers.GlobalMaxPooling2D()(inp)
+    out = keras.layers.Dense(1, activation="sigmoid")(x)
+    model = keras.Model(inp, out)
+    model.layers[-1].set_weights([np.array([[0.01]], "float32"), np.array([-20.0], "float32")])
+    return model
+
+
+def test_counterfactual_effect_of_a_coil_on_a_metal_detector():
+    without = np.full((3, S, S), 30.0, dtype="float32")
+    with_coil = without.copy()
+    with_coil[:, 10, 10] = [3000.0, 1000.0, 2100.0]
+    frame = counterfactual_effect(max_hu_model(), with_coil, without)
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    np.testing.assert_allclose(frame["p_with"], sig(0.01 * np.array([3000, 1000, 2100]) - 20), atol=1e-6)
+    np.testing.assert_allclose(frame["p_without"], sig(0.3 - 20), atol=1e-6)
+    assert frame["flipped"].tolist() == [True, False, True]
+    assert frame.attrs["flip_rate"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="must have one shape"):
+        counterfactual_effect(max_hu_model(), with_coil, without[:2])
+
+
+class TestRandomizationCheck:
+    def test_grad_cam_on_efficientnet_passes_and_weights_come_back(self, effnet):
+        model, batch = effnet
+        before = [w.copy() for w in model.get_weights()]
+        maps = grad_cam(model, batch)
+        res = randomization_check(model, batch, steps=3, seed=0)
+        assert list(res["table"]["randomised"]) == ["predictions", "efficientnetb0/top", "efficientnetb0/block7a"]
+        assert res["trustworthy"] and res["rho_final"] < 0.5
+        for a, b in zip(before, model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(grad_cam(model, batch), maps, atol=1e-6)
+
+    def test_a_map_that_ignores_the_weights_is_not_trustworthy(self):
+        # one channel, positive weights: re-drawing the Dense weight near its value (sd 0.05 around 1)
+        # leaves the map x * region / max unchanged, so the check must say "not trustworthy"
+        inp = keras.Input((S, S, 1))
+        x = Gate(REGION)(inp)
+        x = keras.layers.Conv2D(1, 1, activation="relu", use_bias=False, name="target")(x)
+        out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(x))
+        model = keras.Model(inp, out)
+        model.get_layer("target").set_weights([np.ones((1, 1, 1, 1), "float32")])
+        model.layers[-1].set_weights([np.ones((1, 1), "float32"), np.zeros(1, "float32")])
+        res = randomization_check(model, RNG.uniform(0, 1, (2, S, S)).astype("float32"), layer="target", steps=1)
+        assert res["rho_final"] == pytest.approx(1.0) and res["trustworthy"] is False
+
+
+def test_overlay_png(tmp_path):
+    yy, xx = np.mgrid[0:64, 0:64]
+    hu = np.where(np.hypot(yy - 32, xx - 32) < 25, 40.0, -1000.0).astype("float32")
+    cam = np.zeros((4, 4), np.float32)
+    cam[1, 2] = 1.0
+    title = overlay_title("ID_0a1b2c3d4", 0.934, {"device_focus": True, "bone_focus": False})
+    assert title == "ID_0a1b2c3d4  p=0.934  flags: device_focus"
+    path = save_overlay(tmp_path / "o.png", hu, cam, title=title)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[1] > 1.5 * img.shape[0]  # two panels side by side
+    # the heat map (jet: blue where the map is 0) is on the right only; the CT windows have R >= G, B
+    left, right = img[:, : img.shape[1] // 2, :3], img[:, img.shape[1] // 2 :, :3]
+    assert ((right[..., 2] - right[..., 0]) > 0.2).mean() > 0.1
+    assert ((left[..., 2] - left[..., 0]) > 0.2).mean() == 0.0
+    with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\]. Got 2 instead"):
+        save_overlay(tmp_path / "x.png", hu, cam, alpha=2)
