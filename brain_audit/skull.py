@@ -45,6 +45,7 @@ __all__ = [
     "CALC_MIN_HU",
     "CALC_PEAK_HU",
     "CALC_MAX_AREA_FRACTION",
+    "METAL_STREAK_FRACTION",
     "HOLDER_HU",
     "HOLDER_MAX_MEDIAN_HU",
     "REGION_KEYS",
@@ -67,6 +68,9 @@ CALC_PEAK_HU: float = 130.0
 #: A calcified focus covers at most this share of the intracranial area (1 % of 125 cm2 = 1.25 cm2;
 #: pineal and choroid-plexus calcifications are a few mm to 1 cm). Larger dense areas are not "small".
 CALC_MAX_AREA_FRACTION: float = 0.01
+#: Dense islands closer to metal than this share of the image side are taken for streak artefact, not
+#: calcification (coil streaks: bright lines fading over a few cm; 6 % = 15 mm on a 250 mm field).
+METAL_STREAK_FRACTION: float = 0.06
 #: Lower HU bound of a head holder / table outside the head (real holder: 214-329 HU).
 HOLDER_HU: float = 150.0
 #: A dense structure outside the skull is a holder only if its median HU is below this (real holder
@@ -239,7 +243,7 @@ def region_masks(hu: np.ndarray) -> dict[str, np.ndarray]:
 
     # calcified foci: dense islands inside, not the partial-volume rim of the inner table, not metal streaks
     near_skull = cv2.dilate(skull.astype(np.uint8), _disk(rim)).astype(bool)
-    near_metal = cv2.dilate(metal.astype(np.uint8), _disk(3 * rim)).astype(bool) if metal.any() else empty
+    near_metal = cv2.dilate(metal.astype(np.uint8), _disk(int(METAL_STREAK_FRACTION * scale))).astype(bool) if metal.any() else empty
     dense = (x > CALC_MIN_HU) & intracranial & ~metal
     labels, n = ndimage.label(dense)
     calc = empty.copy()

@@ -148,3 +148,31 @@ class TestDisjointRegions:
     def test_mismatched_shapes_raise(self):
         with pytest.raises(ValueError, match="must all have one shape"):
             disjoint_regions({"head": np.zeros((4, 4), bool), "skull": np.zeros((5, 5), bool)})
+
+
+class TestAgainstPhantomTruth:
+    """region_masks from HU alone against the phantom generator's ground-truth masks (brain_audit.phantom)."""
+
+    def test_regions_match_the_truth(self):
+        phantom = pytest.importorskip("brain_audit.phantom")
+        cfg = phantom.PhantomConfig(
+            patients=3, slices_per_patient=8, size=256, seed=11, mimic_probabilities={m: (0.5, 0.5) for m in phantom.MIMICS}
+        )
+        calc_names = [m for m in phantom.MIMICS if m.endswith("_calcification")]
+        agree = n = 0
+        for p in range(3):
+            for s in (1, 3, 5):
+                hu, truth = phantom.render_slice(cfg, p, s)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", RuntimeWarning)
+                    m = region_masks(hu)
+                assert _dice(m["intracranial"], truth["intracranial"]) > 0.9
+                assert _dice(m["head"], truth["head"]) > 0.95
+                # metal only where the coil is, and found whenever there is one
+                assert not (m["metal"] & ~truth["coil"]).any()
+                assert m["metal"].any() == truth["coil"].any()
+                if not truth["coil"].any():  # near a coil, streaks hide small foci by design
+                    n += 1
+                    agree += m["calcification"].any() == any(truth[c].any() for c in calc_names)
+                    assert not (m["calcification"] & ~np.logical_or.reduce([truth[c] for c in calc_names])).any()
+        assert n >= 3 and agree / n >= 0.8
