@@ -267,7 +267,59 @@ def _run_feed(args: argparse.Namespace) -> int:
 
 # [model commands]
 
-# [gradcam commands]
+# ---------------------------------------------------------------- gradcam (gradcam, skull)
+@_command
+def _add_gradcam(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gradcam",
+        help="Grad-CAM overlays and attention profiles (where the model looks) for DICOM slices",
+        description="Explain a saved model's output on each DICOM slice with Grad-CAM (batched, of the logit, "
+        "at EfficientNet's top_activation by default), write the seed's overlay PNG per slice and a CSV of "
+        "attention profiles: energy shares on the intracranial space, skull, calcified foci, metal, head holder "
+        "and outside the head, with the shortcut flags (brain_audit.gradcam.audit_files).",
+    )
+    p.add_argument("--model", type=Path, required=True, help="a .keras model saved by brain_audit.model.save_model")
+    p.add_argument("--images", nargs="+", type=Path, required=True, help="DICOM files and / or folders of *.dcm")
+    p.add_argument("--out", type=Path, default=Path("gradcam_out"), help="output folder (default: gradcam_out)")
+    p.add_argument("--labels", type=Path, default=None, help="RSNA ID,Label CSV (adds labels and right_for_wrong_reason)")
+    p.add_argument("--layer", default=None, help="layer to explain (default: top_activation, nested backbones searched)")
+    p.add_argument("--output-index", type=int, default=0, help="output unit (0 for 'any'; 0-5 for the six labels)")
+    p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default 0.5)")
+    p.add_argument("--no-overlays", action="store_true", help="write the CSV only")
+    p.set_defaults(run=_run_gradcam)
+
+
+def _run_gradcam(args: argparse.Namespace) -> int:
+    from .gradcam import FLAGS, audit_files
+    from .model import load_model
+
+    labels = None
+    if args.labels is not None:
+        from .labels import read_labels
+
+        labels = read_labels(args.labels)
+    model = load_model(args.model, compile=False)
+    table = audit_files(
+        model,
+        args.images,
+        args.out,
+        layer=args.layer,
+        output_index=args.output_index,
+        method=args.method,
+        batch_size=args.batch_size,
+        labels=labels,
+        threshold=args.threshold,
+        overlays=not args.no_overlays,
+    )
+    skipped = table.attrs.get("n_skipped", 0)
+    print(f"{len(table)} slices explained, {skipped} skipped -> {args.out / 'profiles.csv'}")
+    if len(table):
+        shares = ", ".join(f"{c[7:]} {table[c].mean():.2f}" for c in table.columns if c.startswith("energy_"))
+        print(f"mean energy shares: {shares}")
+        print("flagged slices: " + ", ".join(f"{f} {int(table[f].fillna(False).astype(bool).sum())}" for f in FLAGS))
+    return 0 if len(table) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

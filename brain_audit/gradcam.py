@@ -60,6 +60,7 @@ __all__ = [
     "randomization_check",
     "overlay_title",
     "save_overlay",
+    "audit_files",
 ]
 
 #: Layers tried, in order, when ``layer=None``: the EfficientNet's last block (Keras application names).
@@ -790,3 +791,140 @@ def save_overlay(path: Any, hu: np.ndarray, cam: np.ndarray, title: str = "", al
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------- files -> overlays + table
+def _dicom_files(images: Sequence[Any]) -> list[Any]:
+    from pathlib import Path
+
+    files: list[Path] = []
+    for item in images:
+        p = Path(item)
+        files.extend(sorted(p.glob("*.dcm")) if p.is_dir() else [p])
+    return files
+
+
+def audit_files(
+    model: Any,
+    images: Sequence[Any],
+    out_dir: Any,
+    *,
+    layer: str | None = None,
+    output_index: int = 0,
+    method: Method = "gradcam",
+    batch_size: int = 16,
+    labels: Any = None,
+    threshold: float = 0.5,
+    overlays: bool = True,
+) -> Any:
+    """Grad-CAM audit of DICOM slices: an overlay PNG per slice and one table of attention profiles.
+
+    Each file is read to HU (:func:`brain_audit.dicom.read_hu`); regions are found at full
+    resolution (:func:`brain_audit.skull.region_masks`); the HU are resized to the model's input
+    size (:func:`brain_audit.windowing.resize_hu`) and explained in batches (:class:`GradCAM`, which
+    also gives the probability from the same pass); the map is resized back and profiled
+    (:func:`attention_profile`). Unreadable files are listed in ``skipped.csv`` with their reason and
+    the rest go on.
+
+    Writes into ``out_dir``: ``overlays/<image_id>.png``, ``profiles.csv`` (one row per slice:
+    ``image_id``, ``file``, ``probability``, ``label``, the profile columns and mimic presence),
+    ``skipped.csv`` and ``run.json`` (:func:`brain_audit.provenance.run_record`).
+
+    Args:
+        model: Keras model taking one HU slice per sample, (N, S, S, 1) (``build_model(context=0)``).
+        images: DICOM files and / or folders (their ``*.dcm``, sorted).
+        out_dir: output folder (created).
+        layer, output_index, method: as in :func:`grad_cam`.
+        batch_size: slices per gradient pass, >= 1.
+        labels: optional RSNA label table (:func:`brain_audit.labels.read_labels`), used for the
+            ``label`` column and ``right_for_wrong_reason``; column = the explained output's label.
+        threshold: decision threshold for ``right_for_wrong_reason``.
+        overlays: write the PNGs.
+
+    Returns:
+        pandas.DataFrame of the profiles (as written to ``profiles.csv``); ``attrs["n_skipped"]`` counts
+        the unreadable files.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .dicom import read_hu
+    from .errors import BrainAuditError, ConfigError
+    from .provenance import file_fingerprint, run_record, write_csv, write_json
+    from .rsna import LABEL_COLUMNS
+    from .skull import region_masks
+    from .windowing import resize_hu
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1. Got {batch_size!r} instead.")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 1 or shape[1] is None:
+        raise ConfigError(
+            f"`model` must take single HU slices (N, S, S, 1). Got input shape {shape} instead "
+            "(a 2.5D model with context slices needs its neighbours; audit it from the dataset feed)."
+        )
+    size = (int(shape[1]), int(shape[2]))
+    cam_fn = _cached(model, layer, output_index, method)
+    column = LABEL_COLUMNS[output_index] if cam_fn.n_outputs == len(LABEL_COLUMNS) else "any"
+    out = Path(out_dir)
+    files = _dicom_files(images)
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    pending: list[tuple[Any, np.ndarray, dict[str, np.ndarray]]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = np.stack([resize_hu(hu, size) for _, hu, _ in pending])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # zero maps are recorded as peak_region "none"
+            maps, logits = cam_fn(batch, return_logits=True)
+        probs = 1.0 / (1.0 + np.exp(-logits[:, output_index].astype(np.float64)))
+        for (f, hu, masks), cam, prob in zip(pending, maps, probs):
+            image_id = Path(f).stem
+            label = None
+            if labels is not None and image_id in labels.index:
+                label = int(labels.loc[image_id, column])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                prof = attention_profile(cam, masks=masks, probability=float(prob), label=label, threshold=threshold)
+            row = {"image_id": image_id, "file": str(f), "probability": float(prob), "label": label}
+            row.update(prof)
+            row.update({f"has_{k}": v for k, v in mimic_presence(masks).items()})
+            rows.append(row)
+            if overlays:
+                save_overlay(out / "overlays" / f"{image_id}.png", hu, cam, title=overlay_title(image_id, float(prob), prof))
+        pending.clear()
+
+    for f in files:
+        try:
+            hu = read_hu(f)
+        except (BrainAuditError, OSError) as exc:
+            skipped.append({"file": str(f), "reason": str(exc)})
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            masks = region_masks(hu)
+        if caught:  # degenerate but legal (no head, open skull): say which file, carry on
+            note = "; ".join(str(w.message) for w in caught)
+            warnings.warn(f"{Path(f).name}: {note}", RuntimeWarning, stacklevel=2)
+        pending.append((f, hu, masks))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    table = pd.DataFrame(rows)
+    table.attrs["n_skipped"] = len(skipped)
+    write_csv(out / "profiles.csv", table)
+    write_csv(out / "skipped.csv", pd.DataFrame(skipped, columns=["file", "reason"]))
+    write_json(
+        out / "run.json",
+        run_record(
+            config={"layer": cam_fn.layer, "output_index": output_index, "method": method, "batch_size": int(batch_size),
+                    "threshold": threshold, "input_size": list(size)},
+            inputs={str(f): file_fingerprint(f) for f in files if Path(f).exists()},
+            n_images=len(rows),
+            n_skipped=len(skipped),
+        ),
+    )
+    return table

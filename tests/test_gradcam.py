@@ -450,3 +450,32 @@ def test_overlay_png(tmp_path):
     assert ((left[..., 2] - left[..., 0]) > 0.2).mean() == 0.0
     with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\]. Got 2 instead"):
         save_overlay(tmp_path / "x.png", hu, cam, alpha=2)
+
+
+# ----------------------------------------------------------------------------- the command line
+@pytest.mark.slow
+def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys):
+    import pandas as pd
+
+    from brain_audit.cli import main
+    from brain_audit.labels import read_labels
+    from brain_audit.model import build_model, save_model
+    from brain_audit.phantom import PhantomConfig, generate_cohort
+
+    cohort = generate_cohort(
+        tmp_path / "cohort", PhantomConfig(patients=2, slices_per_patient=3, size=128, corrupt_files=1, seed=5), workers=1, progress=False
+    )
+    model_path = save_model(build_model(input_size=64, weights=None, seed=1), tmp_path / "m.keras")
+    out = tmp_path / "audit"
+    rc = main(["gradcam", "--model", str(model_path), "--images", cohort["train_dir"], "--out", str(out),
+               "--labels", cohort["label_csv"], "--batch-size", "4"])
+    assert rc == 0
+    table = pd.read_csv(out / "profiles.csv")
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert len(table) == cohort["images"] == 6 and len(skipped) == 1
+    energy = table[[c for c in table.columns if c.startswith("energy_")]].sum(axis=1)
+    np.testing.assert_allclose(energy[table["peak_region"] != "none"], 1.0, atol=1e-9)
+    labels = read_labels(cohort["label_csv"])
+    assert table.set_index("image_id")["label"].to_dict() == labels.loc[table["image_id"], "any"].to_dict()
+    assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(table["image_id"])
+    assert "6 slices explained, 1 skipped" in capsys.readouterr().out
