@@ -722,6 +722,32 @@ class TestFeed:
         np.testing.assert_array_equal(a1, a2)
 
 
+class TestAugmentBatch:
+    def test_channels_stay_registered_input_untouched_and_seeded(self):
+        from brain_audit.feed import Augment, augment_batch
+
+        rng = np.random.default_rng(0)
+        one = rng.integers(-1000, 1500, size=(6, 24, 24, 1)).astype(np.float32)
+        three = np.repeat(one, 3, axis=-1)
+        keep = three.copy()
+        out = augment_batch(three, Augment(rotation_deg=20, shift=0.1, zoom=0.1), np.random.default_rng(5))
+        np.testing.assert_array_equal(three, keep)
+        np.testing.assert_array_equal(out[..., 0], out[..., 2])  # 2.5D neighbours move together
+        again = augment_batch(three, Augment(rotation_deg=20, shift=0.1, zoom=0.1), np.random.default_rng(5))
+        np.testing.assert_array_equal(out, again)
+        assert out.shape == three.shape and out.dtype == np.float32
+        none = Augment(rotation_deg=0, shift=0, zoom=0, flip=False, hu_offset=0, hu_gain=0)
+        np.testing.assert_array_equal(augment_batch(one, none, np.random.default_rng(1)), one)
+
+    def test_bad_ranges(self):
+        from brain_audit.feed import Augment
+
+        with pytest.raises(ValueError, match="`zoom` must be in \\[0, 1\\). Got 1.5 instead."):
+            Augment(zoom=1.5)
+        with pytest.raises(ValueError, match="`rotation_deg` must be >= 0. Got -1 instead."):
+            Augment(rotation_deg=-1)
+
+
 def dataclasses_replace(obj, **kw):
     import dataclasses
 
