@@ -78,6 +78,61 @@ def _run_window(args: argparse.Namespace) -> int:
 
 
 # [phantom commands]
+# ---------------------------------------------------------------- phantom (synthetic RSNA-layout cohorts)
+@_command
+def _add_phantom(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "phantom",
+        help="write a synthetic head-CT cohort in the RSNA 2019 layout, with ground truth",
+        description="Generate axial head-CT phantom slices (skull, brain, ventricles, head holder) with the five "
+        "RSNA hemorrhage subtypes, calcifications and devices, written as DIR/stage_2_train/*.dcm, "
+        "DIR/stage_2_train.csv, DIR/phantom_truth/*.npz and DIR/phantom_manifest.json. The same arguments "
+        "give byte-identical files. A folder holding other phantom output is refused.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (the dataset root)")
+    p.add_argument("--patients", type=int, required=True, help="number of patients (one study each)")
+    p.add_argument("--slices-per-patient", type=int, default=20, help="contiguous 5 mm slices per study (default 20)")
+    p.add_argument("--size", type=int, default=512, help="rows = columns (default 512; field of view 250 mm)")
+    p.add_argument("--prevalence", type=float, default=0.4, help="share of patients with a bleed (default 0.4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--shortcut", action="append", default=[], metavar="MIMIC:P_BLEED,P_NO_BLEED",
+        help="plant a shortcut: per-image probability of MIMIC given bleed / no bleed, e.g. coil:0.3,0.02 "
+        "(repeatable). Mimics: choroid_plexus_calcification, pineal_calcification, falx_calcification, coil, catheter",
+    )
+    p.add_argument("--chronic-subdural-fraction", type=float, default=0.15, help="share of chronic subdurals")
+    p.add_argument("--defect-fraction", type=float, default=0.02,
+                   help="share of slices written with the RSNA 12-bit wrap defect (default 0.02)")
+    p.add_argument("--corrupt", type=int, default=0, help="extra corrupt files (truncated / header-only)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--preview", action="store_true", help="also write DIR/phantom_preview.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_phantom)
+
+
+def _run_phantom(args: argparse.Namespace) -> int:
+    from .phantom import PhantomConfig, generate_cohort, parse_shortcut, preview
+
+    shortcuts = dict(parse_shortcut(s) for s in args.shortcut)
+    config = PhantomConfig(
+        patients=args.patients, slices_per_patient=args.slices_per_patient, size=args.size,
+        prevalence=args.prevalence, seed=args.seed, chronic_subdural_fraction=args.chronic_subdural_fraction,
+        mimic_probabilities=shortcuts, defect_fraction=args.defect_fraction, corrupt_files=args.corrupt,
+    )
+    summary = generate_cohort(args.out, config, workers=args.workers, progress=not args.no_progress)
+    if summary["skipped"]:
+        print(f"{args.out}: already holds this cohort; nothing written")
+    else:
+        print(
+            f"{summary['images']} slices of {summary['patients']} patients ({summary['bleed_patients']} with a "
+            f"bleed, {summary['positive_images']} positive slices, {summary['defect_images']} with the wrap defect, "
+            f"{summary['corrupt_files']} corrupt) in {summary['seconds']:.1f} s "
+            f"({summary['slices_per_second']:.0f} slices/s) -> {summary['out_dir']}"
+        )
+    if args.preview:
+        print(f"preview -> {preview(args.out)}")
+    return 0
+
 
 # ---------------------------------------------------------------- dataset (labels, index, cohort, cache, feed)
 @_command

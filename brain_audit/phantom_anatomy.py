@@ -1,0 +1,976 @@
+"""The 3-D head model of the synthetic head-CT phantom and its axial renderer.
+
+Used by :mod:`brain_audit.phantom` (the public API: cohorts, truth, counterfactuals,
+preview); nothing here writes files.
+
+One patient is one :class:`Patient`: a 3-D head drawn once from the patient's own
+random stream (``numpy.random.SeedSequence(seed, spawn_key=(patient, 0, 0))``), whose
+axial cross-section varies with the anatomical height ``z`` (mm; 0 at the level of the
+lateral-ventricle bodies, the vertex near +75). :func:`render` cuts it at one slice.
+
+How a slice is rendered (all vectorised; one slice of 512 x 512 takes a few ms):
+
+1. **Shell and cortex in polar coordinates.** Around the head centre every pixel has an
+   angle ``psi`` (0 = anterior) and a radial distance ``r`` from the inner table (mm,
+   negative inside). A table over (psi, r) holds, per slice, the subarachnoid CSF,
+   cortex with sulci (gray matter lining CSF clefts, white matter beneath), the
+   sylvian fissure at low levels, the inner table, diploe, outer table (thicker
+   frontally and obliquely cut near the vertex), galea, temporalis muscle, fat and
+   skin; epidural / subdural collections and sulcal subarachnoid blood live in the
+   same table and push the cortex inward. The table is smoothed radially
+   (partial volume of the 5 mm slab) and gathered per pixel with one index.
+2. **Deep structures** (basal ganglia, thalami, lateral / third ventricles, midbrain
+   and cisterns, interhemispheric fissure and falx, with midline shift from mass effect)
+   are drawn with OpenCV ellipses and polylines in the rotated head frame.
+3. Intraparenchymal (irregular blob with an edema rim) and intraventricular (dependent
+   layering in a ventricle) blood are painted in local patches.
+4. Exterior: air, a curved head holder and sometimes a foam cushion, fixed per patient.
+5. Mild Gaussian blur (3 x 3), then the mimics / devices (calcifications, coil,
+   catheter) as exact local additions to the blurred image, coil streaks, then
+   noise; values rounded to integers and clipped to [-1024, 3071] HU (12-bit CT).
+
+Pixels outside the reconstruction circle are padding: -1024 HU in the render (what
+:func:`brain_audit.dicom.read_hu` returns for them), written as -3024 HU in the file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+
+from .rsna import SUBTYPES
+
+__all__ = [
+    "MIMICS",
+    "TRUTH_EXTRA",
+    "PAD_HU_FILE",
+    "Patient",
+    "build_patient",
+    "render",
+]
+
+#: Hemorrhage mimics and devices the phantom can plant, in drawing order:
+#:
+#: * ``choroid_plexus_calcification``: physiologic calcified glomus in the atrium of one or
+#:   both lateral ventricles, 2-6 mm, 100-400 HU.
+#: * ``pineal_calcification``: midline dot behind the third ventricle, 2-6 mm, 100-400 HU.
+#: * ``falx_calcification``: dural plaque on the falx, 1.5 x 4-10 mm, 100-400 HU.
+#: * ``coil``: aneurysm coil pack near the circle of Willis / anterior communicating
+#:   artery, metal (saturates at 3071 HU) with radiating bright and dark streak artefacts.
+#: * ``catheter``: ventricular shunt catheter, a dense tube (500-900 HU wall, CSF lumen)
+#:   from a right frontal entry through the skull into the right lateral ventricle.
+MIMICS: tuple[str, ...] = (
+    "choroid_plexus_calcification",
+    "pineal_calcification",
+    "falx_calcification",
+    "coil",
+    "catheter",
+)
+
+#: Truth masks besides head / skull / intracranial / subtypes / mimics: pixels where
+#: the coil's streak artefact changes the HU (at least 1 HU before rounding).
+TRUTH_EXTRA: tuple[str, ...] = ("coil_streaks",)
+
+#: HU written to the file outside the reconstruction circle (stored -2000 with
+#: intercept -1024, as many scanners do); read back as AIR_HU.
+PAD_HU_FILE = -3024.0
+_PAD_HU = -1024.0
+_AIR_HU = -990.0
+_MAX_HU = 3071.0
+
+# polar table: angle bins x radial bins (r from the inner table, mm)
+_NPSI = 720
+_DR = 0.3
+_N_IN = 100  # 30 mm inside the inner table
+_N_OUT = 130  # 39 mm outside
+_NR = _N_IN + _N_OUT
+_R_COL = ((np.arange(_NR) - _N_IN + 0.5) * _DR).astype(np.float32)  # r of each column
+_PSI = (-np.pi + (np.arange(_NPSI) + 0.5) * (2 * np.pi / _NPSI)).astype(np.float32)
+
+# table codes (also the tissue classes of the truth masks)
+_WM, _GM, _CSF, _SAH, _EDH, _SDH, _SKULL, _SCALP, _OUT = range(9)
+_BRAIN_CODES_MAX = _CSF  # codes <= this are brain tissue / CSF (deep structures may overwrite)
+_INTRACRANIAL_MAX = _SDH
+
+# deep-structure codes (drawn with OpenCV)
+_D_GRAY, _D_VENT_R, _D_VENT_L, _D_VENT3, _D_FISSURE, _D_FALX, _D_CISTERN, _D_MIDBRAIN = range(1, 9)
+
+_BLUR_SIGMA_PX = 0.6  # mild blur, 3 x 3 kernel
+_MIN_LESION_MM2 = 10.0  # a lesion cross-section smaller than this is not drawn on the slice
+
+
+def _bump(z: float, lo: float, hi: float) -> float:
+    """Smooth 0..1..0 profile over [lo, hi] (0 outside)."""
+    if z <= lo or z >= hi:
+        return 0.0
+    return math.sin(math.pi * (z - lo) / (hi - lo)) ** 0.6
+
+
+@dataclass
+class Lesion:
+    """One hemorrhage in 3-D (head-frame mm; psi in radians, 0 anterior)."""
+
+    subtype: str
+    zc: float
+    hz: float
+    hu: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def scale(self, z: float) -> float:
+        """Cross-section scale at height z (0 outside the lesion)."""
+        t = (z - self.zc) / self.hz
+        return math.sqrt(1.0 - t * t) if abs(t) < 1.0 else 0.0
+
+
+@dataclass
+class Patient:
+    """Everything fixed for one patient: grid, anatomy parameters, lesions, devices, per-slice draws."""
+
+    index: int
+    shape: tuple[int, int]
+    spacing: float
+    slice_spacing: float
+    z_anat: np.ndarray  # anatomical z of each slice, mm
+    p: dict[str, Any]
+    lesions: list[Lesion]
+    mimic_geometry: dict[str, Any]
+    mimic_draws: np.ndarray  # (len(MIMICS), K) uniform draws deciding per-slice presence
+    defect: np.ndarray  # (K,) bool, slice written with the RSNA wrap defect
+    seed: int
+    # grids (built lazily by _grids)
+    _g: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+# ----------------------------------------------------------------------------- patient
+def build_patient(cfg: Any, index: int) -> Patient:
+    """Draw patient ``index`` of a cohort from ``(cfg.seed, index)``.
+
+    Args:
+        cfg: a :class:`brain_audit.phantom.PhantomConfig` (read only).
+        index: patient number, 0-based.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, 0, 0)))
+    k = cfg.slices_per_patient
+    p: dict[str, Any] = {}
+    # head shape (inner table at the widest level), mm
+    p["a"] = rng.uniform(61.0, 70.0)  # lateral semi-axis
+    p["b"] = p["a"] * rng.uniform(1.17, 1.32)  # antero-posterior
+    p["ztop"] = rng.uniform(72.0, 82.0)
+    p["zbot"] = rng.uniform(95.0, 120.0)
+    p["theta"] = math.radians(rng.normal(0.0, 4.0))
+    p["cx"] = rng.normal(0.0, 4.0)
+    p["cy"] = rng.uniform(-22.0, -12.0)
+    harm = np.zeros(_NPSI, np.float32)
+    for kk in range(2, 6):
+        harm += rng.normal(0, 0.012 / kk * 2) * np.cos(kk * _PSI + rng.uniform(0, 2 * np.pi))
+    harm += -0.035 * np.cos(_PSI) + rng.normal(0, 0.01) * np.sin(_PSI)  # egg shape, slight asymmetry
+    ell = 1.0 / np.sqrt((np.sin(_PSI) / p["a"]) ** 2 + (np.cos(_PSI) / p["b"]) ** 2)
+    p["R0"] = (ell * (1.0 + harm)).astype(np.float32)
+    # skull and scalp
+    p["T0"] = rng.uniform(5.5, 7.0)
+    p["frontal_bias"] = rng.uniform(0.35, 0.7)
+    p["occipital_bias"] = rng.uniform(0.1, 0.35)
+    p["temporal_thin"] = rng.uniform(0.25, 0.45)
+    p["t_inner"] = rng.uniform(1.0, 1.5)
+    p["t_outer"] = rng.uniform(1.2, 1.8)
+    p["cortical_hu"] = rng.uniform(1400.0, 1700.0)
+    p["diploe_hu"] = rng.uniform(440.0, 600.0)
+    p["scalp_fat"] = rng.uniform(1.5, 3.2)
+    p["skin"] = rng.uniform(1.2, 2.0)
+    p["galea"] = rng.uniform(0.8, 1.4)
+    p["temporalis"] = rng.uniform(4.0, 8.0)
+    p["fat_hu"] = rng.uniform(-110.0, -85.0)
+    p["soft_hu"] = rng.uniform(30.0, 45.0)
+    # brain
+    p["gm_hu"] = rng.uniform(35.0, 39.0)
+    p["wm_hu"] = rng.uniform(25.5, 29.0)
+    p["deep_gm_hu"] = p["gm_hu"] - rng.uniform(0.5, 2.5)
+    p["csf_hu"] = rng.uniform(4.0, 9.0)
+    p["falx_hu"] = rng.uniform(45.0, 60.0)
+    p["atrophy"] = rng.beta(2.0, 4.0)  # 0 young .. 1 atrophic
+    p["csf_surface"] = 0.4 + 1.4 * p["atrophy"]
+    p["gm_thick"] = rng.uniform(2.4, 3.2)
+    p["vent_scale"] = 0.8 + 0.7 * p["atrophy"] + rng.normal(0, 0.06)
+    p["noise_sd"] = rng.uniform(4.0, 6.0)
+    p["sulcus_drift"] = rng.uniform(-0.15, 0.15)  # psi bins per mm of z
+    # sulci (nearest-sulcus table over (psi, depth), fixed per patient)
+    n_sulci = 2 * int(rng.integers(40, 52))  # alternating primary (deep) and secondary (shallow) sulci
+    base = np.sort((np.arange(n_sulci) + rng.uniform(-0.3, 0.3, n_sulci)) * (2 * np.pi / n_sulci) - np.pi)
+    primary = np.arange(n_sulci) % 2 == 0
+    sul = {
+        "psi": base,
+        "depth": np.where(primary, rng.uniform(8.0, 18.0, n_sulci), rng.uniform(3.0, 8.0, n_sulci)),
+        "width": (0.5 + 1.6 * p["atrophy"]) * rng.uniform(0.6, 1.3, n_sulci) * np.where(primary, 1.0, 0.7),
+        "meander": rng.uniform(0.015, 0.045, n_sulci),
+        "wave": rng.uniform(2.5, 6.0, n_sulci),
+        "phase": rng.uniform(0, 2 * np.pi, n_sulci),
+        "zphase": rng.uniform(0, 2 * np.pi, n_sulci),
+    }
+    p["sulci"] = sul
+    p["sulcal_table"] = _sulcal_table(p["R0"], sul)
+    # sylvian fissures: psi about +-100 deg
+    p["sylvian_psi"] = (math.radians(rng.uniform(95, 108)), -math.radians(rng.uniform(95, 108)))
+    p["diploe_tex"] = _smooth_noise(rng, (_NPSI, _N_OUT), (3.0, 2.0)) * 90.0
+    # exterior
+    p["cushion"] = rng.random() < 0.6
+    p["cushion_hu"] = rng.uniform(-880.0, -720.0)
+    p["cushion_thick"] = rng.uniform(3.0, 8.0)
+    p["holder_gap"] = rng.uniform(0.0, 3.0)
+    p["holder_radius"] = rng.uniform(95.0, 125.0)
+    p["holder_thick"] = rng.uniform(3.5, 6.0)
+    p["holder_hu"] = rng.uniform(250.0, 290.0)
+    p["holder_span"] = rng.uniform(50.0, 75.0)  # half-angle of the arc, degrees
+
+    # slices: the top slice is just below the vertex
+    z_top_slice = p["ztop"] - rng.uniform(7.0, 15.0)
+    z_anat = z_top_slice - (k - 1 - np.arange(k)) * cfg.slice_spacing_mm
+    z_anat = np.maximum(z_anat, -60.0)  # below the modelled range the anatomy is held at -60 mm
+    p["z_table0"] = -float(rng.uniform(60.0, 160.0))  # scanner z of the first slice
+
+    # bleed and lesions
+    bleed = rng.random() < cfg.prevalence
+    lesions: list[Lesion] = []
+    if bleed:
+        n_les = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+        weights = np.array([cfg.subtype_mix[s] for s in SUBTYPES], float)
+        chosen: list[str] = []
+        for _ in range(n_les):
+            w = weights.copy()
+            for s in chosen:
+                w[SUBTYPES.index(s)] = 0.0
+            if w.sum() <= 0:
+                break
+            chosen.append(SUBTYPES[int(rng.choice(len(SUBTYPES), p=w / w.sum()))])
+        for s in chosen:
+            les = _make_lesion(s, rng, p, z_anat, cfg.chronic_subdural_fraction)
+            if les is not None:
+                lesions.append(les)
+    p["bleed_patient"] = bleed
+
+    geometry = _mimic_geometry(rng, p)
+    draws = rng.random((len(MIMICS), k))
+    defect = rng.random(k) < cfg.defect_fraction
+    return Patient(index, (cfg.size, cfg.size), cfg.pixel_spacing_mm, cfg.slice_spacing_mm, z_anat, p,
+                   lesions, geometry, draws, defect, cfg.seed)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    x = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
+    return x / max(float(x.std()), 1e-6)
+
+
+def _sulcal_table(R0: np.ndarray, sul: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest sulcus id and arc distance (mm) for every (psi, depth) cell of the inner table."""
+    depth = -_R_COL[:_N_IN]  # positive, mm
+    n = len(sul["psi"])
+    nearest = np.empty((_NPSI, _N_IN), np.int16)
+    arc = np.empty((_NPSI, _N_IN), np.float32)
+    two_pi = 2 * np.pi
+    for j, d in enumerate(depth):
+        centre = np.mod(sul["psi"] + sul["meander"] * np.sin(d / sul["wave"] + sul["phase"]) + np.pi, two_pi) - np.pi
+        order = np.argsort(centre)
+        c = centre[order]
+        pos = np.searchsorted(c, _PSI)
+        lo = order[(pos - 1) % n]
+        hi = order[pos % n]
+        dlo = np.abs(np.mod(_PSI - centre[lo] + np.pi, two_pi) - np.pi)
+        dhi = np.abs(np.mod(_PSI - centre[hi] + np.pi, two_pi) - np.pi)
+        take_lo = dlo <= dhi
+        nearest[:, j] = np.where(take_lo, lo, hi)
+        arc[:, j] = np.where(take_lo, dlo, dhi) * np.maximum(R0 - d, 10.0)
+    return nearest, arc
+
+
+def _z_scale(p: dict[str, Any], z: float) -> tuple[float, float]:
+    """Cross-section scale of the inner table at height z, and |dR/dz| (mm/mm)."""
+    c = p["ztop"] if z >= 0 else p["zbot"]
+    t = min(abs(z) / c, 0.995)
+    s = math.sqrt(1.0 - t * t)
+    slope = float(np.mean(p["R0"])) * (abs(z) / (c * c)) / max(s, 0.12)
+    return s, slope
+
+
+def _head_to_px(pat: Patient, u: np.ndarray | float, v: np.ndarray | float) -> tuple[Any, Any]:
+    """Head-frame mm (u lateral to image right, v posterior) -> pixel (col, row)."""
+    p = pat.p
+    c, s = math.cos(p["theta"]), math.sin(p["theta"])
+    x = p["cx"] + c * np.asarray(u) - s * np.asarray(v)
+    y = p["cy"] + s * np.asarray(u) + c * np.asarray(v)
+    h, w = pat.shape
+    return x / pat.spacing + (w - 1) / 2.0, y / pat.spacing + (h - 1) / 2.0
+
+
+def _make_lesion(s: str, rng: np.random.Generator, p: dict[str, Any], z_anat: np.ndarray,
+                 chronic_fraction: float) -> Lesion | None:
+    """Draw one lesion of subtype ``s`` centred on a slice of the study."""
+    def centre_on_slice(lo: float, hi: float) -> float | None:
+        ok = z_anat[(z_anat >= lo) & (z_anat <= hi)]
+        return float(rng.choice(ok)) if ok.size else None
+
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    if s == "epidural":
+        zc = centre_on_slice(-25.0, p["ztop"] - 25.0)
+        if zc is None:
+            return None
+        return Lesion(s, zc, rng.uniform(14.0, 26.0), rng.uniform(62.0, 85.0), {
+            "psi": side * math.radians(rng.uniform(50.0, 130.0)),
+            "half_span": math.radians(rng.uniform(16.0, 28.0)),
+            "thick": rng.uniform(9.0, 18.0)})
+    if s == "subdural":
+        zc = centre_on_slice(-20.0, p["ztop"] - 22.0)
+        if zc is None:
+            return None
+        chronic = rng.random() < chronic_fraction
+        return Lesion(s, zc, rng.uniform(22.0, 40.0),
+                      rng.uniform(14.0, 28.0) if chronic else rng.uniform(55.0, 78.0), {
+            "psi": side * math.radians(rng.uniform(70.0, 115.0)),
+            "half_span": math.radians(rng.uniform(45.0, 75.0)),
+            "thick": rng.uniform(5.0, 13.0), "chronic": chronic})
+    if s == "intraparenchymal":
+        basal = rng.random() < 0.5
+        zc = centre_on_slice(-20.0, 4.0) if basal else None
+        if zc is not None:
+            u, v = side * rng.uniform(17.0, 26.0), rng.uniform(-8.0, 8.0)
+        else:
+            zc = centre_on_slice(-25.0, p["ztop"] - 22.0)
+            if zc is None:
+                return None
+            psi = rng.uniform(-np.pi, np.pi)
+            s_z, _ = _z_scale(p, zc)
+            j = int((psi + np.pi) / (2 * np.pi) * _NPSI) % _NPSI
+            radius = float(p["R0"][j]) * s_z - rng.uniform(18.0, 30.0)
+            u, v = math.sin(psi) * radius, -math.cos(psi) * radius
+        rx, ry = rng.uniform(7.0, 16.0), rng.uniform(7.0, 16.0)
+        harm = [(int(k), rng.normal(0, 0.07), rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4, 5)]
+        return Lesion(s, zc, rng.uniform(8.0, 18.0), rng.uniform(62.0, 82.0), {
+            "u": u, "v": v, "rx": rx, "ry": ry, "angle": rng.uniform(0, 180), "harm": harm,
+            "rim": rng.uniform(2.0, 5.0), "rim_hu": rng.uniform(14.0, 21.0)})
+    if s == "intraventricular":
+        zc = centre_on_slice(-12.0, 12.0)
+        if zc is None:
+            return None
+        sides = [side] if rng.random() < 0.5 else [1.0, -1.0]
+        return Lesion(s, zc, rng.uniform(12.0, 22.0), rng.uniform(55.0, 75.0), {
+            "sides": sides, "level": rng.uniform(4.0, 9.0), "cast": rng.random() < 0.25})
+    if s == "subarachnoid":
+        zc = centre_on_slice(-25.0, p["ztop"] - 15.0)
+        if zc is None:
+            return None
+        return Lesion(s, zc, rng.uniform(12.0, 25.0), rng.uniform(60.0, 76.0), {
+            "psi": rng.uniform(-np.pi, np.pi), "half_span": math.radians(rng.uniform(25.0, 55.0)),
+            "fissure": rng.random() < 0.5, "widen": rng.uniform(0.8, 1.6)})
+    raise ValueError(f"unknown subtype {s!r}")
+
+
+def _mimic_geometry(rng: np.random.Generator, p: dict[str, Any]) -> dict[str, Any]:
+    """Fixed per-patient geometry of every mimic (used on the slices where it is present)."""
+    vs = p["vent_scale"]
+    g: dict[str, Any] = {}
+    both = rng.random() < 0.7
+    g["choroid_plexus_calcification"] = [
+        (sd * rng.uniform(17.0, 22.0) * min(vs, 1.3), rng.uniform(20.0, 27.0), rng.uniform(1.2, 2.6),
+         rng.uniform(170.0, 380.0))
+        for sd in ((1.0, -1.0) if both else ((1.0,) if rng.random() < 0.5 else (-1.0,)))
+    ]
+    g["pineal_calcification"] = [(rng.normal(0, 0.7), rng.uniform(8.0, 13.0), rng.uniform(1.2, 2.6),
+                                  rng.uniform(170.0, 380.0))]
+    g["falx_calcification"] = {"v": rng.choice([-1.0, 1.0]) * rng.uniform(25.0, 45.0),
+                               "len": rng.uniform(4.0, 10.0), "width": rng.uniform(1.3, 2.0),
+                               "hu": rng.uniform(180.0, 400.0)}
+    cu, cv_ = rng.uniform(-14.0, 14.0), rng.uniform(-22.0, -8.0)
+    g["coil"] = {"blobs": [(cu + rng.normal(0, 1.5), cv_ + rng.normal(0, 1.5), rng.uniform(1.0, 2.4))
+                           for _ in range(int(rng.integers(4, 9)))],
+                 "u": cu, "v": cv_,
+                 "streak_angles": rng.uniform(0, np.pi, int(rng.integers(4, 9))),
+                 "streak_amp": rng.uniform(250.0, 450.0)}
+    g["catheter"] = {"psi": -math.radians(rng.uniform(20.0, 40.0)), "hu": rng.uniform(500.0, 900.0),
+                     "diam": rng.uniform(2.2, 3.0), "tip_u": -rng.uniform(6.0, 10.0),
+                     "tip_v": rng.uniform(-20.0, -8.0)}
+    return g
+
+
+# ----------------------------------------------------------------------------- grids
+def _grids(pat: Patient) -> dict[str, np.ndarray]:
+    if pat._g:
+        return pat._g
+    p = pat.p
+    h, w = pat.shape
+    xs = ((np.arange(w, dtype=np.float32) - (w - 1) / 2.0) * pat.spacing)
+    ys = ((np.arange(h, dtype=np.float32) - (h - 1) / 2.0) * pat.spacing)
+    X, Y = np.meshgrid(xs, ys)
+    c, s = math.cos(p["theta"]), math.sin(p["theta"])
+    dx, dy = X - np.float32(p["cx"]), Y - np.float32(p["cy"])
+    U = (c * dx + s * dy).astype(np.float32)
+    V = (-s * dx + c * dy).astype(np.float32)
+    rho = np.hypot(U, V).astype(np.float32)
+    psi = np.arctan2(U, -V)
+    psi_idx = (((psi + np.pi) * (_NPSI / (2 * np.pi))).astype(np.int32)) % _NPSI
+    fov = min(h, w) * pat.spacing / 2.0
+    outside_fov = np.hypot(X, Y) > fov
+    exterior = _exterior(pat, X, Y)
+    ext_idx = np.flatnonzero((exterior != np.float32(_AIR_HU)) & ~outside_fov).astype(np.int32)
+    pat._g.update(
+        X=X, Y=Y, U=U, V=V,
+        rho_s=(rho * np.float32(1.0 / _DR) + np.float32(_N_IN)).astype(np.float32),  # table column of r = 0 ...
+        R0_s=(p["R0"][psi_idx] * np.float32(1.0 / _DR)).astype(np.float32),  # ... minus this times s(z)
+        psi_base=psi_idx * _NR,
+        outside_fov=outside_fov,
+        ext_idx=ext_idx,
+        ext_delta=exterior.ravel()[ext_idx] - np.float32(_AIR_HU),
+    )
+    return pat._g
+
+
+def _exterior(pat: Patient, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Air, foam cushion and the curved head holder (fixed per patient), HU (H, W)."""
+    p = pat.p
+    ext = np.full(pat.shape, _AIR_HU, np.float32)
+    # posterior skin point at the widest level, in image mm
+    r_post = float(p["R0"][-1]) + p["T0"] * (1 + p["occipital_bias"]) + p["galea"] + p["scalp_fat"] + p["skin"]
+    c, s = math.cos(p["theta"]), math.sin(p["theta"])
+    px, py = p["cx"] - s * r_post, p["cy"] + c * r_post
+    R = p["holder_radius"]
+    cushion = p["cushion_thick"] if p["cushion"] else 0.0
+    hx, hy = px, py + p["holder_gap"] + cushion - R
+    h, w = pat.shape
+    sp = pat.spacing
+    centre = (int(round((hx / sp + (w - 1) / 2.0) * 16)), int(round((hy / sp + (h - 1) / 2.0) * 16)))
+    span = p["holder_span"]
+
+    def arc(radius: float, thick: float, value: float) -> None:
+        r16 = int(round(radius / sp * 16))
+        cv2.ellipse(ext, centre, (r16, r16), 0.0, 90.0 - span, 90.0 + span, float(value),
+                    max(int(round(thick / sp)), 1), cv2.LINE_8, 4)
+
+    # holder: a denser outer shell over a lighter core
+    t = p["holder_thick"]
+    arc(R + t * 0.3, t * 0.6, p["holder_hu"] - 25.0)
+    arc(R + t * 0.8, t * 0.4, p["holder_hu"] + 45.0)
+    if p["cushion"]:
+        arc(R - cushion / 2, cushion, p["cushion_hu"])
+    return ext
+
+
+# ----------------------------------------------------------------------------- render
+def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, float]],
+           mimics: Mapping[str, bool] | None = None, noise_seed: int | None = None
+           ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Render slice ``k`` of patient ``pat``.
+
+    Args:
+        pat: from :func:`build_patient`.
+        k: slice index, 0-based (increasing z).
+        mimic_probabilities: mimic -> (p_given_bleed, p_given_no_bleed), per image.
+        mimics: override of the per-slice presence of some mimics (counterfactuals).
+        noise_seed: unused hook; the noise stream is ``SeedSequence(seed, (patient, 1, k))``.
+
+    Returns:
+        ``(hu, truth, info)``: float32 (H, W) integer-valued HU in [-1024, 3071]; bool (H, W)
+        masks; ``info`` with ``labels`` (subtype -> 0/1, ``any``), ``mimics`` (present
+        names), ``z`` (anatomical z, mm).
+    """
+    g = _grids(pat)
+    p = pat.p
+    z = float(pat.z_anat[k])
+    rng = np.random.default_rng(np.random.SeedSequence(pat.seed, spawn_key=(pat.index, 1, k)))
+    h, w = pat.shape
+    s_z, slope = _z_scale(p, z)
+    Rz = p["R0"] * np.float32(s_z)
+
+    # --- lesion geometry on this slice (table space)
+    t_edh = np.zeros(_NPSI, np.float32)
+    t_sdh = np.zeros(_NPSI, np.float32)
+    sdh_hu = np.float32(0)
+    edh_hu = np.float32(0)
+    sah: list[Lesion] = []
+    px_area = pat.spacing ** 2
+    for les in pat.lesions:
+        sc = les.scale(z)
+        if sc <= 0:
+            continue
+        if les.subtype in ("epidural", "subdural"):
+            dpsi = np.abs(np.mod(_PSI - les.params["psi"] + np.pi, 2 * np.pi) - np.pi)
+            uu = dpsi / (les.params["half_span"] * (0.35 + 0.65 * sc))
+            inside = uu < 1.0
+            if les.subtype == "epidural":
+                prof = np.where(inside, (1.0 - uu ** 2), 0.0) * les.params["thick"] * sc
+            else:
+                prof = np.where(inside, np.sqrt(np.clip(1.0 - uu ** 4, 0, 1)), 0.0) * les.params["thick"] * (0.3 + 0.7 * sc)
+            area = float(np.sum(prof * np.maximum(Rz - prof / 2, 1.0)) * (2 * np.pi / _NPSI))
+            if area < _MIN_LESION_MM2:
+                continue
+            if les.subtype == "epidural":
+                t_edh = np.maximum(t_edh, prof.astype(np.float32))
+                edh_hu = np.float32(les.hu)
+            else:
+                t_sdh = np.maximum(t_sdh, prof.astype(np.float32))
+                sdh_hu = np.float32(les.hu)
+        elif les.subtype == "subarachnoid":
+            sah.append(les)
+
+    table_hu, table_code = _slice_table(pat, z, s_z, slope, t_edh, t_sdh, edh_hu, sdh_hu, sah)
+
+    # --- gather per pixel
+    col = np.multiply(g["R0_s"], np.float32(-s_z))
+    col += g["rho_s"]
+    np.clip(col, 0, _NR - 1, out=col)
+    ridx = col.astype(np.int32)
+    ridx += g["psi_base"]
+    hu = table_hu.ravel().take(ridx)
+    code = table_code.ravel().take(ridx)
+    # head holder and cushion where no head is
+    ei = g["ext_idx"]
+    free = code.ravel()[ei] == _OUT
+    hu.ravel()[ei[free]] += g["ext_delta"][free]
+
+    # --- deep structures
+    shift = _midline_shift(pat, z, t_edh, t_sdh)
+    deep = np.zeros((h, w), np.uint8)
+    _draw_deep(pat, deep, z, Rz, shift)
+    bx, by, bw, bh = cv2.boundingRect(deep)
+    box = (slice(by, by + bh), slice(bx, bx + bw))
+    dm = np.zeros((h, w), bool)
+    dm[box] = (deep[box] > 0) & (code[box] <= _BRAIN_CODES_MAX)
+    lut = np.zeros(9, np.float32)
+    lut[_D_GRAY] = p["deep_gm_hu"]
+    lut[[_D_VENT_R, _D_VENT_L, _D_VENT3, _D_FISSURE, _D_CISTERN]] = p["csf_hu"]
+    lut[_D_FALX] = p["falx_hu"]
+    lut[_D_MIDBRAIN] = p["deep_gm_hu"] - 3.0
+    hu_box = hu[box]
+    hu_box[dm[box]] = lut[deep[box][dm[box]]]
+
+    intracranial = code <= _INTRACRANIAL_MAX
+    masks: dict[str, np.ndarray] = {s: np.zeros((h, w), bool) for s in SUBTYPES}
+    masks["epidural"] = code == _EDH
+    masks["subdural"] = code == _SDH
+    masks["subarachnoid"] = (code == _SAH) & ~dm
+    # SAH in the interhemispheric fissure
+    for les in sah:
+        sc = les.scale(z)
+        if sc > 0 and les.params["fissure"]:
+            fis = (deep == _D_FISSURE) & intracranial
+            fis &= (g["V"] < 0) if math.cos(les.params["psi"]) > 0 else (g["V"] > 0)
+            if fis.sum() * px_area >= _MIN_LESION_MM2:
+                masks["subarachnoid"] |= fis
+                hu[fis] = np.float32(les.hu)
+    if masks["subarachnoid"].sum() * px_area < _MIN_LESION_MM2 and masks["subarachnoid"].any():
+        # too little blood on this slice to call: restore CSF
+        hu[masks["subarachnoid"]] = p["csf_hu"]
+        masks["subarachnoid"][:] = False
+
+    # texture of brain tissue (low frequency, +-2 HU)
+    tex = cv2.resize(rng.standard_normal((24, 24)).astype(np.float32) * np.float32(1.6), (w, h),
+                     interpolation=cv2.INTER_LINEAR)
+    np.add(hu, tex, out=hu, where=intracranial)
+
+    # --- intraparenchymal and intraventricular blood
+    for les in pat.lesions:
+        sc = les.scale(z)
+        if sc <= 0:
+            continue
+        if les.subtype == "intraparenchymal":
+            _paint_iph(pat, hu, masks["intraparenchymal"], intracranial & (code != _EDH) & (code != _SDH), les, sc, shift)
+        elif les.subtype == "intraventricular":
+            _paint_ivh(pat, hu, masks["intraventricular"], deep, les)
+
+    # --- blur, mimics, streaks, noise
+    pre = hu
+    hu = cv2.GaussianBlur(pre, (3, 3), _BLUR_SIGMA_PX)
+    labels = {s: int(masks[s].any()) for s in SUBTYPES}
+    labels["any"] = int(any(labels.values()))
+    present = []
+    for i, m in enumerate(MIMICS):
+        pb, pn = mimic_probabilities[m]
+        on = bool(pat.mimic_draws[i, k] < (pb if labels["any"] else pn))
+        if mimics is not None and m in mimics:
+            on = bool(mimics[m])
+        masks[m] = np.zeros((h, w), bool)
+        if on:
+            _add_mimic(pat, m, pre, hu, masks[m], s_z, Rz, shift)
+            if masks[m].any():
+                present.append(m)
+    streaks = np.zeros((h, w), bool)
+    if "coil" in present:
+        _add_streaks(pat, hu, streaks, s_z, shift)
+    masks["coil_streaks"] = streaks
+
+    hu += _noise(pat, rng)
+    np.copyto(hu, np.float32(_PAD_HU), where=g["outside_fov"])
+    np.rint(hu, out=hu)
+    np.clip(hu, _PAD_HU, _MAX_HU, out=hu)
+
+    masks["head"] = (code <= _SCALP) & ~g["outside_fov"]
+    masks["skull"] = code == _SKULL
+    masks["intracranial"] = intracranial
+    info = {"labels": labels, "mimics": present, "z_anat": z}
+    return hu, masks, info
+
+
+_NOISE_MARGIN = 32
+
+
+def _noise(pat: Patient, rng: np.random.Generator) -> np.ndarray:
+    """Scanner noise of one slice (float32 (H, W), SD ``noise_sd``): a random crop and flip of
+    the patient's noise field, which costs a fraction of drawing fresh normals per slice."""
+    g = _grids(pat)
+    if "noise" not in g:
+        h, w = pat.shape
+        bank = np.random.default_rng(np.random.SeedSequence(pat.seed, spawn_key=(pat.index, 2, 0)))
+        white = bank.standard_normal((h + 2 * _NOISE_MARGIN, w + 2 * _NOISE_MARGIN), dtype=np.float32)
+        grain = cv2.GaussianBlur(white, (3, 3), 0.6)  # CT noise is spatially correlated
+        g["noise"] = grain * np.float32(pat.p["noise_sd"] / max(float(grain.std()), 1e-6))
+    h, w = pat.shape
+    oy, ox, flip = rng.integers(0, 2 * _NOISE_MARGIN + 1, 3)
+    crop = g["noise"][oy:oy + h, ox:ox + w]
+    return crop[::-1] if flip % 2 else crop
+
+
+def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.ndarray, t_sdh: np.ndarray,
+                 edh_hu: np.float32, sdh_hu: np.float32, sah: list[Lesion]) -> tuple[np.ndarray, np.ndarray]:
+    """HU and tissue code over (psi, r) for one slice."""
+    p = pat.p
+    sul = p["sulci"]
+    nearest, arc = p["sulcal_table"]
+    roll = int(round(z * p["sulcus_drift"]))
+    if roll:
+        nearest = np.roll(nearest, roll, axis=0)
+        arc = np.roll(arc, roll, axis=0)
+    depth = -_R_COL[:_N_IN][None, :]
+    # per-sulcus depth and width at this level
+    d_k = sul["depth"] * (0.75 + 0.25 * np.sin(z / 14.0 + sul["zphase"])) * min(1.0, 0.35 + s_z)
+    w_k = sul["width"] * (0.85 + 0.15 * np.cos(z / 11.0 + sul["zphase"]))
+    dk = d_k[nearest]
+    half = w_k[nearest] * 0.5
+    # sylvian fissure at low levels: a deep, wide cleft with insular cortex beneath
+    syl = _bump(z, -40.0, 12.0)
+    if syl > 0:
+        for ps in p["sylvian_psi"]:
+            dps = np.abs(np.mod(_PSI - ps + np.pi, 2 * np.pi) - np.pi)[:, None] * np.maximum(
+                p["R0"][:, None] * s_z + _R_COL[None, :_N_IN], 10.0)
+            near = dps < half + 3.0
+            sw = (1.2 + 1.5 * p["atrophy"]) * syl
+            dk = np.where(dps < sw + 0.1, np.maximum(dk, 24.0 * syl), dk)
+            half = np.where(dps < sw + 0.1, np.maximum(half, sw), half)
+            arc = np.where(near & (dps < arc), dps, arc)
+    gm_t = p["gm_thick"]
+    csf_s = p["csf_surface"]
+    half = half * (1.0 - 0.45 * np.clip(depth / np.maximum(dk, 1.0), 0.0, 1.0))  # sulci taper with depth
+    is_csf = (depth < csf_s) | ((arc < half) & (depth < dk))
+    is_gm = (depth < csf_s + gm_t) | ((arc < half + gm_t) & (depth < dk + gm_t))
+    code_in = np.where(is_csf, _CSF, np.where(is_gm, _GM, _WM)).astype(np.uint8)
+
+    # subarachnoid blood: CSF cells of a sector
+    for les in sah:
+        sc = les.scale(z)
+        dps = np.abs(np.mod(_PSI - les.params["psi"] + np.pi, 2 * np.pi) - np.pi)
+        sector = dps < les.params["half_span"] * (0.4 + 0.6 * sc)
+        # blood fills (and distends) the sulci of the sector, below the thin CSF film over the cortex
+        blood = sector[:, None] & (arc < half * les.params["widen"] + 0.3) & (depth < dk * 0.9) & (depth > 1.0)
+        code_in[blood] = _SAH
+
+    # extra-axial collections push the cortex inward
+    t_all = t_edh + t_sdh
+    rows = np.nonzero(t_all > 0)[0]
+    if rows.size:
+        n_shift = np.rint(t_all[rows] / _DR).astype(np.int32)
+        jj = np.arange(_N_IN)[None, :] + n_shift[:, None]
+        src = np.take_along_axis(code_in[rows], np.minimum(jj, _N_IN - 1), axis=1)
+        r_here = _R_COL[:_N_IN][None, :]
+        coll = np.where(r_here >= -t_edh[rows][:, None], _EDH, _SDH).astype(np.uint8)
+        code_in[rows] = np.where(jj >= _N_IN, coll, src)
+
+    # skull and scalp
+    cpsi, spsi = np.cos(_PSI), np.sin(_PSI)
+    low = _bump(z, -60.0, 45.0)
+    obl = min(math.sqrt(1.0 + slope * slope), 2.5)
+    T = p["T0"] * (1.0 + p["frontal_bias"] * np.clip(cpsi, 0, None) ** 2
+                   + p["occipital_bias"] * np.clip(-cpsi, 0, None) ** 4
+                   - p["temporal_thin"] * spsi ** 2 * low) * obl
+    ti, to = p["t_inner"] * obl, p["t_outer"] * obl
+    # temporalis: thickest over the temporal squama, tapering to nothing frontally and behind the ear
+    muscle = p["temporalis"] * np.clip((np.abs(spsi) - 0.6) / 0.4, 0, None) ** 1.5 * np.clip((cpsi + 0.45) / 0.35, 0, 1) * low
+    galea = p["galea"] * obl
+    fat = p["scalp_fat"] * obl * (1.0 - 0.5 * np.clip(-cpsi, 0, None))  # posterior scalp pressed on the holder
+    skin = p["skin"] * obl
+    r_out = _R_COL[_N_IN:][None, :]
+    T_ = T[:, None]
+    b_galea = T_ + galea
+    b_muscle = b_galea + muscle[:, None]
+    b_fat = b_muscle + fat[:, None]
+    b_skin = b_fat + skin
+    dip = np.float32(p["diploe_hu"]) + p["diploe_tex"]
+    hu_out = np.full((_NPSI, _N_OUT), _AIR_HU, np.float32)
+    hu_out = np.where(r_out < b_skin, p["soft_hu"], hu_out)
+    hu_out = np.where(r_out < b_fat, p["fat_hu"], hu_out)
+    hu_out = np.where(r_out < b_muscle, p["soft_hu"] + 8.0, hu_out)
+    hu_out = np.where(r_out < b_galea, p["soft_hu"], hu_out)
+    hu_out = np.where(r_out < T_, p["cortical_hu"], hu_out)
+    diploe = (r_out >= ti) & (r_out < T_ - to)
+    hu_out = np.where(diploe, dip, hu_out)
+    code_out = np.where(r_out < T_, _SKULL, np.where(r_out < b_skin, _SCALP, _OUT)).astype(np.uint8)
+
+    lut = np.array([p["wm_hu"], p["gm_hu"], p["csf_hu"], 0, edh_hu, sdh_hu, 0, 0, 0], np.float32)
+    hu_in = lut[code_in]
+    if sah:
+        hu_in[code_in == _SAH] = np.float32(sah[0].hu)
+    table_hu = np.concatenate([hu_in, hu_out.astype(np.float32)], axis=1)
+    table_code = np.concatenate([code_in, code_out], axis=1)
+    # partial volume of the 5 mm slab across obliquely cut surfaces
+    # (and the pixel footprint, so that coarse grids average the thin tables instead of aliasing them)
+    sigma_mm = math.sqrt(0.35 ** 2 + (0.22 * slope * pat.slice_spacing) ** 2 + (0.4 * pat.spacing) ** 2)
+    sig = sigma_mm / _DR
+    table_hu = cv2.GaussianBlur(table_hu, (2 * int(math.ceil(3 * sig)) + 1, 1), sig, borderType=cv2.BORDER_REPLICATE)
+    return table_hu, table_code
+
+
+def _midline_shift(pat: Patient, z: float, t_edh: np.ndarray, t_sdh: np.ndarray) -> float:
+    """Lateral shift (mm, head frame u) of midline structures away from extra-axial collections."""
+    t = t_edh + t_sdh
+    if not t.any():
+        return 0.0
+    side = float(np.sum(t * np.sin(_PSI)))  # + if the collection is on image right
+    return float(-math.copysign(min(0.55 * float(t.max()), 10.0), side))
+
+
+def _ellipse(pat: Patient, img: np.ndarray, u: float, v: float, a: float, b: float, angle: float, value: int) -> None:
+    """Filled ellipse in head-frame mm (angle in degrees, head frame) into ``img``."""
+    if a <= 0.05 or b <= 0.05:
+        return
+    col, row = _head_to_px(pat, u, v)
+    sp = pat.spacing
+    cv2.ellipse(img, (int(round(float(col) * 16)), int(round(float(row) * 16))),
+                (max(int(round(a / sp * 16)), 1), max(int(round(b / sp * 16)), 1)),
+                angle + math.degrees(pat.p["theta"]), 0, 360, value, -1, cv2.LINE_8, 4)
+
+
+def _polyline(pat: Patient, img: np.ndarray, u: np.ndarray, v: np.ndarray, value: int, width_mm: float) -> None:
+    col, row = _head_to_px(pat, u, v)
+    pts = np.stack([col, row], axis=1) * 16.0
+    th = max(int(round(width_mm / pat.spacing)), 1)
+    cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, value, th, cv2.LINE_8, 4)
+
+
+def _draw_deep(pat: Patient, deep: np.ndarray, z: float, Rz: np.ndarray, shift: float) -> None:
+    """Draw basal ganglia, ventricles, cisterns, fissure and falx codes into ``deep``."""
+    p = pat.p
+    vs = p["vent_scale"]
+    sz = float(np.mean(Rz)) / float(np.mean(p["R0"]))
+    ant = float(Rz[_NPSI // 2])  # psi ~ 0: anterior inner table radius
+    post = float(Rz[-1])
+    # basal ganglia and thalami
+    bg = _bump(z, -30.0, 8.0)
+    if bg > 0:
+        for sd in (1.0, -1.0):
+            _ellipse(pat, deep, sd * 21.0 + shift, -2.0, 5.5 * bg, 12.0 * bg, sd * 15.0, _D_GRAY)  # lentiform
+            _ellipse(pat, deep, sd * 11.0 + shift, -17.0, 4.5 * bg, 6.5 * bg, sd * 20.0, _D_GRAY)  # caudate head
+        th = _bump(z, -30.0, 0.0)
+        for sd in (1.0, -1.0):
+            _ellipse(pat, deep, sd * 9.0 + shift, 10.0, 7.5 * th, 10.0 * th, sd * -10.0, _D_GRAY)  # thalamus
+    # midbrain and cisterns at the lowest levels
+    mb = _bump(z, -60.0, -24.0)
+    if mb > 0:
+        _ellipse(pat, deep, shift, 8.0, 15.0 * mb, 14.0 * mb, 0.0, _D_CISTERN)
+        _ellipse(pat, deep, shift, 7.0, 11.0 * mb, 10.0 * mb, 0.0, _D_MIDBRAIN)
+        _ellipse(pat, deep, shift, -14.0, 8.0 * mb, 6.0 * mb, 0.0, _D_CISTERN)  # suprasellar
+    # interhemispheric fissure and falx
+    cc = _bump(z, -16.0, 26.0) > 0
+    half_w = (0.5 + 1.0 * p["atrophy"]) * min(1.0, sz + 0.3)
+    v_front, v_back = -ant + 0.5, post - 0.5
+    segs = [(v_front, -24.0), (30.0, v_back)] if cc else [(v_front, v_back)]
+    for a, b in segs:
+        if b - a < 2.0:
+            continue
+        vv = np.linspace(a, b, 24)
+        uu = shift * np.clip(1.0 - (vv / (0.8 * max(ant, post))) ** 2, 0, 1)
+        _polyline(pat, deep, uu, vv, _D_FISSURE, 2 * half_w)
+        _polyline(pat, deep, uu, vv, _D_FALX, 0.5)
+    # ventricles
+    vent = [
+        # (u, v, a, b, angle, z_lo, z_hi)
+        (7.5, -17.0, 4.5, 11.0, 22.0, -18.0, 16.0),  # frontal horn
+        (10.0, 3.0, 4.2, 21.0, -6.0, 2.0, 30.0),  # body
+        (19.0, 24.0, 6.5, 11.0, -28.0, -16.0, 12.0),  # atrium / occipital horn
+        (25.0, 5.0, 3.0, 7.0, 30.0, -34.0, -14.0),  # temporal horn
+    ]
+    for sd, code in ((-1.0, _D_VENT_R), (1.0, _D_VENT_L)):
+        for (u, v, a, b, ang, lo, hi) in vent:
+            f = _bump(z, lo, hi)
+            if f > 0:
+                _ellipse(pat, deep, sd * u * min(vs, 1.4) + shift, v, a * vs * f, b * f * (0.8 + 0.2 * vs),
+                         sd * ang, code)
+    f3 = _bump(z, -30.0, -6.0)
+    if f3 > 0:
+        _ellipse(pat, deep, shift, -2.0, 1.2 * vs * f3 + 0.4, 11.0 * f3, 0.0, _D_VENT3)
+
+
+def _patch(pat: Patient, u: float, v: float, radius_mm: float) -> tuple[slice, slice] | None:
+    col, row = _head_to_px(pat, u, v)
+    rp = radius_mm / pat.spacing + 2
+    h, w = pat.shape
+    r0, r1 = int(max(float(row) - rp, 0)), int(min(float(row) + rp + 1, h))
+    c0, c1 = int(max(float(col) - rp, 0)), int(min(float(col) + rp + 1, w))
+    if r0 >= r1 or c0 >= c1:
+        return None
+    return slice(r0, r1), slice(c0, c1)
+
+
+def _paint_iph(pat: Patient, hu: np.ndarray, mask: np.ndarray, allowed: np.ndarray, les: Lesion, sc: float,
+               shift: float) -> None:
+    q = les.params
+    u0, v0 = q["u"] + 0.5 * shift, q["v"]
+    rad = max(q["rx"], q["ry"]) * 1.35 + q["rim"] + 2
+    sl = _patch(pat, u0, v0, rad)
+    if sl is None:
+        return
+    g = _grids(pat)
+    du, dv = g["U"][sl] - u0, g["V"][sl] - v0
+    a = math.radians(q["angle"])
+    cu, su = math.cos(a), math.sin(a)
+    x, y = cu * du + su * dv, -su * du + cu * dv
+    rx, ry = q["rx"] * sc, q["ry"] * sc
+    if rx * ry * math.pi < _MIN_LESION_MM2:
+        return
+    qq = np.hypot(x / rx, y / ry)
+    gam = np.arctan2(y, x)
+    mod = np.ones_like(qq)
+    for k, amp, ph in q["harm"]:
+        mod += amp * np.cos(k * gam + ph)
+    ok = allowed[sl]
+    blood = (qq < mod) & ok
+    if blood.sum() * pat.spacing ** 2 < _MIN_LESION_MM2:
+        return
+    rim = (qq < mod + q["rim"] / min(rx, ry)) & ok & ~blood
+    sub = hu[sl]
+    sub[rim] = np.minimum(sub[rim], q["rim_hu"])
+    sub[blood] = les.hu + 4.0 * (1.0 - qq[blood])  # slightly denser centre
+    mask[sl] |= blood
+
+
+def _paint_ivh(pat: Patient, hu: np.ndarray, mask: np.ndarray, deep: np.ndarray, les: Lesion) -> None:
+    q = les.params
+    g = _grids(pat)
+    for sd in q["sides"]:
+        code = _D_VENT_L if sd > 0 else _D_VENT_R
+        vent = deep == code
+        if not vent.any():
+            continue
+        rows = np.nonzero(vent.any(axis=1))[0]
+        if q["cast"]:
+            blood = vent
+        else:
+            # dependent layering: blood in the posterior (lowest, supine) part, level horizontal in the image
+            y_level = g["Y"][rows[-1], 0] - q["level"]
+            blood = vent & (g["Y"] > y_level)
+        if blood.sum() * pat.spacing ** 2 < _MIN_LESION_MM2:
+            continue
+        hu[blood] = les.hu
+        mask |= blood
+
+
+def _add_local(pre: np.ndarray, hu: np.ndarray, mask: np.ndarray, sl: tuple[slice, slice], painted: np.ndarray,
+               value: np.ndarray | float) -> None:
+    """Paint ``value`` over ``painted`` (a patch) as if before the blur, by adding to the blurred ``hu``.
+
+    The render's blur is linear, so painting before the blur equals adding the blurred
+    difference afterwards; only pixels within one kernel radius of ``painted`` change, and
+    they form the mimic's truth mask. ``pre`` (the unblurred image) is updated in place so
+    that later mimics paint over this one.
+    """
+    if not painted.any():
+        return
+    base = pre[sl]
+    val = np.broadcast_to(np.asarray(value, np.float32), base.shape)
+    delta = np.where(painted, val - base, np.float32(0)).astype(np.float32)
+    base[painted] = val[painted]
+    delta = cv2.GaussianBlur(delta, (3, 3), _BLUR_SIGMA_PX, borderType=cv2.BORDER_CONSTANT)
+    hu[sl] += delta
+    mask[sl] |= cv2.dilate(painted.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def _blob(pat: Patient, u: float, v: float, a: float, b: float, angle: float = 0.0
+          ) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """Patch and filled ellipse (head-frame mm, angle in degrees) inside it."""
+    sl = _patch(pat, u, v, max(a, b) + 2.0)
+    if sl is None:
+        return None
+    g = _grids(pat)
+    du, dv = g["U"][sl] - u, g["V"][sl] - v
+    t = math.radians(angle)
+    x, y = math.cos(t) * du + math.sin(t) * dv, -math.sin(t) * du + math.cos(t) * dv
+    inside = (x / a) ** 2 + (y / b) ** 2 < 1.0
+    if not inside.any():  # sub-pixel object: keep its nearest pixel
+        inside = (x / a) ** 2 + (y / b) ** 2 <= np.min((x / a) ** 2 + (y / b) ** 2)
+    return sl, inside
+
+
+def _add_mimic(pat: Patient, m: str, pre: np.ndarray, hu: np.ndarray, mask: np.ndarray, s_z: float,
+               Rz: np.ndarray, shift: float) -> None:
+    """Draw mimic ``m`` of ``pat`` on this slice (pre-blur image ``pre``, blurred image ``hu``)."""
+    geo = pat.mimic_geometry[m]
+    k = min(1.0, s_z / 0.85)  # keep midline structures inside small sections near the vertex
+    if m in ("choroid_plexus_calcification", "pineal_calcification"):
+        for (u, v, r, val) in geo:
+            for du, dv, f in ((0.0, 0.0, 1.0), (0.6 * r, 0.4 * r, 0.7)):
+                got = _blob(pat, k * u + shift + du, k * v + dv, r * f, r * f * 0.85)
+                if got is not None:
+                    _add_local(pre, hu, mask, got[0], got[1], val)
+    elif m == "falx_calcification":
+        got = _blob(pat, shift, k * geo["v"], geo["width"] / 2, geo["len"] / 2)
+        if got is not None:
+            _add_local(pre, hu, mask, got[0], got[1], geo["hu"])
+    elif m == "coil":
+        for (u, v, r) in geo["blobs"]:
+            got = _blob(pat, k * u + shift, k * v, r, r)
+            if got is not None:
+                _add_local(pre, hu, mask, got[0], got[1], 3.0 * _MAX_HU)
+    elif m == "catheter":
+        psi = geo["psi"]
+        j = int((psi + np.pi) / (2 * np.pi) * _NPSI) % _NPSI
+        r_skin = float(Rz[j]) + pat.p["T0"] * (1 + pat.p["frontal_bias"] * math.cos(psi) ** 2) + 6.0
+        u0, v0 = math.sin(psi) * r_skin, -math.cos(psi) * r_skin
+        u1, v1 = k * geo["tip_u"] + shift, k * geo["tip_v"]
+        sl = _patch(pat, (u0 + u1) / 2, (v0 + v1) / 2, math.hypot(u1 - u0, v1 - v0) / 2 + geo["diam"] + 2)
+        if sl is None:
+            return
+        g = _grids(pat)
+        du, dv = g["U"][sl] - u0, g["V"][sl] - v0
+        lu, lv = u1 - u0, v1 - v0
+        t = np.clip((du * lu + dv * lv) / (lu * lu + lv * lv), 0.0, 1.0)
+        dist = np.hypot(du - t * lu, dv - t * lv)
+        wall = dist < geo["diam"] / 2
+        value = np.where(dist < geo["diam"] / 6, np.float32(pat.p["csf_hu"]), np.float32(geo["hu"]))
+        _add_local(pre, hu, mask, sl, wall, value)
+    else:
+        raise ValueError(f"`mimic` must be one of {MIMICS}. Got {m!r} instead.")
+
+
+def _add_streaks(pat: Patient, hu: np.ndarray, mask: np.ndarray, s_z: float, shift: float) -> None:
+    """Metal streak artefact of the coil: bright and dark lines through it, fading with distance."""
+    geo = pat.mimic_geometry["coil"]
+    k = min(1.0, s_z / 0.85)
+    u, v = k * geo["u"] + shift, k * geo["v"]
+    sl = _patch(pat, u, v, 110.0)
+    if sl is None:
+        return
+    g = _grids(pat)
+    col, row = _head_to_px(pat, u, v)
+    ys = (np.arange(sl[0].start, sl[0].stop, dtype=np.float32) - np.float32(row))[:, None] * np.float32(pat.spacing)
+    xs = (np.arange(sl[1].start, sl[1].stop, dtype=np.float32) - np.float32(col))[None, :] * np.float32(pat.spacing)
+    d = np.hypot(xs, ys)
+    fade = geo["streak_amp"] / (1.0 + d / 5.0) * np.exp(-d / 45.0)
+    s = np.zeros(d.shape, np.float32)
+    for i, a in enumerate(geo["streak_angles"]):
+        perp = np.abs(xs * math.sin(a) - ys * math.cos(a))
+        sign = 1.0 if i % 2 == 0 else -1.0
+        s += sign * np.exp(-(perp / (0.6 + 0.015 * d)) ** 2)
+    s *= fade
+    s[np.abs(s) < 1.0] = 0.0
+    s[g["outside_fov"][sl]] = 0.0
+    hu[sl] += s
+    mask[sl] |= s != 0
