@@ -67,15 +67,23 @@ def cohort_table(ids: list[str]):
     return frame.set_index("image_id")
 
 
-def timed(ds, seconds: float, batch: int) -> float:
-    """Images / s of an endless dataset after one warm-up batch."""
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system), s."""
+    import resource
+
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def timed(ds, seconds: float, batch: int) -> tuple[float, float]:
+    """(images / s wall, images / CPU-second) of an endless dataset after two warm-up batches."""
     it = iter(ds)
-    next(it)
-    t0, n = time.perf_counter(), 0
+    next(it), next(it)
+    t0, c0, n = time.perf_counter(), cpu_seconds(), 0
     while time.perf_counter() - t0 < seconds:
         x = next(it)[0]
         n += int(x.shape[0])
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), n / (cpu_seconds() - c0)
 
 
 def dicom_feed(root: Path, ids: list[str], batch: int, size: int, seed: int):
@@ -121,26 +129,29 @@ def main() -> None:
           f"({sum((root / 'stage_2_train' / f'{i}.dcm').stat().st_size for i in ids) / 2**20:.0f} MiB) "
           f"ready in {time.perf_counter() - t0:.1f} s")
     table = cohort_table(ids)
-    rates = {}
+    print(f"load average before timing: {os.getloadavg()[0]:.1f} (figures are wall-clock; "
+          "per CPU-second figures do not depend on other load)")
     for workers in (0, os.cpu_count() or 1):
         cdir = args.dir / f"cache-w{workers}"
         shutil.rmtree(cdir, ignore_errors=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         build_cache(table, root, cdir, size=args.size, shard_size=128, workers=workers, progress=False)
-        rates[workers] = len(ids) / (time.perf_counter() - t0)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         print(f"cache build, {'1 process ' if workers == 0 else f'{workers} processes'}: "
-              f"{rates[workers]:7.0f} slices / s")
+              f"{len(ids) / wall:7.0f} slices / s ({len(ids) / cpu:5.0f} slices per CPU-second)")
     cdir = args.dir / f"cache-w{os.cpu_count() or 1}"
 
     cached = timed(make_feed(cdir, "train", args.batch, shuffle=True, seed=0, repeat=True), args.seconds, args.batch)
     aug = timed(make_feed(cdir, "train", args.batch, shuffle=True, seed=0, repeat=True, augment=Augment()),
                 args.seconds, args.batch)
     raw = timed(dicom_feed(root, ids, args.batch, args.size, 0), args.seconds, args.batch)
-    print(f"feed at {args.size} x {args.size}, batch {args.batch}, {os.cpu_count()} cores:")
-    print(f"  cached HU feed             : {cached:8.0f} images / s")
-    print(f"  cached HU feed + augment   : {aug:8.0f} images / s")
-    print(f"  DICOM read + resize per step: {raw:8.0f} images / s")
-    print(f"  ratio cached / DICOM: {cached / raw:.1f}x (target >= 10x); with augmentation {aug / raw:.1f}x")
+    print(f"feed at {args.size} x {args.size}, batch {args.batch}, {os.cpu_count()} cores "
+          f"(load average now {os.getloadavg()[0]:.1f}):")
+    print(f"  cached HU feed              : {cached[0]:8.0f} images / s  ({cached[1]:6.0f} per CPU-second)")
+    print(f"  cached HU feed + augment    : {aug[0]:8.0f} images / s  ({aug[1]:6.0f} per CPU-second)")
+    print(f"  DICOM read + resize per step: {raw[0]:8.0f} images / s  ({raw[1]:6.0f} per CPU-second)")
+    print(f"  ratio cached / DICOM: {cached[0] / raw[0]:.1f}x (target >= 10x); "
+          f"with augmentation {aug[0] / raw[0]:.1f}x; per CPU-second {cached[1] / raw[1]:.1f}x and {aug[1] / raw[1]:.1f}x")
 
 
 if __name__ == "__main__":

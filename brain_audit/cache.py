@@ -322,8 +322,15 @@ def _map_tasks(tasks: list, workers: int):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork is unsafe once TensorFlow threads exist in the parent
-    with ctx.Pool(min(workers, len(tasks))) as pool:
+    with ctx.Pool(min(workers, len(tasks)), initializer=_one_thread_per_worker) as pool:
         yield from pool.imap_unordered(_build_shard, tasks)
+
+
+def _one_thread_per_worker() -> None:
+    """Pool initializer: one OpenCV thread per process (the pool is the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 class HUCache:
