@@ -539,6 +539,46 @@ class TestCache:
         pd.testing.assert_frame_equal(done.table, ref.table)
 
     @pytest.mark.slow
+    def test_sigkill_mid_build_then_rerun_ends_identical(self, tiny, tmp_path):
+        import os
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        root, truth = tiny
+        t = _cohort_frame(truth, list(truth)[:24])
+        t.to_csv(tmp_path / "cohort.csv")
+        ref = build_cache(t, root, tmp_path / "ref", size=SIDE, shard_size=3, workers=0, progress=False)
+        script = (
+            "import time, sys\n"
+            "from brain_audit import cache\n"
+            "real = cache._build_shard\n"
+            "def slow(task):\n"
+            "    out = real(task); time.sleep(0.4); return out\n"
+            "cache._build_shard = slow\n"
+            f"cache.build_cache({str(tmp_path / 'cohort.csv')!r}, {str(root)!r}, {str(tmp_path / 'c')!r}, "
+            f"size={SIDE}, shard_size=3, workers=0, progress=False)\n"
+        )
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+        shard_dir = tmp_path / "c" / "shards"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(shard_dir.glob("*.json"))) < 2:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        n_done = len(list(shard_dir.glob("*.json")))
+        assert 2 <= n_done < 8, n_done  # killed mid-way
+        with pytest.raises(CacheError, match="no manifest.json"):
+            open_cache(tmp_path / "c")
+        done = build_cache(tmp_path / "cohort.csv", root, tmp_path / "c", size=SIDE, shard_size=3, workers=0,
+                           progress=False)
+        pd.testing.assert_frame_equal(done.table, ref.table)
+        for f in sorted((tmp_path / "ref" / "shards").iterdir()):
+            assert (shard_dir / f.name).read_bytes() == f.read_bytes(), f.name
+        assert sorted(p.name for p in shard_dir.iterdir()) == sorted(p.name for p in (tmp_path / "ref" / "shards").iterdir())
+
+    @pytest.mark.slow
     def test_parallel_build_equals_serial(self, tiny, tmp_path):
         root, truth = tiny
         t = _cohort_frame(truth, list(truth)[:24])
