@@ -195,7 +195,7 @@ def build_patient(cfg: Any, index: int) -> Patient:
     p["csf_surface"] = 0.4 + 1.4 * p["atrophy"]
     p["gm_thick"] = rng.uniform(2.4, 3.2)
     p["vent_scale"] = 0.8 + 0.7 * p["atrophy"] + rng.normal(0, 0.06)
-    p["noise_sd"] = rng.uniform(4.0, 6.0)
+    p["noise_sd"] = rng.uniform(4.0, 5.5)
     p["sulcus_drift"] = rng.uniform(-0.15, 0.15)  # psi bins per mm of z
     # sulci (nearest-sulcus table over (psi, depth), fixed per patient)
     n_sulci = 2 * int(rng.integers(40, 52))  # alternating primary (deep) and secondary (shallow) sulci
@@ -564,11 +564,6 @@ def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, 
         hu[masks["subarachnoid"]] = p["csf_hu"]
         masks["subarachnoid"][:] = False
 
-    # texture of brain tissue (low frequency, +-2 HU)
-    tex = cv2.resize(rng.standard_normal((24, 24)).astype(np.float32) * np.float32(1.6), (w, h),
-                     interpolation=cv2.INTER_LINEAR)
-    np.add(hu, tex, out=hu, where=intracranial)
-
     # --- intraparenchymal and intraventricular blood
     for les in pat.lesions:
         sc = les.scale(z)
@@ -624,7 +619,10 @@ def _noise(pat: Patient, rng: np.random.Generator) -> np.ndarray:
         bank = np.random.default_rng(np.random.SeedSequence(pat.seed, spawn_key=(pat.index, 2, 0)))
         white = bank.standard_normal((h + 2 * _NOISE_MARGIN, w + 2 * _NOISE_MARGIN), dtype=np.float32)
         grain = cv2.GaussianBlur(white, (3, 3), 0.6)  # CT noise is spatially correlated
-        g["noise"] = grain * np.float32(pat.p["noise_sd"] / max(float(grain.std()), 1e-6))
+        # plus a low-frequency tissue texture of +-1.2 HU
+        tex = cv2.resize(bank.standard_normal((24, 24)).astype(np.float32), grain.shape[::-1],
+                         interpolation=cv2.INTER_CUBIC)
+        g["noise"] = grain * np.float32(pat.p["noise_sd"] / max(float(grain.std()), 1e-6)) + np.float32(1.2) * tex
     h, w = pat.shape
     oy, ox, flip = rng.integers(0, 2 * _NOISE_MARGIN + 1, 3)
     crop = g["noise"][oy:oy + h, ox:ox + w]
@@ -643,24 +641,26 @@ def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.nda
         arc = np.roll(arc, roll, axis=0)
     depth = -_R_COL[:_N_IN][None, :]
     # per-sulcus depth and width at this level
-    d_k = sul["depth"] * (0.75 + 0.25 * np.sin(z / 14.0 + sul["zphase"])) * min(1.0, 0.35 + s_z)
-    w_k = sul["width"] * (0.85 + 0.15 * np.cos(z / 11.0 + sul["zphase"]))
+    d_k = (sul["depth"] * (0.75 + 0.25 * np.sin(z / 14.0 + sul["zphase"])) * min(1.0, 0.35 + s_z)).astype(np.float32)
+    w_k = (sul["width"] * (0.85 + 0.15 * np.cos(z / 11.0 + sul["zphase"]))).astype(np.float32)
     dk = d_k[nearest]
     half = w_k[nearest] * 0.5
     # sylvian fissure at low levels: a deep, wide cleft with insular cortex beneath
     syl = _bump(z, -40.0, 12.0)
     if syl > 0:
+        dk, half, arc = dk.copy(), half.copy(), arc.copy()
+        sw = np.float32((1.2 + 1.5 * p["atrophy"]) * syl)
         for ps in p["sylvian_psi"]:
-            dps = np.abs(np.mod(_PSI - ps + np.pi, 2 * np.pi) - np.pi)[:, None] * np.maximum(
-                p["R0"][:, None] * s_z + _R_COL[None, :_N_IN], 10.0)
-            near = dps < half + 3.0
-            sw = (1.2 + 1.5 * p["atrophy"]) * syl
-            dk = np.where(dps < sw + 0.1, np.maximum(dk, 24.0 * syl), dk)
-            half = np.where(dps < sw + 0.1, np.maximum(half, sw), half)
-            arc = np.where(near & (dps < arc), dps, arc)
+            rows = np.nonzero(np.abs(np.mod(_PSI - ps + np.pi, 2 * np.pi) - np.pi) < 0.3)[0]
+            dps = (np.abs(np.mod(_PSI[rows] - ps + np.pi, 2 * np.pi) - np.pi)[:, None] * np.maximum(
+                p["R0"][rows, None] * np.float32(s_z) + _R_COL[None, :_N_IN], np.float32(10.0)))
+            cleft = dps < sw + 0.1
+            dk[rows] = np.where(cleft, np.maximum(dk[rows], np.float32(24.0 * syl)), dk[rows])
+            half[rows] = np.where(cleft, np.maximum(half[rows], sw), half[rows])
+            arc[rows] = np.where((dps < half[rows] + 3.0) & (dps < arc[rows]), dps, arc[rows])
     gm_t = p["gm_thick"]
     csf_s = p["csf_surface"]
-    half = half * (1.0 - 0.45 * np.clip(depth / np.maximum(dk, 1.0), 0.0, 1.0))  # sulci taper with depth
+    half = half * (np.float32(1.0) - np.float32(0.45) * np.minimum(depth / np.maximum(dk, np.float32(1.0)), np.float32(1.0)))  # sulci taper with depth
     is_csf = (depth < csf_s) | ((arc < half) & (depth < dk))
     is_gm = (depth < csf_s + gm_t) | ((arc < half + gm_t) & (depth < dk + gm_t))
     code_in = np.where(is_csf, _CSF, np.where(is_gm, _GM, _WM)).astype(np.uint8)
@@ -689,15 +689,16 @@ def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.nda
     cpsi, spsi = np.cos(_PSI), np.sin(_PSI)
     low = _bump(z, -60.0, 45.0)
     obl = min(math.sqrt(1.0 + slope * slope), 2.5)
-    T = p["T0"] * (1.0 + p["frontal_bias"] * np.clip(cpsi, 0, None) ** 2
-                   + p["occipital_bias"] * np.clip(-cpsi, 0, None) ** 4
-                   - p["temporal_thin"] * spsi ** 2 * low) * obl
+    T = (p["T0"] * (1.0 + p["frontal_bias"] * np.clip(cpsi, 0, None) ** 2
+                    + p["occipital_bias"] * np.clip(-cpsi, 0, None) ** 4
+                    - p["temporal_thin"] * spsi ** 2 * low) * obl).astype(np.float32)
     ti, to = p["t_inner"] * obl, p["t_outer"] * obl
     # temporalis: thickest over the temporal squama, tapering to nothing frontally and behind the ear
-    muscle = p["temporalis"] * np.clip((np.abs(spsi) - 0.6) / 0.4, 0, None) ** 1.5 * np.clip((cpsi + 0.45) / 0.35, 0, 1) * low
-    galea = p["galea"] * obl
-    fat = p["scalp_fat"] * obl * (1.0 - 0.5 * np.clip(-cpsi, 0, None))  # posterior scalp pressed on the holder
-    skin = p["skin"] * obl
+    muscle = (p["temporalis"] * np.clip((np.abs(spsi) - 0.6) / 0.4, 0, None) ** 1.5
+              * np.clip((cpsi + 0.45) / 0.35, 0, 1) * low).astype(np.float32)
+    galea = np.float32(p["galea"] * obl)
+    fat = (p["scalp_fat"] * obl * (1.0 - 0.5 * np.clip(-cpsi, 0, None))).astype(np.float32)  # pressed on the holder
+    skin = np.float32(p["skin"] * obl)
     r_out = _R_COL[_N_IN:][None, :]
     T_ = T[:, None]
     b_galea = T_ + galea
@@ -705,13 +706,13 @@ def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.nda
     b_fat = b_muscle + fat[:, None]
     b_skin = b_fat + skin
     dip = np.float32(p["diploe_hu"]) + p["diploe_tex"]
-    hu_out = np.full((_NPSI, _N_OUT), _AIR_HU, np.float32)
-    hu_out = np.where(r_out < b_skin, p["soft_hu"], hu_out)
-    hu_out = np.where(r_out < b_fat, p["fat_hu"], hu_out)
-    hu_out = np.where(r_out < b_muscle, p["soft_hu"] + 8.0, hu_out)
-    hu_out = np.where(r_out < b_galea, p["soft_hu"], hu_out)
-    hu_out = np.where(r_out < T_, p["cortical_hu"], hu_out)
-    diploe = (r_out >= ti) & (r_out < T_ - to)
+    f32 = np.float32
+    hu_out = np.where(r_out < b_skin, f32(p["soft_hu"]), f32(_AIR_HU))
+    hu_out = np.where(r_out < b_fat, f32(p["fat_hu"]), hu_out)
+    hu_out = np.where(r_out < b_muscle, f32(p["soft_hu"] + 8.0), hu_out)
+    hu_out = np.where(r_out < b_galea, f32(p["soft_hu"]), hu_out)
+    hu_out = np.where(r_out < T_, f32(p["cortical_hu"]), hu_out)
+    diploe = (r_out >= f32(ti)) & (r_out < T_ - f32(to))
     hu_out = np.where(diploe, dip, hu_out)
     code_out = np.where(r_out < T_, _SKULL, np.where(r_out < b_skin, _SCALP, _OUT)).astype(np.uint8)
 
@@ -719,7 +720,7 @@ def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.nda
     hu_in = lut[code_in]
     if sah:
         hu_in[code_in == _SAH] = np.float32(sah[0].hu)
-    table_hu = np.concatenate([hu_in, hu_out.astype(np.float32)], axis=1)
+    table_hu = np.concatenate([hu_in, hu_out], axis=1)
     table_code = np.concatenate([code_in, code_out], axis=1)
     # partial volume of the 5 mm slab across obliquely cut surfaces
     # (and the pixel footprint, so that coarse grids average the thin tables instead of aliasing them)
