@@ -312,7 +312,7 @@ def keras_cache_dir() -> Path:
     else:
         home = Path("~").expanduser()
         base = (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
-    if base.exists() and not os.access(base, os.W_OK):  # keras.utils.get_file falls back likewise
+    if not os.access(base, os.W_OK):  # keras.utils.get_file falls back likewise
         base = Path("/tmp") / ".keras"
     return base
 

@@ -315,12 +315,12 @@ class TestFreezing:
 
     @pytest.mark.slow
     def test_training_changes_only_the_unfrozen_blocks(self):
-        m = build_model(SIZE, weights=None, seed=3)
+        m = build_model(32, weights=None, seed=3)
         unfreeze_top(m, blocks=2)
         compile_model(m, lr=1e-2, jit_compile=False)
         backbone = get_backbone(m)
         before = {v.path: np.asarray(v).copy() for v in m.weights}
-        x, y = _hu(8, seed=8), np.array([0, 1] * 4, np.float32)
+        x, y = _hu(8, size=32, seed=8), np.array([0, 1] * 4, np.float32)
         m.fit(x, y, epochs=1, batch_size=4, verbose=0)
         changed = {v.path for v in m.weights if not np.array_equal(np.asarray(v), before[v.path])}
         expected = {v.path for v in m.trainable_weights}
@@ -423,6 +423,10 @@ class TestBackboneWeights:
         (tmp_path / "models").mkdir()
         (tmp_path / "models" / IMAGENET_NOTOP_FILENAME).write_bytes(b"not the weights")
         assert imagenet_weights_available(tmp_path) is False  # Keras would re-download it
+
+    def test_cache_dir_follows_keras_home(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+        assert bam.keras_cache_dir() == tmp_path
 
     def test_wrong_imagenet_file_is_refused(self, tmp_path):
         fake = tmp_path / IMAGENET_NOTOP_FILENAME
