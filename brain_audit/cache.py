@@ -183,7 +183,8 @@ def build_cache(
     if workers is not None and workers < 0:
         raise ValueError(f"`workers` must be >= 0. Got {workers} instead.")
     if context > 0 and index is None:
-        raise ValueError("`index` must be given when `context` > 0 (neighbours come from the header index). Got None instead.")
+        raise ValueError("`index` must be given when `context` > 0 (neighbours come from the header index). "
+                         "Got None instead.")
     table = read_cohort(cohort) if isinstance(cohort, (str, Path)) else cohort.copy()
     required = ["split", "patient_id", "study_id", "series_id", "z", *LABEL_COLUMNS]
     missing = [c for c in required if c not in table.columns]
@@ -259,7 +260,8 @@ def build_cache(
             (shard_dir / f"{t['name']}.json").unlink(missing_ok=True)  # receipt first: never a stale pair
             todo.append(t)
     n_workers = (os.cpu_count() or 1) if workers is None else workers
-    bar = tqdm(total=sum(len(t["items"]) for t in todo), unit="slice", desc="HU cache", disable=not progress or not todo)
+    bar = tqdm(total=sum(len(t["items"]) for t in todo), unit="slice", desc="HU cache",
+               disable=not progress or not todo)
     try:
         for rec in _map_tasks(todo, n_workers):
             receipts[rec["name"]] = rec

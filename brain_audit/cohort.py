@@ -242,7 +242,8 @@ def split_patients(
     n_rest = int((table["split"] == "").sum())
     take(int(round(validation * n_rest)), "validation", 2)
     table.loc[table["split"] == "", "split"] = "train"
-    _warn_missing_subtypes(flags, table["split"], [s for s in SPLITS if s != "pretrain" and (table["split"] == s).any()])
+    used = [s for s in SPLITS if s != "pretrain" and (table["split"] == s).any()]
+    _warn_missing_subtypes(flags, table["split"], used)
     return table[["split", "stratum", "n_slices", "n_positive"]]
 
 
@@ -253,7 +254,8 @@ def _warn_missing_subtypes(flags: pd.DataFrame, split: pd.Series, splits: list[s
         f = flags[split.reindex(flags.index).to_numpy() == sp]
         gaps += [f"{s} in {sp}" for s in present if not f[s].any()]
     if gaps:
-        warnings.warn(f"no positive case of {', '.join(gaps)} (too few patients carry it)", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"no positive case of {', '.join(gaps)} (too few patients carry it)", RuntimeWarning,
+                      stacklevel=3)
 
 
 def build_cohort(

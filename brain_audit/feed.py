@@ -6,10 +6,11 @@ and never quantises. Labels follow :data:`brain_audit.rsna.LABEL_COLUMNS`.
 
 Randomness is stateless and keyed by ``seed``: epoch ``e`` is shuffled with
 ``stateless_shuffle(seed=(seed, e))`` and its batch ``k`` augmented with
-``numpy.random.default_rng([seed, e, k])`` (:func:`augment_batch`, OpenCV warps: ten times
-faster on CPU than TensorFlow's projective-transform op); the same seed gives the same stream,
+``numpy.random.default_rng([seed, e, k])`` (:func:`augment_batch`, OpenCV warps: about five times
+faster on CPU than TensorFlow's projective-transform op, measured); the same seed gives the same stream,
 batch for batch, on any run, and ``make_feed(..., epoch=e)`` replays epoch ``e`` alone
-(what a training run resumed after a kill needs). Batches never straddle epochs. TensorFlow is imported inside the functions only.
+(what a training run resumed after a kill needs). Batches never straddle epochs.
+TensorFlow is imported inside the functions only.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def feed_plan(
     cache = cache if isinstance(cache, HUCache) else open_cache(cache)
     ids = np.asarray(cache.ids(split, cohort), dtype=object)
     if not len(ids):
-        raise ValueError(f"`split` {split!r} (cohort {cohort!r}) holds no image in {cache.path}. Got an empty split instead.")
+        raise ValueError(f"`split` {split!r} (cohort {cohort!r}) holds no image in {cache.path}. "
+                         "Got an empty split instead.")
     w = np.ones(len(ids), dtype=np.float32)
     pos = {i: k for k, i in enumerate(ids)}
     if sample_weights is not None:

@@ -69,7 +69,8 @@ def _read_one(image_id: str, path: str) -> dict[str, Any]:
     except OSError as exc:
         row["reason"] = f"cannot stat file ({exc.strerror or exc})"
         return row
-    missing = [k for k in ("patient_id", "study_instance_uid", "series_instance_uid", "rows", "columns") if h[k] is None]
+    required = ("patient_id", "study_instance_uid", "series_instance_uid", "rows", "columns")
+    missing = [k for k in required if h[k] is None]
     if h["image_position"] is None:
         missing.append("image_position")
     if missing:

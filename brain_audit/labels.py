@@ -175,12 +175,12 @@ def _check_line(line: str) -> str | None:
     if label not in ("0", "1"):
         return f"label is {label!r}; expected 0 or 1"
     if "_" not in ident:
-        return f"ID {ident!r} has no '_<subtype>' suffix"
+        return f"no '_<subtype>' suffix in ID {ident!r}"
     image, subtype = ident.rsplit("_", 1)
     if not image:
-        return f"ID {ident!r} has no image part"
+        return f"no image part in ID {ident!r}"
     if subtype not in LABEL_COLUMNS:
-        return f"ID {ident!r}: unknown subtype {subtype!r}; expected one of {', '.join(LABEL_COLUMNS)}"
+        return f"unknown subtype {subtype!r} in ID {ident!r}; expected one of {', '.join(LABEL_COLUMNS)}"
     return None
 
 
