@@ -269,6 +269,7 @@ class GradCAM:
             alpha = tf.math.divide_no_nan(g2, tf.where(tf.abs(denom) > 0, denom, tf.ones_like(denom)))
             weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
         cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feat, weights))
+        cam = tf.image.resize(cam[..., None], tf.shape(x)[1:3], method="bilinear")[..., 0]  # to input size
         return cam, logits
 
     def __call__(self, hu_batch: np.ndarray, return_logits: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -303,7 +304,7 @@ class GradCAM:
         if x.shape[0] == 0:
             raise ValueError("`hu_batch` must hold at least one image. Got an empty batch instead.")
         cam, logits = self._fn(tf.constant(x))
-        cam = tf.image.resize(cam[..., None], x.shape[1:3], method="bilinear")[..., 0].numpy()
+        cam = cam.numpy()
         cam = np.maximum(cam, 0.0, out=cam).astype(np.float32, copy=False)
         peak = cam.reshape(len(cam), -1).max(axis=1)
         zero = ~(peak > 0)
