@@ -23,11 +23,13 @@ blurred skull with diploe (median ~750 HU, not a flat 1,500), scalp with fat, in
 holder of ~280 HU under the occiput. See :mod:`brain_audit.phantom_anatomy` for the model.
 
 Study geometry: each patient has one study of ``slices_per_patient`` contiguous axial slices
-(Image Position (Patient) z increasing by ``slice_spacing_mm``) ending just below the vertex;
-the default 20 slices at 5 mm (100 mm) cover the head from the midbrain / basal cisterns to
-the vertex. RSNA studies hold ~30-40 slices from the skull base; the skull base itself
-(orbits, sinuses, petrous bones) is not modelled, so 20 is the default that keeps a
-200-patient 512 x 512 cohort well under a minute on 2 cores.
+(Image Position (Patient) z increasing by ``slice_spacing_mm``), centred on the lateral
+ventricles and starting no lower than the basal cisterns; the default 20 slices at 5 mm cover
+the head from the midbrain / basal cisterns to 7-15 mm below the vertex. RSNA studies hold
+~30-40 slices from the skull base, but the skull base itself (orbits, sinuses, petrous bones,
+posterior fossa) is not modelled (longer studies repeat the lowest modelled level), and 20
+slices keep a 200-patient 512 x 512 cohort within about half a minute of CPU per core on 2
+cores (``benchmarks/bench_phantom.py``).
 
 Mimic probabilities are **per image**: ``mimic_probabilities[m] = (p_given_bleed,
 p_given_no_bleed)`` is the chance that image shows mimic ``m`` given that the image is

@@ -100,7 +100,7 @@ _INTRACRANIAL_MAX = _SDH
 _D_GRAY, _D_VENT_R, _D_VENT_L, _D_VENT3, _D_FISSURE, _D_FALX, _D_CISTERN, _D_MIDBRAIN = range(1, 9)
 
 _BLUR_SIGMA_PX = 0.6  # mild blur, 3 x 3 kernel
-_MIN_LESION_MM2 = 10.0  # a lesion cross-section smaller than this is not drawn on the slice
+_MIN_LESION_MM2 = 20.0  # a lesion cross-section smaller than this is not drawn on the slice (5 px at 128 x 128)
 
 
 def _bump(z: float, lo: float, hi: float) -> float:
@@ -225,8 +225,11 @@ def build_patient(cfg: Any, index: int) -> Patient:
     p["holder_hu"] = rng.uniform(250.0, 290.0)
     p["holder_span"] = rng.uniform(50.0, 75.0)  # half-angle of the arc, degrees
 
-    # slices: the top slice is just below the vertex
-    z_top_slice = p["ztop"] - rng.uniform(7.0, 15.0)
+    # slices: centred on the lateral-ventricle bodies, starting no lower than the basal cisterns
+    # (-35 mm) unless the study is longer than the head, and ending below the vertex
+    span = (k - 1) * cfg.slice_spacing_mm
+    top_mid = 10.0 + span / 2 + rng.uniform(-5.0, 5.0)
+    z_top_slice = min(p["ztop"] - rng.uniform(7.0, 15.0), max(top_mid, -35.0 + span))
     z_anat = z_top_slice - (k - 1 - np.arange(k)) * cfg.slice_spacing_mm
     z_anat = np.maximum(z_anat, -60.0)  # below the modelled range the anatomy is held at -60 mm
     p["z_table0"] = -float(rng.uniform(60.0, 160.0))  # scanner z of the first slice
@@ -357,7 +360,7 @@ def _make_lesion(s: str, rng: np.random.Generator, p: dict[str, Any], z_anat: np
             return None
         sides = [side] if rng.random() < 0.5 else [1.0, -1.0]
         return Lesion(s, zc, rng.uniform(12.0, 22.0), rng.uniform(55.0, 75.0), {
-            "sides": sides, "level": rng.uniform(4.0, 9.0), "cast": rng.random() < 0.25})
+            "sides": sides, "level": rng.uniform(6.0, 12.0), "cast": rng.random() < 0.35})
     if s == "subarachnoid":
         zc = centre_on_slice(-25.0, p["ztop"] - 15.0)
         if zc is None:
