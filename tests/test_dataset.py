@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from brain_audit import cache as cache_mod
 from brain_audit import index as index_mod
@@ -426,6 +428,26 @@ class TestSplitsAndCohorts:
         patients = split_patients(images, n_audit=2, seed=0)
         with pytest.raises(ValueError, match="must not mix 'audit'"):
             build_cohort(images, patients, 5, pool=("audit", "train"))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(0, 50), min_size=1, max_size=12), st.integers(0, 400), st.data())
+    def test_allocation_law(self, sizes, n, data):
+        from brain_audit.cohort import _allocate
+
+        flags = data.draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)))
+        q = _allocate(np.array(sizes), n, np.array(flags))
+        assert q.sum() == min(n, sum(sizes))
+        assert (q >= 0).all() and (q <= np.array(sizes)).all()
+        wanted = [i for i, (z, f) in enumerate(zip(sizes, flags)) if f and z > 0]
+        if len(wanted) <= n:
+            assert all(q[i] >= 1 for i in wanted)
+
+    def test_join_images_reports_what_it_leaves_out(self, tiny_index):
+        labels, index, _ = tiny_index
+        with pytest.warns(RuntimeWarning, match="2 labelled image\\(s\\) have no header"):
+            images = join_images(labels, index)
+        assert len(images) == len(labels) - 2
+        assert list(images.columns) == ["patient_id", "study_id", "series_id", "z", *LABEL_COLUMNS]
 
     def test_tiny_dicom_cohort_and_csv_round_trip(self, tiny_cohort, tmp_path):
         images, cohort, patients = tiny_cohort
