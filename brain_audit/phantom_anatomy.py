@@ -188,7 +188,7 @@ def build_patient(cfg: Any, index: int) -> Patient:
     # brain
     p["gm_hu"] = rng.uniform(35.0, 39.0)
     p["wm_hu"] = rng.uniform(25.5, 29.0)
-    p["deep_gm_hu"] = p["gm_hu"] - rng.uniform(0.5, 2.5)
+    p["deep_gm_hu"] = p["gm_hu"] - rng.uniform(1.5, 3.5)
     p["csf_hu"] = rng.uniform(4.0, 9.0)
     p["falx_hu"] = rng.uniform(45.0, 60.0)
     p["atrophy"] = rng.beta(2.0, 4.0)  # 0 young .. 1 atrophic
@@ -546,7 +546,14 @@ def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, 
     lut[_D_FALX] = p["falx_hu"]
     lut[_D_MIDBRAIN] = p["deep_gm_hu"] - 3.0
     hu_box = hu[box]
-    hu_box[dm[box]] = lut[deep[box][dm[box]]]
+    hard = dm[box] & (deep[box] != _D_GRAY)
+    hu_box[hard] = lut[deep[box][hard]]
+    # deep gray nuclei blend into the white matter (soft edges, modest contrast)
+    gray = (deep[box] == _D_GRAY).astype(np.float32)
+    if gray.any():
+        soft = cv2.GaussianBlur(gray, (0, 0), 1.6 / pat.spacing)
+        wm_box = code[box] == _WM
+        hu_box[wm_box] += (np.float32(p["deep_gm_hu"] - p["wm_hu"]) * soft)[wm_box]
 
     intracranial = code <= _INTRACRANIAL_MAX
     masks: dict[str, np.ndarray] = {s: np.zeros((h, w), bool) for s in SUBTYPES}
@@ -779,11 +786,16 @@ def _draw_deep(pat: Patient, deep: np.ndarray, z: float, Rz: np.ndarray, shift: 
     # midbrain and cisterns at the lowest levels
     mb = _bump(z, -60.0, -24.0)
     if mb > 0:
-        _ellipse(pat, deep, shift, 8.0, 15.0 * mb, 14.0 * mb, 0.0, _D_CISTERN)
-        _ellipse(pat, deep, shift, 7.0, 11.0 * mb, 10.0 * mb, 0.0, _D_MIDBRAIN)
-        _ellipse(pat, deep, shift, -14.0, 8.0 * mb, 6.0 * mb, 0.0, _D_CISTERN)  # suprasellar
+        # ambient and quadrigeminal cisterns around the midbrain (two cerebral peduncles and the tectum)
+        _ellipse(pat, deep, shift, 6.0, 15.0 * mb, 13.0 * mb, 0.0, _D_CISTERN)
+        _ellipse(pat, deep, shift, 19.0, 7.0 * mb, 5.0 * mb, 0.0, _D_CISTERN)
+        for sd in (1.0, -1.0):
+            _ellipse(pat, deep, shift + sd * 5.0 * mb, 3.0, 6.5 * mb, 8.5 * mb, sd * -25.0, _D_MIDBRAIN)
+        _ellipse(pat, deep, shift, 10.0, 9.0 * mb, 5.5 * mb, 0.0, _D_MIDBRAIN)
+        _ellipse(pat, deep, shift, -16.0, 9.0 * mb, 6.0 * mb, 45.0, _D_CISTERN)  # suprasellar
+        _ellipse(pat, deep, shift, -16.0, 9.0 * mb, 6.0 * mb, -45.0, _D_CISTERN)
     # interhemispheric fissure and falx
-    cc = _bump(z, -16.0, 26.0) > 0
+    cc = z < 26.0  # corpus callosum, third ventricle or midbrain interrupt the midline below the cingulate level
     half_w = (0.5 + 1.0 * p["atrophy"]) * min(1.0, sz + 0.3)
     v_front, v_back = -ant + 0.5, post - 0.5
     segs = [(v_front, -24.0), (30.0, v_back)] if cc else [(v_front, v_back)]
