@@ -320,7 +320,103 @@ def _run_feed(args: argparse.Namespace) -> int:
               f"{y.numpy().sum(axis=0).astype(int).tolist()}, w {w.dtype.name} {tuple(w.shape)}")
     return 0
 
-# [model commands]
+# ---------------------------------------------------------------- prepare / pretrain / train (train.py)
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="run configuration, TOML (see brain_audit.config)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key with a TOML value, e.g. --set phase1.epochs=2 (repeatable)")
+    p.add_argument("--data-root", default=None, help="dataset root in the RSNA layout (same as --set data_root=...)")
+    p.add_argument("--out", default=None, help="run folder (same as --set out_dir=...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _load_run_config(args: argparse.Namespace):
+    import json
+
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data_root={json.dumps(str(args.data_root))}")
+    if args.out:
+        overrides.append(f"out_dir={json.dumps(str(args.out))}")
+    return load_config(args.config, overrides)
+
+
+@_command
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="labels -> header index -> patient splits and phase cohorts -> HU cache, for a run",
+        description="Prepare a run's data (resumable): read the label CSV, index the DICOM headers, choose the "
+        "audit patients first, split the rest by patient, draw the nested phase cohorts and build the int16 HU cache.",
+    )
+    _run_options(p)
+    p.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from .train import prepare_data
+
+    cache = prepare_data(_load_run_config(args), progress=not args.quiet)
+    counts = cache.table.groupby("split").size().to_dict()
+    print(f"cache {cache.path}: {counts}; skipped {len(cache.skipped)}")
+    return 0
+
+
+@_command
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="domain-pretrain the EfficientNetB0 backbone on the run's pretraining patients",
+        description="Train the whole network on the run's 'pretrain' split (patients disjoint from audit, train "
+        "and validation; set pretrain.patients) and write <out>/pretrain/backbone.weights.h5 with its manifest. "
+        "Then train with --set weights=\"pretrained\". Runs `prepare` first if needed.",
+    )
+    _run_options(p)
+    p.set_defaults(run=_run_pretrain)
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from .train import prepare_data, run_pretrain
+
+    config = _load_run_config(args)
+    prepare_data(config, progress=not args.quiet)
+    path = run_pretrain(config, verbose=0 if args.quiet else "auto")
+    print(f"backbone weights: {path}")
+    return 0
+
+
+@_command
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run training phase 1, 2, 3 (Grad-CAM audit) or 4 (clinical correction), or all",
+        description="Run one phase of the four-phase training (or all). Each phase writes <out>/phase<N>/ and "
+        "resumes after a crash or kill from its last completed epoch; a finished phase is not rerun unless --force.",
+    )
+    p.add_argument("--phase", default="all", choices=["1", "2", "3", "4", "all"], help="phase to run (default all)")
+    p.add_argument("--force", action="store_true", help="rerun a finished phase")
+    _run_options(p)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import json
+
+    from .train import prepare_data, run_phase, run_pretrain
+
+    config = _load_run_config(args)
+    verbose = 0 if args.quiet else "auto"
+    prepare_data(config, progress=not args.quiet)
+    if config.weights == "pretrained":
+        run_pretrain(config, verbose=verbose)
+    phases = (1, 2, 3, 4) if args.phase == "all" else (int(args.phase),)
+    for n in phases:
+        metrics = run_phase(config, n, verbose=verbose, force=args.force)
+        keys = ("auc", "patient_auc", "threshold", "hard_negatives", "operating_point")
+        print(f"phase {n}: " + json.dumps({k: metrics[k] for k in keys if k in metrics}, default=str))
+    return 0
 
 # ---------------------------------------------------------------- gradcam (gradcam, skull)
 @_command
