@@ -67,7 +67,7 @@ import numpy as np
 from . import __version__
 from . import rsna
 from .errors import BrainAuditError, ConfigError
-from .phantom_anatomy import MIMICS, PAD_HU_FILE, TRUTH_EXTRA, build_patient, render
+from .phantom_anatomy import MIMICS, PAD_HU_FILE, TRUTH_EXTRA, build_patient, padding_mask, render
 
 __all__ = [
     "MIMICS",
@@ -337,7 +337,7 @@ def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[st
         image_id = ids["image_ids"][k]
         z = round(float(pat.p["z_table0"] + k * cfg.slice_spacing_mm), 3)
         file_hu = hu.copy()
-        np.copyto(file_hu, np.float32(PAD_HU_FILE), where=pat._g["outside_fov"])
+        np.copyto(file_hu, np.float32(PAD_HU_FILE), where=padding_mask(pat))
         defect = bool(pat.defect[k])
         data = encode_slice(
             file_hu, sop_instance_uid=image_id, patient_id=ids["patient_id"],
@@ -683,7 +683,7 @@ def preview(out_dir: str | Path, out_png: str | Path | None = None, n: int = 12)
         hu = read_hu(rsna.image_path(root, rec["image_id"]))
         truth = load_truth(root, rec["image_id"])
         found = [s for s in rsna.SUBTYPES if rec["labels"][s]]
-        for j, ((c, w), name) in enumerate(zip(BSB, names)):
+        for j, ((c, w), name) in enumerate(zip(BSB, names, strict=True)):
             ax = axes[i // per_row][3 * (i % per_row) + j]
             ax.imshow(window(hu, c, w), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if j > 0:

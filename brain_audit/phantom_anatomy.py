@@ -50,6 +50,7 @@ __all__ = [
     "PAD_HU_FILE",
     "Patient",
     "build_patient",
+    "padding_mask",
     "render",
 ]
 
@@ -460,10 +461,14 @@ def _exterior(pat: Patient, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return ext
 
 
+def padding_mask(pat: Patient) -> np.ndarray:
+    """bool (H, W): pixels outside the reconstruction circle (written as :data:`PAD_HU_FILE`)."""
+    return _grids(pat)["outside_fov"]
+
+
 # ----------------------------------------------------------------------------- render
 def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, float]],
-           mimics: Mapping[str, bool] | None = None, noise_seed: int | None = None
-           ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+           mimics: Mapping[str, bool] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Render slice ``k`` of patient ``pat``.
 
     Args:
@@ -471,7 +476,6 @@ def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, 
         k: slice index, 0-based (increasing z).
         mimic_probabilities: mimic -> (p_given_bleed, p_given_no_bleed), per image.
         mimics: override of the per-slice presence of some mimics (counterfactuals).
-        noise_seed: unused hook; the noise stream is ``SeedSequence(seed, (patient, 1, k))``.
 
     Returns:
         ``(hu, truth, info)``: float32 (H, W) integer-valued HU in [-1024, 3071]; bool (H, W)
@@ -504,7 +508,8 @@ def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, 
             if les.subtype == "epidural":
                 prof = np.where(inside, (1.0 - uu ** 2), 0.0) * les.params["thick"] * sc
             else:
-                prof = np.where(inside, np.sqrt(np.clip(1.0 - uu ** 4, 0, 1)), 0.0) * les.params["thick"] * (0.3 + 0.7 * sc)
+                prof = (np.where(inside, np.sqrt(np.clip(1.0 - uu ** 4, 0, 1)), 0.0)
+                        * les.params["thick"] * (0.3 + 0.7 * sc))
             area = float(np.sum(prof * np.maximum(Rz - prof / 2, 1.0)) * (2 * np.pi / _NPSI))
             if area < _MIN_LESION_MM2:
                 continue
@@ -580,7 +585,8 @@ def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, 
         if sc <= 0:
             continue
         if les.subtype == "intraparenchymal":
-            _paint_iph(pat, hu, masks["intraparenchymal"], intracranial & (code != _EDH) & (code != _SDH), les, sc, shift)
+            brain = intracranial & (code != _EDH) & (code != _SDH)
+            _paint_iph(pat, hu, masks["intraparenchymal"], brain, les, sc, shift)
         elif les.subtype == "intraventricular":
             _paint_ivh(pat, hu, masks["intraventricular"], deep, les)
 
@@ -670,7 +676,9 @@ def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.nda
             arc[rows] = np.where((dps < half[rows] + 3.0) & (dps < arc[rows]), dps, arc[rows])
     gm_t = p["gm_thick"]
     csf_s = p["csf_surface"]
-    half = half * (np.float32(1.0) - np.float32(0.45) * np.minimum(depth / np.maximum(dk, np.float32(1.0)), np.float32(1.0)))  # sulci taper with depth
+    # sulci taper with depth
+    one = np.float32(1.0)
+    half = half * (one - np.float32(0.45) * np.minimum(depth / np.maximum(dk, one), one))
     is_csf = (depth < csf_s) | ((arc < half) & (depth < dk))
     is_gm = (depth < csf_s + gm_t) | ((arc < half + gm_t) & (depth < dk + gm_t))
     code_in = np.where(is_csf, _CSF, np.where(is_gm, _GM, _WM)).astype(np.uint8)

@@ -66,7 +66,7 @@ def _csv_labels(root: Path) -> dict[str, dict[str, int]]:
         image = block[0][0].rsplit("_", 1)[0]
         # six rows per image, in the RSNA column order
         assert [r[0] for r in block] == [f"{image}_{c}" for c in rsna.LABEL_COLUMNS]
-        out[image] = {c: int(r[1]) for c, r in zip(rsna.LABEL_COLUMNS, block)}
+        out[image] = {c: int(r[1]) for c, r in zip(rsna.LABEL_COLUMNS, block, strict=True)}
     return out
 
 
@@ -149,7 +149,7 @@ class TestLabels:
                     areas = [load_truth(cohort, recs[k]["image_id"])[s].sum() for k in on]
                     runs.append((on, areas))
         assert runs, "no lesion spans two slices"
-        for on, areas in runs:
+        for on, _ in runs:
             assert on == list(range(on[0], on[-1] + 1)), on  # contiguous
         assert any(len(set(areas)) > 1 for _, areas in runs)
 
