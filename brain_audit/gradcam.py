@@ -60,6 +60,8 @@ __all__ = [
     "randomization_check",
     "overlay_title",
     "save_overlay",
+    "profile_columns",
+    "audit_batch",
     "audit_files",
 ]
 
@@ -794,6 +796,86 @@ def save_overlay(path: Any, hu: np.ndarray, cam: np.ndarray, title: str = "", al
     return save_figure(fig, path)
 
 
+# ----------------------------------------------------------------------------- batches -> table
+def profile_columns(lesion: bool = False) -> list[str]:
+    """Columns of :func:`attention_profile` (and of the audit tables built from it), in order."""
+    from .skull import DISJOINT_ORDER
+
+    names = list(DISJOINT_ORDER) + ["other"]
+    cols = [f"energy_{n}" for n in names] + [f"area_{n}" for n in names] + ["peak_y", "peak_x", "peak_region"]
+    if lesion:
+        cols += ["lesion_energy", "lesion_area", "pointing_distance_px", "pointing_hit"]
+    return cols + list(FLAGS)
+
+
+def audit_batch(
+    model: Any,
+    hu_batch: np.ndarray,
+    *,
+    masks: Sequence[dict[str, np.ndarray]] | None = None,
+    lesion_masks: Sequence[np.ndarray | None] | None = None,
+    labels: Sequence[int | None] | np.ndarray | None = None,
+    image_ids: Sequence[str] | None = None,
+    layer: str | None = None,
+    output_index: int = 0,
+    method: Method = "gradcam",
+    threshold: float = 0.5,
+    hit_radius_px: float = HIT_RADIUS_PX,
+) -> tuple[Any, np.ndarray]:
+    """Grad-CAM and attention profiles of a batch of HU slices already at the model's input size.
+
+    What Phase 3 (``brain_audit.train``) and the audit tables call on the HU cache: one gradient pass
+    (the probabilities come from the same pass), then :func:`attention_profile` per slice.
+
+    Args:
+        model: Keras model, HU input (``build_model``).
+        hu_batch: float (N, S, S) or (N, S, S, C) HU at the model's input size.
+        masks: per-slice region masks at any resolution (e.g. :func:`brain_audit.skull.region_masks`
+            of the full-resolution slice, or phantom truth); default: ``region_masks`` of the HU given
+            (channel 0, the centre slice of a 2.5D input).
+        lesion_masks: per-slice lesion truth (bool, the masks' shape) or None entries.
+        labels: per-slice 0/1 labels of the explained output, or None entries.
+        image_ids: per-slice IDs for the ``image_id`` column (default ``"0"``, ``"1"``, ...).
+        layer, output_index, method: as in :func:`grad_cam`.
+        threshold, hit_radius_px: as in :func:`attention_profile`.
+
+    Returns:
+        ``(table, maps)``: pandas.DataFrame with ``image_id``, ``probability``, ``label``, the columns of
+        :func:`profile_columns` and ``has_metal`` / ``has_calcification`` / ``has_head_holder``; and the
+        float32 (N, S, S) maps. Zero maps are kept (``peak_region`` "none") and warned about once.
+    """
+    import pandas as pd
+
+    from .skull import region_masks
+
+    x = np.asarray(hu_batch, dtype=np.float32)
+    n = len(x)
+    for name, seq in (("masks", masks), ("lesion_masks", lesion_masks), ("labels", labels), ("image_ids", image_ids)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"`{name}` must hold one entry per slice ({n}). Got {len(seq)} instead.")
+    cam_fn = _cached(model, layer, output_index, method)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        maps, logits = cam_fn._maps(x, return_logits=True, stacklevel=2)
+    for w in caught:
+        warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
+    probs = 1.0 / (1.0 + np.exp(-logits[:, output_index].astype(np.float64)))
+    rows = []
+    for i in range(n):
+        m = masks[i] if masks is not None else region_masks(x[i] if x.ndim == 3 else x[i, ..., 0])
+        label = None if labels is None or labels[i] is None else int(labels[i])
+        lesion = None if lesion_masks is None else lesion_masks[i]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # zero maps already warned about above
+            prof = attention_profile(maps[i], masks=m, lesion_mask=lesion, probability=float(probs[i]), label=label,
+                                     threshold=threshold, hit_radius_px=hit_radius_px)
+        row = {"image_id": str(image_ids[i]) if image_ids is not None else str(i), "probability": float(probs[i]), "label": label}
+        row.update(prof)
+        row.update({f"has_{k}": v for k, v in mimic_presence(m).items()})
+        rows.append(row)
+    return pd.DataFrame(rows), maps
+
+
 # ----------------------------------------------------------------------------- files -> overlays + table
 def _dicom_files(images: Sequence[Any]) -> list[Any]:
     from pathlib import Path
@@ -870,32 +952,27 @@ def audit_files(
     column = LABEL_COLUMNS[output_index] if cam_fn.n_outputs == len(LABEL_COLUMNS) else "any"
     out = Path(out_dir)
     files = _dicom_files(images)
-    rows: list[dict[str, Any]] = []
+    tables: list[Any] = []
     skipped: list[dict[str, str]] = []
     pending: list[tuple[Any, np.ndarray, dict[str, np.ndarray]]] = []
 
     def flush() -> None:
         if not pending:
             return
-        batch = np.stack([resize_hu(hu, size) for _, hu, _ in pending])
+        ids = [Path(f).stem for f, _, _ in pending]
+        labs = [int(labels.loc[i, column]) if labels is not None and i in labels.index else None for i in ids]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # zero maps are recorded as peak_region "none"
-            maps, logits = cam_fn(batch, return_logits=True)
-        probs = 1.0 / (1.0 + np.exp(-logits[:, output_index].astype(np.float64)))
-        for (f, hu, masks), cam, prob in zip(pending, maps, probs):
-            image_id = Path(f).stem
-            label = None
-            if labels is not None and image_id in labels.index:
-                label = int(labels.loc[image_id, column])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                prof = attention_profile(cam, masks=masks, probability=float(prob), label=label, threshold=threshold)
-            row = {"image_id": image_id, "file": str(f), "probability": float(prob), "label": label}
-            row.update(prof)
-            row.update({f"has_{k}": v for k, v in mimic_presence(masks).items()})
-            rows.append(row)
-            if overlays:
-                save_overlay(out / "overlays" / f"{image_id}.png", hu, cam, title=overlay_title(image_id, float(prob), prof))
+            part, maps = audit_batch(
+                model, np.stack([resize_hu(hu, size) for _, hu, _ in pending]), masks=[m for _, _, m in pending],
+                labels=labs, image_ids=ids, layer=layer, output_index=output_index, method=method, threshold=threshold,
+            )
+        part.insert(1, "file", [str(f) for f, _, _ in pending])
+        tables.append(part)
+        if overlays:
+            for (f, hu, _), cam, rec in zip(pending, maps, part.to_dict("records")):
+                title = overlay_title(rec["image_id"], rec["probability"], rec)
+                save_overlay(out / "overlays" / f"{rec['image_id']}.png", hu, cam, title=title)
         pending.clear()
 
     for f in files:
@@ -914,7 +991,7 @@ def audit_files(
         if len(pending) >= batch_size:
             flush()
     flush()
-    table = pd.DataFrame(rows)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image_id", "file", "probability", "label"])
     table.attrs["n_skipped"] = len(skipped)
     write_csv(out / "profiles.csv", table)
     write_csv(out / "skipped.csv", pd.DataFrame(skipped, columns=["file", "reason"]))
@@ -924,7 +1001,7 @@ def audit_files(
             config={"layer": cam_fn.layer, "output_index": output_index, "method": method, "batch_size": int(batch_size),
                     "threshold": threshold, "input_size": list(size)},
             inputs={str(f): file_fingerprint(f) for f in files if Path(f).exists()},
-            n_images=len(rows),
+            n_images=len(table),
             n_skipped=len(skipped),
         ),
     )

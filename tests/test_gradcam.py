@@ -25,12 +25,14 @@ from brain_audit.gradcam import (
     FLAGS,
     GradCAM,
     attention_profile,
+    audit_batch,
     counterfactual_effect,
     find_layer,
     grad_cam,
     layer_names,
     mimic_presence,
     overlay_title,
+    profile_columns,
     randomization_check,
     save_overlay,
     stratified_metrics,
@@ -404,6 +406,20 @@ def test_counterfactual_effect_of_a_coil_on_a_metal_detector():
     assert frame.attrs["flip_rate"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="must have one shape"):
         counterfactual_effect(max_hu_model(), with_coil, without[:2])
+
+
+def test_audit_batch_table(effnet):
+    model, batch = effnet
+    table, maps = audit_batch(model, batch, labels=[1, 0, None, 0], image_ids=["a", "b", "c", "d"])
+    assert list(table.columns) == ["image_id", "probability", "label"] + profile_columns() + [
+        "has_metal", "has_calcification", "has_head_holder"]
+    np.testing.assert_allclose(table["probability"], model.predict(batch[..., None], verbose=0)[:, 0], atol=1e-5)
+    np.testing.assert_allclose(maps, grad_cam(model, batch), atol=1e-6)
+    assert table["has_metal"].tolist() == [False, False, True, False]  # the 2,500 HU "coil" of slice 2
+    np.testing.assert_allclose(table[[c for c in table.columns if c.startswith("energy_")]].sum(axis=1), 1.0)
+    assert table["right_for_wrong_reason"].isna().tolist() == [False, False, True, False]
+    with pytest.raises(ValueError, match=r"`labels` must hold one entry per slice \(4\). Got 2 instead"):
+        audit_batch(model, batch, labels=[1, 0])
 
 
 class TestRandomizationCheck:
