@@ -20,13 +20,35 @@ How the gradient reaches a layer inside a nested backbone (Keras 3)
     ``post`` (backbone output -> input of the final Dense layer); this recurses for deeper nesting.
     The logit is then recomputed in float32 as ``dense_input @ kernel + bias`` from the final Dense
     layer's own variables, so the sigmoid is never in the gradient path and mixed-precision models
-    (float16 activations) give float32 gradients.
+    (float16 activations) give float32 gradients. Keras 3 has no public accessor for "the call of
+    this layer inside that model", so the node is looked up in ``layer._inbound_nodes`` /
+    ``model._nodes`` (private attributes, stable across Keras 3.0-3.15; the tests pin the behaviour).
+
+Where the map falls (the Phase 3 audit)
+    :func:`attention_profile` shares the map's energy among disjoint regions found from HU
+    (:mod:`brain_audit.skull`: intracranial, skull, calcified foci, metal, scalp, head holder, outside
+    the head), scores the pointing game against a lesion mask where truth is known (phantoms), and
+    raises the documented flags ``bone_focus``, ``calcification_focus``, ``device_focus``,
+    ``outside_head_focus`` and ``right_for_wrong_reason``. :func:`audit_batch` does it for a batch of
+    HU arrays (Phase 3 on the cache), :func:`audit_files` for DICOM files (``brain-audit gradcam``),
+    writing the seed's overlay pictures (:func:`save_overlay`).
+
+Shortcut tests that do not rely on saliency (saliency can mislead)
+    :func:`stratified_metrics` (AUC, sensitivity, specificity with and without each mimic; real data),
+    :func:`counterfactual_effect` (probability change between paired phantom slices with and without a
+    device or calcification) and :func:`randomization_check` (Adebayo et al.'s cascading randomisation:
+    maps that survive randomised weights are not trustworthy).
 
 References:
     Selvaraju RR et al. Grad-CAM: Visual explanations from deep networks via gradient-based
     localization. ICCV 2017.
     Chattopadhay A et al. Grad-CAM++: Generalized gradient-based visual explanations for deep
     convolutional networks. WACV 2018.
+    Wang H et al. Score-CAM. CVPR Workshops 2020 (energy-based pointing game).
+    Zhang J et al. Top-down neural attention by excitation backprop. IJCV 2018 (pointing game).
+    Adebayo J et al. Sanity checks for saliency maps. NeurIPS 2018.
+    Geirhos R et al. Shortcut learning in deep neural networks. Nat Mach Intell 2020; DeGrave AJ et al.
+    AI for radiographic COVID-19 detection selects shortcuts over signal. Nat Mach Intell 2021.
     Chollet F. Grad-CAM class activation visualization. keras.io/examples/vision/grad_cam (the recipe
     the tests compare against; it averages gradients over the batch axis too, which is only right
     for a batch of one).
@@ -832,7 +854,7 @@ def audit_batch(
         hu_batch: float (N, S, S) or (N, S, S, C) HU at the model's input size.
         masks: per-slice region masks at any resolution (e.g. :func:`brain_audit.skull.region_masks`
             of the full-resolution slice, or phantom truth); default: ``region_masks`` of the HU given
-            (channel 0, the centre slice of a 2.5D input).
+            (channel ``C // 2``, the centre slice of a 2.5D input, as :class:`brain_audit.model.MultiWindow`).
         lesion_masks: per-slice lesion truth (bool, the masks' shape) or None entries.
         labels: per-slice 0/1 labels of the explained output, or None entries.
         image_ids: per-slice IDs for the ``image_id`` column (default ``"0"``, ``"1"``, ...).
@@ -862,7 +884,7 @@ def audit_batch(
     probs = 1.0 / (1.0 + np.exp(-logits[:, output_index].astype(np.float64)))
     rows = []
     for i in range(n):
-        m = masks[i] if masks is not None else region_masks(x[i] if x.ndim == 3 else x[i, ..., 0])
+        m = masks[i] if masks is not None else region_masks(x[i] if x.ndim == 3 else x[i, ..., x.shape[-1] // 2])
         label = None if labels is None or labels[i] is None else int(labels[i])
         lesion = None if lesion_masks is None else lesion_masks[i]
         with warnings.catch_warnings():
