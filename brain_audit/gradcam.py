@@ -258,7 +258,7 @@ class GradCAM:
         units = int(dense.units)
         if not isinstance(output_index, (int, np.integer)) or not 0 <= int(output_index) < units:
             raise ValueError(f"`output_index` must be in [0, {units - 1}]. Got {output_index!r} instead.")
-        self.model = model
+        self._model = weakref.ref(model)  # no strong reference: the per-model cache of grad_cam can let go
         self.layer = "/".join(p.name for p in path)
         self.output_index = int(output_index)
         self.method = method
@@ -269,6 +269,11 @@ class GradCAM:
         self.input_shape = shape
         spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
         self._fn = tf.function(self._maps_and_logits, input_signature=[spec], reduce_retracing=True)
+
+    @property
+    def model(self) -> Any:
+        """The explained model (None once it has been garbage-collected)."""
+        return self._model()
 
     def _maps_and_logits(self, x: Any) -> tuple[Any, Any]:
         import tensorflow as tf

@@ -191,6 +191,21 @@ class TestKnownAnswers:
         np.testing.assert_allclose(cam, ref / ref.max(), atol=1e-5)
 
 
+def test_the_per_model_cache_lets_a_deleted_model_go():
+    import gc
+    import weakref
+
+    from brain_audit import gradcam
+
+    model = gated_model()
+    grad_cam(model, RNG.uniform(0, 1, (1, S, S)).astype("float32"), layer="target")
+    assert model in gradcam._CACHE
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None  # nothing in the cache (or the traced function) keeps the model alive
+
+
 class TestEfficientNet:
     def test_agrees_with_the_keras_io_recipe(self, effnet):
         model, batch = effnet
