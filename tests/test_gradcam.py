@@ -19,6 +19,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from brain_audit.gradcam import (
     BONE_FOCUS_SHARE,
@@ -341,6 +344,24 @@ class TestAttentionProfile:
         p = attention_profile(outside, masks=masks)
         assert p["outside_head_focus"] and p["right_for_wrong_reason"] is None
         assert set(FLAGS) <= set(p)
+
+    @given(
+        cam=hnp.arrays(np.float32, (6, 6), elements=st.floats(0, 1e3, width=32)),
+        labels=hnp.arrays(np.int8, (12, 12), elements=st.integers(0, 7)),
+    )
+    @settings(max_examples=60, deadline=None)
+    def test_shares_of_any_map_over_any_masks_sum_to_one(self, cam, labels):
+        keys = ("head", "skull", "intracranial", "calcification", "metal", "head_holder", "scalp")
+        masks = {k: labels == i for i, k in enumerate(keys)}  # label 7: in no mask -> "other"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = attention_profile(cam, masks=masks)
+        shares = np.array([v for k, v in p.items() if k.startswith("energy_")])
+        assert (shares >= 0).all() and (shares <= 1 + 1e-12).all()
+        if cam.max() > 0 and p["peak_region"] != "none":
+            assert shares.sum() == pytest.approx(1.0, abs=1e-9)
+        else:
+            assert shares.sum() == 0.0
 
     def test_zero_map_warns_and_gives_zero_shares(self):
         with pytest.warns(RuntimeWarning, match="zero everywhere"):
