@@ -15,12 +15,16 @@ Layout written by :func:`generate_cohort` under ``out_dir``::
     phantom_manifest.json             generator version, every parameter, per-image records,
                                       corrupt files and what is wrong with them
 
-Realism (measured HU of one real head CT, ``/work/shared/reference/real_head_ct.md`` in the
-development notes; see ``tests/test_phantom.py`` for the checked ranges): partial-volume
-blurred skull with diploe (median ~750 HU, not a flat 1,500), scalp with fat, intracranial
-12..43 HU at p5 / p95, air about -1,000 HU, padding outside the reconstruction circle
-(stored as -3,024 HU, read back as air by :func:`brain_audit.dicom.read_hu`), a curved head
-holder of ~280 HU under the occiput. See :mod:`brain_audit.phantom_anatomy` for the model.
+Realism, matched to the HU measured on one real 512 x 512 head-CT slice (issue 3) and to the
+literature (``tests/test_phantom.py`` checks the ranges): partial-volume blurred skull with
+diploe (median ~750 HU, not a flat 1,500; p95 ~1,300), scalp with subcutaneous fat (median
+about -30 HU), intracranial 12..43 HU at p5 / p95, air about -990 HU, noise ~5 HU, pixels
+outside the reconstruction circle stored as -3,024 HU padding (read back as air by
+:func:`brain_audit.dicom.read_hu`), a curved head holder of ~280 HU under the occiput.
+Lesions: epidural lens 62-85 HU, acute subdural crescent 55-78 HU (chronic 14-28 HU),
+intraparenchymal clot 62-82 HU with a 14-21 HU edema rim, intraventricular layering
+55-75 HU, subarachnoid blood 60-76 HU in sulci and the interhemispheric fissure (lower
+after partial volume). See :mod:`brain_audit.phantom_anatomy` for the model.
 
 Study geometry: each patient has one study of ``slices_per_patient`` contiguous axial slices
 (Image Position (Patient) z increasing by ``slice_spacing_mm``), centred on the lateral
