@@ -439,6 +439,9 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default 0.5)")
     p.add_argument("--no-overlays", action="store_true", help="write the CSV only")
+    p.add_argument("--sanity-steps", type=int, default=4,
+                   help="Adebayo randomisation check over this many top layer groups (0: skip; default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomisation check")
     p.set_defaults(run=_run_gradcam)
 
 
@@ -463,6 +466,8 @@ def _run_gradcam(args: argparse.Namespace) -> int:
         labels=labels,
         threshold=args.threshold,
         overlays=not args.no_overlays,
+        sanity_steps=args.sanity_steps,
+        seed=args.seed,
     )
     skipped = table.attrs.get("n_skipped", 0)
     print(f"{len(table)} slices explained, {skipped} skipped -> {args.out / 'profiles.csv'}")
@@ -470,6 +475,11 @@ def _run_gradcam(args: argparse.Namespace) -> int:
         shares = ", ".join(f"{c[7:]} {table[c].mean():.2f}" for c in table.columns if c.startswith("energy_"))
         print(f"mean energy shares: {shares}")
         print("flagged slices: " + ", ".join(f"{f} {int(table[f].fillna(False).astype(bool).sum())}" for f in FLAGS))
+    sanity = table.attrs.get("sanity") or {}
+    if sanity:
+        verdict = "maps depend on the weights" if sanity["trustworthy"] else "NOT TRUSTWORTHY: maps survive randomisation"
+        print(f"sanity check (Adebayo et al. 2018): Spearman after randomising {sanity['steps']} layer groups "
+              f"{sanity['rho_final']:.2f} -> {verdict}")
     return 0 if len(table) else 1
 
 

@@ -926,6 +926,8 @@ def audit_files(
     labels: Any = None,
     threshold: float = 0.5,
     overlays: bool = True,
+    sanity_steps: int = 4,
+    seed: int = 0,
 ) -> Any:
     """Grad-CAM audit of DICOM slices: an overlay PNG per slice and one table of attention profiles.
 
@@ -938,7 +940,7 @@ def audit_files(
 
     Writes into ``out_dir``: ``overlays/<image_id>.png``, ``profiles.csv`` (one row per slice:
     ``image_id``, ``file``, ``probability``, ``label``, the profile columns and mimic presence),
-    ``skipped.csv`` and ``run.json`` (:func:`brain_audit.provenance.run_record`).
+    ``skipped.csv``, ``sanity.csv`` (the Adebayo randomisation check of the maps) and ``run.json`` (:func:`brain_audit.provenance.run_record`).
 
     Args:
         model: Keras model taking one HU slice per sample, (N, S, S, 1) (``build_model(context=0)``).
@@ -950,6 +952,9 @@ def audit_files(
             ``label`` column and ``right_for_wrong_reason``; column = the explained output's label.
         threshold: decision threshold for ``right_for_wrong_reason``.
         overlays: write the PNGs.
+        sanity_steps: cascade steps of :func:`randomization_check`, run on the first (up to 8) slices
+            and written to ``sanity.csv`` and ``run.json`` (``trustworthy``); 0 skips it.
+        seed: seed of the randomisation check.
 
     Returns:
         pandas.DataFrame of the profiles (as written to ``profiles.csv``); ``attrs["n_skipped"]`` counts
@@ -982,6 +987,7 @@ def audit_files(
     tables: list[Any] = []
     skipped: list[dict[str, str]] = []
     pending: list[tuple[Any, np.ndarray, dict[str, np.ndarray]]] = []
+    first: list[np.ndarray] = []  # model-size HU of the first slices, for the sanity check
 
     def flush() -> None:
         if not pending:
@@ -990,8 +996,10 @@ def audit_files(
         labs = [int(labels.loc[i, column]) if labels is not None and i in labels.index else None for i in ids]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # zero maps are recorded as peak_region "none"
+            small = np.stack([resize_hu(hu, size) for _, hu, _ in pending])
+            first.extend(small[: max(0, 8 - len(first))])
             part, maps = audit_batch(
-                model, np.stack([resize_hu(hu, size) for _, hu, _ in pending]), masks=[m for _, _, m in pending],
+                model, small, masks=[m for _, _, m in pending],
                 labels=labs, image_ids=ids, layer=layer, output_index=output_index, method=method, threshold=threshold,
             )
         part.insert(1, "file", [str(f) for f, _, _ in pending])
@@ -1022,6 +1030,19 @@ def audit_files(
     table.attrs["n_skipped"] = len(skipped)
     write_csv(out / "profiles.csv", table)
     write_csv(out / "skipped.csv", pd.DataFrame(skipped, columns=["file", "reason"]))
+    sanity: dict[str, Any] = {}
+    if sanity_steps and first:
+        check = randomization_check(model, np.stack(first), layer=layer, output_index=output_index, steps=sanity_steps, seed=seed)
+        write_csv(out / "sanity.csv", check["table"])
+        sanity = {"rho_final": check["rho_final"], "trustworthy": check["trustworthy"], "steps": int(sanity_steps)}
+        if not check["trustworthy"]:
+            warnings.warn(
+                f"audit_files: the maps survive randomisation of the top {sanity_steps} layer groups (Spearman "
+                f"{check['rho_final']:.2f} >= {SANITY_MAX_RHO}); they are not trustworthy evidence of what the model uses.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    table.attrs["sanity"] = sanity
     write_json(
         out / "run.json",
         run_record(
@@ -1030,6 +1051,7 @@ def audit_files(
             inputs={str(f): file_fingerprint(f) for f in files if Path(f).exists()},
             n_images=len(table),
             n_skipped=len(skipped),
+            sanity=sanity,
         ),
     )
     return table

@@ -530,7 +530,16 @@ def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys)
     labels = read_labels(cohort["label_csv"])
     assert table.set_index("image_id")["label"].to_dict() == labels.loc[table["image_id"], "any"].to_dict()
     assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(table["image_id"])
-    assert "6 slices explained, 1 skipped" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "6 slices explained, 1 skipped" in printed
+    sanity = pd.read_csv(out / "sanity.csv")
+    assert sanity["randomised"].tolist() == ["predictions", "efficientnetb0/top", "efficientnetb0/block7a", "efficientnetb0/block6d"]
+    import json
+
+    record = json.loads((out / "run.json").read_text())
+    assert record["sanity"]["trustworthy"] == (sanity["spearman_mean"].iloc[-1] < 0.5)
+    assert record["n_images"] == 6 and record["config"]["layer"] == "efficientnetb0/top_activation"
+    assert "sanity check (Adebayo et al. 2018)" in printed
 
 
 # ----------------------------------------------------------------------------- a planted shortcut
