@@ -74,7 +74,7 @@ __all__ = [
     "HIT_RADIUS_PX",
     "FLAGS",
     "attention_profile",
-    "MIMICS",
+    "MIMIC_REGIONS",
     "mimic_presence",
     "stratified_metrics",
     "counterfactual_effect",
@@ -543,7 +543,7 @@ def attention_profile(
 
 # ----------------------------------------------------------------------------- stratify and intervene
 #: Mimic columns of :func:`mimic_presence`, named for the region they come from.
-MIMICS: tuple[str, ...] = ("metal", "calcification", "head_holder")
+MIMIC_REGIONS: tuple[str, ...] = ("metal", "calcification", "head_holder")
 
 
 def mimic_presence(masks: dict[str, np.ndarray], min_pixels: int = 1) -> dict[str, bool]:
@@ -555,7 +555,7 @@ def mimic_presence(masks: dict[str, np.ndarray], min_pixels: int = 1) -> dict[st
     """
     if min_pixels < 1:
         raise ValueError(f"`min_pixels` must be >= 1. Got {min_pixels!r} instead.")
-    return {m: bool(np.count_nonzero(masks.get(m, ())) >= min_pixels) for m in MIMICS}
+    return {m: bool(np.count_nonzero(masks.get(m, ())) >= min_pixels) for m in MIMIC_REGIONS}
 
 
 def stratified_metrics(
@@ -621,7 +621,7 @@ def stratified_metrics(
     return pd.DataFrame(rows)
 
 
-def _predict_logits(model: Any, hu: np.ndarray, batch_size: int) -> np.ndarray:
+def _predict(model: Any, hu: np.ndarray, batch_size: int) -> np.ndarray:
     x = np.asarray(hu, dtype=np.float32)
     if x.ndim == len(model.inputs[0].shape) - 1:
         x = x[..., None]
@@ -662,8 +662,8 @@ def counterfactual_effect(
         raise ValueError(f"`hu_with` and `hu_without` must have one shape. Got {a.shape} and {b.shape} instead.")
     if a.shape[0] == 0:
         raise ValueError("`hu_with` must hold at least one slice. Got an empty batch instead.")
-    pw = _predict_logits(model, a, batch_size)[:, output_index]
-    po = _predict_logits(model, b, batch_size)[:, output_index]
+    pw = _predict(model, a, batch_size)[:, output_index]
+    po = _predict(model, b, batch_size)[:, output_index]
     frame = pd.DataFrame({"p_with": pw, "p_without": po, "delta": pw - po, "flipped": (pw >= threshold) != (po >= threshold)})
     frame.attrs["mean_delta"] = float(frame["delta"].mean())
     frame.attrs["flip_rate"] = float(frame["flipped"].mean())
