@@ -305,8 +305,9 @@ class ColumnAUC(keras.metrics.AUC):
 
 # ---------------------------------------------------------------- ImageNet weights, offline
 def keras_cache_dir() -> Path:
-    """The Keras cache folder as Keras resolves it: ``$KERAS_HOME``, else ``~/.keras``
-    (``/tmp/.keras`` when the home folder is not writable). Files go to its ``models/``."""
+    """The Keras cache folder as Keras resolves it: ``$KERAS_HOME``, else ``~/.keras``;
+    ``/tmp/.keras`` when that folder is missing or not writable (``keras.utils.get_file``
+    does the same; Keras creates its home at import). Downloads go to its ``models/``."""
     if "KERAS_HOME" in os.environ:
         base = Path(os.environ["KERAS_HOME"]).expanduser()
     else:

@@ -435,6 +435,39 @@ class TestBackboneWeights:
         with pytest.raises(ValueError, match=r"efficientnetb0_notop.h5: MD5 [0-9a-f]{32} is not Keras'"):
             build_model(SIZE, weights=fake)
 
+    def test_imagenet_file_as_path_builds_the_imagenet_graph(self, tmp_path, monkeypatch):
+        """Offline rehearsal of the Kaggle path: a stand-in "ImageNet" file (a legacy .h5 of a
+        random backbone) is declared Keras' file by patching the expected MD5 in both places and
+        pointing the Keras cache at tmp_path; nothing can be downloaded (the hash matches)."""
+        import h5py
+        from keras.src.applications import efficientnet
+        from keras.src.backend import config as keras_config
+        from keras.src.legacy.saving import legacy_h5_format
+
+        src_backbone = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
+        src = tmp_path / "attached" / "effnet_imagenet.h5"
+        src.parent.mkdir()
+        with h5py.File(src, "w") as fh:
+            legacy_h5_format.save_weights_to_hdf5_group(fh, src_backbone)
+        md5 = hashlib.md5(src.read_bytes()).hexdigest()
+        home = tmp_path / "keras_home"
+        home.mkdir()  # Keras creates its home at import; a missing one would fall back to /tmp/.keras
+        monkeypatch.setenv("KERAS_HOME", str(home))
+        monkeypatch.setattr(keras_config, "keras_home", lambda: str(home))
+        monkeypatch.setattr(bam, "IMAGENET_NOTOP_MD5", md5)
+        monkeypatch.setitem(efficientnet.WEIGHTS_HASHES, "b0", (efficientnet.WEIGHTS_HASHES["b0"][0], md5))
+
+        by_path = get_backbone(build_model(32, weights=src, seed=0))
+        by_name = get_backbone(build_model(32, weights="imagenet", seed=1))
+        plain = get_backbone(build_model(32, weights=None, seed=0))
+        kinds = lambda m: [type(layer).__name__ for layer in m.layers]  # noqa: E731
+        assert kinds(by_path) == kinds(by_name)
+        assert kinds(by_path).count("Rescaling") == kinds(plain).count("Rescaling") + 1  # Keras' ImageNet-only layer
+        assert bam.keras_cache_dir() == home
+        assert (home / "models" / IMAGENET_NOTOP_FILENAME).read_bytes() == src.read_bytes()
+        for a, b in zip(by_path.weights, src_backbone.weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
     def test_install_copies_into_the_cache(self, tmp_path, monkeypatch):
         src = tmp_path / "attached" / "any_name.h5"
         src.parent.mkdir()
