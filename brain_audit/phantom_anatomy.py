@@ -158,8 +158,8 @@ def build_patient(cfg: Any, index: int) -> Patient:
     k = cfg.slices_per_patient
     p: dict[str, Any] = {}
     # head shape (inner table at the widest level), mm
-    p["a"] = rng.uniform(61.0, 70.0)  # lateral semi-axis
-    p["b"] = p["a"] * rng.uniform(1.17, 1.32)  # antero-posterior
+    p["a"] = rng.uniform(60.0, 68.0)  # lateral semi-axis (skin-to-skin width ~150-170 mm)
+    p["b"] = p["a"] * rng.uniform(1.15, 1.28)  # antero-posterior (length ~165-200 mm)
     p["ztop"] = rng.uniform(72.0, 82.0)
     p["zbot"] = rng.uniform(95.0, 120.0)
     p["theta"] = math.radians(rng.normal(0.0, 4.0))
@@ -184,6 +184,7 @@ def build_patient(cfg: Any, index: int) -> Patient:
     p["skin"] = rng.uniform(1.2, 2.0)
     p["galea"] = rng.uniform(0.8, 1.4)
     p["temporalis"] = rng.uniform(4.0, 8.0)
+    _fit_in_field_of_view(p, cfg.size * cfg.pixel_spacing_mm / 2.0)
     p["fat_hu"] = rng.uniform(-110.0, -85.0)
     p["soft_hu"] = rng.uniform(30.0, 45.0)
     # brain
@@ -260,6 +261,22 @@ def build_patient(cfg: Any, index: int) -> Patient:
     defect = rng.random(k) < cfg.defect_fraction
     return Patient(index, (cfg.size, cfg.size), cfg.pixel_spacing_mm, cfg.slice_spacing_mm, z_anat, p,
                    lesions, geometry, draws, defect, cfg.seed)
+
+
+def _fit_in_field_of_view(p: dict[str, Any], radius: float) -> None:
+    """Move the head centre (cx, cy) so that the whole head lies inside the reconstruction circle.
+
+    The head sits above the image centre by default, leaving room for the head holder below it;
+    in a small field of view the head wins and the holder may leave the circle, as on real scans.
+    """
+    scalp = p["galea"] + p["scalp_fat"] + p["skin"] + 2.0
+    ant = float(p["R0"][_NPSI // 2]) + p["T0"] * (1.0 + p["frontal_bias"]) + scalp
+    post = float(p["R0"][-1]) + p["T0"] * (1.0 + p["occipital_bias"]) + scalp
+    lat = float(max(p["R0"][_NPSI // 4], p["R0"][3 * _NPSI // 4])) + p["T0"] + p["temporalis"] + scalp
+    lo, hi = ant - radius, radius - post  # allowed cy range
+    p["cy"] = float(np.clip(p["cy"], lo, hi)) if lo <= hi else (lo + hi) / 2.0
+    lim = max(radius - lat, 0.0)
+    p["cx"] = float(np.clip(p["cx"], -lim, lim))
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]) -> np.ndarray:

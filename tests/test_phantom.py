@@ -224,6 +224,16 @@ class TestRealism:
             band = below[(below > 150) & (below < 450)]
             assert band.size > 50 and 220 <= np.median(band) <= 330
 
+    @pytest.mark.parametrize("fov", [200.0, 250.0])
+    def test_head_inside_the_reconstruction_circle(self, fov):
+        cfg = PhantomConfig(patients=12, slices_per_patient=12, size=128, pixel_spacing_mm=fov / 128, seed=8)
+        yy, xx = np.mgrid[:128, :128] - 63.5
+        rim = np.hypot(yy, xx) * cfg.pixel_spacing_mm > fov / 2 - 2 * cfg.pixel_spacing_mm
+        for p in range(cfg.patients):
+            for k in (0, 6, 11):
+                _, t = render_slice(cfg, p, k)
+                assert not (t["head"] & rim).any(), (fov, p, k)
+
     @pytest.mark.parametrize(
         "subtype, chronic, lo, hi",
         [("epidural", 0, 60, 90), ("subdural", 0, 50, 80), ("subdural", 1, 0, 30),
