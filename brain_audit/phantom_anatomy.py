@@ -269,7 +269,7 @@ def _fit_in_field_of_view(p: dict[str, Any], radius: float) -> None:
     The head sits above the image centre by default, leaving room for the head holder below it;
     in a small field of view the head wins and the holder may leave the circle, as on real scans.
     """
-    scalp = p["galea"] + p["scalp_fat"] + p["skin"] + 2.0
+    scalp = p["galea"] + p["scalp_fat"] + p["skin"] + 4.0  # + margin
     ant = float(p["R0"][_NPSI // 2]) + p["T0"] * (1.0 + p["frontal_bias"]) + scalp
     post = float(p["R0"][-1]) + p["T0"] * (1.0 + p["occipital_bias"]) + scalp
     lat = float(max(p["R0"][_NPSI // 4], p["R0"][3 * _NPSI // 4])) + p["T0"] + p["temporalis"] + scalp

@@ -228,7 +228,7 @@ class TestRealism:
     def test_head_inside_the_reconstruction_circle(self, fov):
         cfg = PhantomConfig(patients=12, slices_per_patient=12, size=128, pixel_spacing_mm=fov / 128, seed=8)
         yy, xx = np.mgrid[:128, :128] - 63.5
-        rim = np.hypot(yy, xx) * cfg.pixel_spacing_mm > fov / 2 - 2 * cfg.pixel_spacing_mm
+        rim = np.hypot(yy, xx) * cfg.pixel_spacing_mm > fov / 2 - cfg.pixel_spacing_mm  # padding and its edge
         for p in range(cfg.patients):
             for k in (0, 6, 11):
                 _, t = render_slice(cfg, p, k)
