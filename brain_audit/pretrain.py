@@ -120,6 +120,7 @@ def pretrain_backbone(
     patient_ids: Sequence[str] | None = None,
     exclude_patients: Iterable[str] | None = None,
     verbose: int | str = "auto",
+    jit_compile: bool | str = "auto",
 ) -> PretrainResult:
     """Train EfficientNetB0 whole on a pretraining cohort and write its backbone weights.
 
@@ -140,6 +141,8 @@ def pretrain_backbone(
         patient_ids: N patient ids (for the split and the disjointness check).
         exclude_patients: audit patients; any overlap with ``patient_ids`` is an error.
         verbose: passed to ``model.fit``.
+        jit_compile: passed to :func:`brain_audit.model.compile_model` (XLA pays off over
+            many steps; a compile costs tens of seconds on CPU).
 
     Returns:
         :class:`PretrainResult`.
@@ -203,7 +206,7 @@ def pretrain_backbone(
         input_size=input_size, head=head, dropout=dropout, weights=None, seed=seed, context=(x.shape[-1] - 1) // 2
     )
     unfreeze_all(model, train_batchnorm=True)
-    compile_model(model, lr=lr, head=head)
+    compile_model(model, lr=lr, head=head, jit_compile=jit_compile)
     t0 = time.perf_counter()
     # No validation inside fit: until the BatchNormalization statistics are recalibrated
     # below, inference-mode metrics are meaningless (held-out AUC stays at 0.5 while the
