@@ -44,6 +44,7 @@ import numpy as np
 from .config import RunConfig
 from .errors import ConfigError
 from .provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
+from .predict import predict, predict_ids, profile_slices
 from .rsna import LABEL_COLUMNS, TRAIN_CSV
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "run_phase",
     "run_all",
     "set_dropout",
-    "predict",
     "distribution_strategy",
     "precision_for_devices",
     "precision_policy",
@@ -316,12 +316,6 @@ def _open_cache(config: RunConfig) -> Any:
     return open_cache(RunPaths(Path(config.out_dir)).cache, size=config.image_size)
 
 
-def predict(model: Any, hu: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Probabilities of ``model`` on HU (N, H, W, C): float64 (N, outputs)."""
-    out = model.predict(np.asarray(hu, dtype=np.float32), batch_size=batch_size, verbose=0)
-    return np.asarray(out, dtype=np.float64).reshape(len(hu), -1)
-
-
 def set_dropout(model: Any, rate: float) -> int:
     """Set the rate of every Dropout layer of the classifier head; returns how many were set.
 
@@ -539,16 +533,6 @@ def _require(path: Path, phase: int) -> None:
         raise ConfigError(f"phase {phase} has not finished: {path} is missing (run `brain-audit train --phase {phase}`)")
 
 
-def _predict_ids(model: Any, cache: Any, ids: Sequence[str], column: int, chunk: int = 512) -> np.ndarray:
-    """Probabilities of one output for cached images, read chunk by chunk (bounded memory)."""
-    out = np.empty(len(ids), dtype=np.float64)
-    for start in range(0, len(ids), chunk):
-        part = list(ids[start : start + chunk])
-        hu = cache.hu_int16(part).astype(np.float32)[..., None]
-        out[start : start + len(part)] = predict(model, hu)[:, column]
-    return out
-
-
 def _truth_lesions(config: RunConfig, ids: Sequence[str], size: int) -> dict[str, np.ndarray] | None:
     """Lesion masks (any subtype) at cache resolution when the data are a phantom cohort with truth."""
     root = Path(config.data_root)
@@ -571,33 +555,6 @@ def _truth_lesions(config: RunConfig, ids: Sequence[str], size: int) -> dict[str
                 lesion |= truth[s].astype(bool)
         out[image_id] = cv2.resize(lesion.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
     return out
-
-
-def _audit_rows(model: Any, cache: Any, config: RunConfig, ids: Sequence[str], labels: np.ndarray,
-                probs: np.ndarray, threshold: float, lesions: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
-    """Grad-CAM and attention profile of each image, in batches."""
-    from .gradcam import attention_profile, grad_cam
-    from .skull import region_masks
-
-    plan = config.phase3
-    column = _any_column(config.head)
-    rows: list[dict[str, Any]] = []
-    for start in range(0, len(ids), plan.batch_size):
-        part = list(ids[start : start + plan.batch_size])
-        hu = cache.hu_int16(part).astype(np.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-zero maps are counted below instead
-            cams = grad_cam(model, hu[..., None], output_index=column)
-            for k, image_id in enumerate(part):
-                i = start + k
-                lesion = None if lesions is None or labels[i] == 0 else lesions.get(image_id)
-                prof = attention_profile(
-                    cams[k], masks=region_masks(hu[k]), lesion_mask=lesion,
-                    probability=float(probs[i]), label=int(labels[i]), threshold=threshold,
-                )
-                rows.append({"image_id": image_id, "label": int(labels[i]), "probability": float(probs[i]),
-                             "cam_empty": bool(cams[k].max() <= 0), **prof})
-    return rows
 
 
 def _audit_order(ids: Sequence[str], labels: np.ndarray, limit: int) -> np.ndarray:
@@ -631,8 +588,9 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     order = _audit_order(val_ids, y_val, plan.max_slices)
     ids = [val_ids[i] for i in order]
     y = y_val[order]
-    p = _predict_ids(model, cache, ids, column)
-    rows = _audit_rows(model, cache, config, ids, y, p, threshold, _truth_lesions(config, ids, cache.size))
+    p = predict_ids(model, cache, ids, column)
+    rows = profile_slices(model, cache, ids, y, p, threshold, _truth_lesions(config, ids, cache.size),
+                          output_index=column, batch_size=plan.batch_size)
     findings = pd.DataFrame(rows)
     if len(findings):
         findings.insert(1, "patient_id", cache.table.loc[findings["image_id"], "patient_id"].to_numpy())
@@ -645,12 +603,12 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     tr_ids = cache.ids("train", "phase2")
     y_tr = cache.table.loc[tr_ids, "any"].to_numpy().astype(int)
     neg_ids = [tr_ids[i] for i in np.flatnonzero(y_tr == 0)]
-    p_neg = _predict_ids(model, cache, neg_ids, column) if neg_ids else np.empty(0)
+    p_neg = predict_ids(model, cache, neg_ids, column) if neg_ids else np.empty(0)
     confident = p_neg >= plan.hard_negative_probability
     # Grad-CAM on the most suspicious negatives (highest probability first), at most max_slices
     top = np.argsort(-p_neg, kind="stable")[: plan.max_slices]
-    cam_rows = _audit_rows(model, cache, config, [neg_ids[i] for i in top], np.zeros(len(top), dtype=int),
-                           p_neg[top], threshold, None)
+    cam_rows = profile_slices(model, cache, [neg_ids[i] for i in top], np.zeros(len(top), dtype=int),
+                              p_neg[top], threshold, output_index=column, batch_size=plan.batch_size)
     off_brain = {r["image_id"]: 1.0 - r["energy_intracranial"] for r in cam_rows if not r["cam_empty"]}
     hard = []
     for i, image_id in enumerate(neg_ids):
@@ -674,13 +632,16 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
 
         for _, r in worst.iterrows():
             hu = cache.hu_int16([r["image_id"]]).astype(np.float32)
-            cam = grad_cam(model, hu[..., None], output_index=column)[0]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # empty maps are counted in metrics.json
+                cam = grad_cam(model, hu[..., None], output_index=column)[0]
             flags = {f: r[f] for f in FLAGS}
             save_overlay(out / "overlays" / f"{r['image_id']}.png", hu[0], cam,
                          title=overlay_title(r["image_id"], r["probability"], flags))
 
     summary: dict[str, Any] = {"audited_validation_slices": int(len(findings)), "threshold": threshold}
     if len(findings):
+        summary["empty_maps"] = int(findings["cam_empty"].sum())  # no positive evidence for 'any' at all
         summary["errors"] = findings["error"].value_counts().drop("", errors="ignore").to_dict()
         summary["flag_rates"] = {
             f: float(findings[f].fillna(False).astype(bool).mean()) for f in FLAGS
@@ -748,7 +709,7 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
             model = _train_phase(config, 40 + k, "phase2", plan, build, strategy=strategy, verbose=verbose,
                                  sample_weights=weights, out=out_c, augment=True)
             save_model(model, out_c / "model.keras")
-        p = _predict_ids(model, cache, list(val_ids), column)
+        p = predict_ids(model, cache, list(val_ids), column)
         cand: dict[str, Any] = {"dropout": rate, "model": str(out_c / "model.keras")}
         if 0 < y_val.sum() < len(y_val):
             from sklearn.metrics import average_precision_score

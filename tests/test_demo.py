@@ -1,0 +1,63 @@
+"""brain_audit.demo: the quick demo end to end, its summary, the shortcut intervention, and resumption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_summary_has_every_stage(quick_run):
+    _, out, summary = quick_run
+    assert set(summary["seconds"]) == {"phantom", "prepare", "pretrain", "phase1", "phase2", "phase3", "phase4",
+                                       "audit", "intervention"}
+    assert json.loads((out / "demo_summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert (out / "data" / "stage_2_train.csv").is_file()
+    assert (out / "pretrain" / "backbone.weights.h5").is_file()
+    # the phantom's corrupt files (readable header, broken pixels) are recorded by the cache with their
+    # reason, not fatal: exactly those of them that the cohort holds
+    import pandas as pd
+
+    corrupt = {c["image_id"] for c in json.loads((out / "data" / "phantom_manifest.json").read_text())["corrupt"]}
+    cohort = pd.read_csv(out / "data" / "cohort" / "cohort.csv", dtype={"image_id": str})
+    skipped = pd.read_csv(out / "data" / "cache" / "skipped.csv", dtype={"image_id": str})
+    assert len(corrupt) == 2
+    assert set(skipped["image_id"]) == corrupt & set(cohort["image_id"])
+    assert skipped["reason"].str.contains(r"\(7FE0,0010\) Pixel Data").all()
+
+
+def test_intervention_matches_a_recomputed_pair(quick_run):
+    """The summary's mean probability change when a coil is added, recomputed pair by pair."""
+    from brain_audit.cache import open_cache, preprocess_slice
+    from brain_audit.model import load_model
+    from brain_audit.phantom import render_counterfactual
+
+    config, out, summary = quick_run
+    added = summary["shortcut_intervention"]["added"]
+    assert summary["shortcut_intervention"]["mimic"] == "coil" and added["n"] > 0
+    audit = set(open_cache(out / "data" / "cache").ids("audit"))
+    images = json.loads((out / "data" / "phantom_manifest.json").read_text())["images"]
+    chosen = [r["image_id"] for r in images if r["image_id"] in audit and "coil" not in r["mimics"]][: added["n"]]
+    model = load_model(out / "phase4" / "model.keras", compile=False)
+    deltas = []
+    for image_id in chosen:
+        pair = [preprocess_slice(render_counterfactual(config.data_root, image_id, "coil", flag)[0],
+                                 config.image_size).astype(np.float32) for flag in (True, False)]
+        assert not np.array_equal(pair[0], pair[1])  # the coil is really in one of them
+        p = model.predict(np.stack(pair)[..., None], verbose=0)[:, 0]
+        deltas.append(float(p[0] - p[1]))
+    assert added["mean_delta"] == pytest.approx(np.mean(deltas), abs=1e-5)
+
+
+def test_rerun_resumes_without_training(quick_run):
+    from brain_audit.demo import DemoPlan, run_demo
+    from conftest import QUICK_OVERRIDES
+
+    _, out, summary = quick_run
+    stamps = {n: (out / f"phase{n}" / "metrics.json").stat().st_mtime_ns for n in (1, 2, 4)}
+    again = run_demo(out, DemoPlan.quick(), overrides=QUICK_OVERRIDES, verbose=0, progress=False)
+    assert again["phase4"] == summary["phase4"]
+    assert {n: (out / f"phase{n}" / "metrics.json").stat().st_mtime_ns for n in (1, 2, 4)} == stamps
