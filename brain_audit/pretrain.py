@@ -172,10 +172,10 @@ def pretrain_backbone(
             f"Got shape {y.shape} instead."
         )
     for name, value, ok in (
-        ("epochs", epochs, isinstance(epochs, int) and epochs >= 1),
-        ("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1),
-        ("lr", lr, isinstance(lr, (int, float)) and lr > 0),
-        ("val_fraction", val_fraction, isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1),
+        ("epochs", epochs, isinstance(epochs, (int, np.integer)) and epochs >= 1),
+        ("batch_size", batch_size, isinstance(batch_size, (int, np.integer)) and batch_size >= 1),
+        ("lr", lr, isinstance(lr, (int, float, np.floating)) and lr > 0),
+        ("val_fraction", val_fraction, isinstance(val_fraction, (int, float, np.floating)) and 0 < val_fraction < 1),
     ):
         if not ok:
             rule = {"epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0", "val_fraction": "in (0, 1)"}[name]
@@ -195,6 +195,7 @@ def pretrain_backbone(
         x = np.stack([np.stack([resize_hu(im[..., c], input_size) for c in range(x.shape[-1])], -1) for im in x])
 
     head = "six" if y.shape[1] == len(LABEL_COLUMNS) else "any"
+    epochs, batch_size, seed, input_size = int(epochs), int(batch_size), int(seed), int(input_size)
     config = PretrainConfig(
         input_size=input_size, epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed,
         val_fraction=float(val_fraction), dropout=float(dropout), head=head,

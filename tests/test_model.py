@@ -38,7 +38,7 @@ from brain_audit.model import (
     unfreeze_all,
     unfreeze_top,
 )
-from brain_audit.windowing import BSB, sigmoid_window, to_rgb, window
+from brain_audit.windowing import BSB, sigmoid_window, to_rgb
 
 SIZE = 64
 
@@ -523,7 +523,7 @@ def test_pretrained_backbone_makes_phase1_beat_chance(tmp_path):
         freeze_backbone(m)
         compile_model(m, lr=1e-2, jit_compile=False)  # head only: no XLA compile worth paying for
         m.fit(x_aud[:160, ..., None], y_aud[:160], epochs=6, batch_size=32, verbose=0)
-        aucs[name] = roc_auc_score(y_aud[160:], m.predict(x_aud[160:, ..., None], verbose=0)[:, 0])
+        aucs[name] = roc_auc_score(y_aud[160:], _run(m, x_aud[160:, ..., None])[:, 0])
     assert aucs["pretrained"] > 0.85, aucs
     assert aucs["random"] < 0.7, aucs
 
