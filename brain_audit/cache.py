@@ -40,6 +40,7 @@ import pandas as pd
 
 from .dicom import AIR_HU, read_hu
 from .errors import CacheError, DicomReadError
+from .parallel import map_unordered
 from .provenance import atomic_write_bytes, atomic_write_text, file_fingerprint, run_record, write_csv, write_json
 from .rsna import LABEL_COLUMNS, TRAIN_DIR
 from .windowing import resize_hu
@@ -263,7 +264,7 @@ def build_cache(
     bar = tqdm(total=sum(len(t["items"]) for t in todo), unit="slice", desc="HU cache",
                disable=not progress or not todo)
     try:
-        for rec in _map_tasks(todo, n_workers):
+        for rec in map_unordered(_build_shard, todo, n_workers):
             receipts[rec["name"]] = rec
             bar.update(len(rec["ids"]) + len(rec["skipped"]))
     finally:
@@ -312,27 +313,6 @@ def _read_receipt(shard_dir: Path, name: str) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _map_tasks(tasks: list, workers: int):
-    if not tasks:
-        return
-    if workers <= 1 or len(tasks) == 1:
-        for t in tasks:
-            yield _build_shard(t)
-        return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # fork is unsafe once TensorFlow threads exist in the parent
-    with ctx.Pool(min(workers, len(tasks)), initializer=_one_thread_per_worker) as pool:
-        yield from pool.imap_unordered(_build_shard, tasks)
-
-
-def _one_thread_per_worker() -> None:
-    """Pool initializer: one OpenCV thread per process (the pool is the parallelism)."""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 class HUCache:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from .dicom import has_rsna_wrap_defect, read_header
 from .errors import CacheError, DicomReadError
+from .parallel import map_unordered
 from .provenance import atomic_write_bytes, file_fingerprint, run_record, write_csv, write_json
 from .rsna import TRAIN_DIR
 
@@ -228,7 +229,7 @@ def build_index(
     bar = tqdm(total=len(todo), unit="file", desc="header index", disable=not progress or not todo)
     new_frames: list[pd.DataFrame] = []
     try:
-        for rows in _map_blocks(blocks, n_workers):
+        for rows in map_unordered(_read_block, blocks, n_workers):
             frame = _rows_to_frame(rows)
             parts_dir.mkdir(exist_ok=True)
             atomic_write_bytes(parts_dir / f"part-{uuid.uuid4().hex}.parquet", _frame_to_parquet_bytes(frame))
@@ -270,18 +271,3 @@ def build_index(
     result.attrs["skipped"] = skipped
     result.attrs["n_read"] = len(todo)
     return result
-
-
-def _map_blocks(blocks: list, workers: int):
-    """Yield the rows of each block, in this process or a spawn pool (order not guaranteed)."""
-    if not blocks:
-        return
-    if workers <= 1 or len(blocks) == 1:
-        for b in blocks:
-            yield _read_block(b)
-        return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # fork is unsafe once TensorFlow threads exist in the parent
-    with ctx.Pool(min(workers, len(blocks))) as pool:
-        yield from pool.imap_unordered(_read_block, blocks)
