@@ -162,6 +162,8 @@ class PretrainPlan:
             validation (0 = no pretraining split).
         epochs, learning_rate, batch_size: whole-network training (BatchNorm trainable).
         validation_fraction: held-out share of the pretraining patients.
+        augment: anatomy-respecting augmentation in HU (flip, small warp, HU jitter); without
+            it a few dozen patients are memorised rather than learned from.
     """
 
     patients: int = 0
@@ -169,6 +171,7 @@ class PretrainPlan:
     learning_rate: float = 1e-3
     batch_size: int = 32
     validation_fraction: float = 0.2
+    augment: bool = True
 
     def __post_init__(self) -> None:
         _check(self.patients >= 0, "patients", "must be >= 0", self.patients)

@@ -413,6 +413,7 @@ def run_pretrain(config: RunConfig, verbose: int | str = "auto") -> Path:
         val_fraction=plan.validation_fraction,
         patient_ids=cache.table.loc[ids, "patient_id"].to_numpy(),
         exclude_patients=audit,
+        augment=plan.augment,
         verbose=verbose,
     )
     return out

@@ -539,3 +539,23 @@ def test_pretrain_refuses_audit_patients_and_bad_paths(tmp_path):
     with pytest.raises(ValueError, match=r"`labels` must be \(N,\), \(N, 1\) or \(N, 6\) with N = 4. Got shape \(4, 2\)"):
         pretrain_backbone(x, np.zeros((4, 2)), tmp_path / "b.weights.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pretrain_augmented_batches_are_seeded_and_aligned():
+    from brain_audit.feed import Augment
+    from brain_audit.pretrain import _AugmentedBatches
+
+    x = np.stack([np.full((16, 16, 1), 10.0 * i, np.float32) for i in range(10)])  # image i is constant 10 i HU
+    y = np.arange(10, dtype=np.float32)[:, None]
+    aug = Augment(rotation_deg=0, shift=0, zoom=0, flip=True, hu_offset=0, hu_gain=0)  # keeps each value
+    a, b = _AugmentedBatches(x, y, 4, aug, seed=3), _AugmentedBatches(x, y, 4, aug, seed=3)
+    assert len(a) == 3
+    xa, ya = a[1]
+    xb, yb = b[1]
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_allclose(xa[:, 0, 0, 0], 10.0 * ya[:, 0])  # each image still carries its own label
+    first = np.concatenate([a[i][1] for i in range(3)])[:, 0]
+    a.on_epoch_end()
+    second = np.concatenate([a[i][1] for i in range(3)])[:, 0]
+    assert sorted(first) == sorted(second) == list(range(10)) and not np.array_equal(first, second)
