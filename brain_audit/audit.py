@@ -178,9 +178,11 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
 
 
-def _ci(pair: Sequence[float]) -> str:
+def _ci(pair: Sequence[float], percent: bool = True) -> str:
     lo, hi = pair
-    return "n/a" if not (np.isfinite(lo) and np.isfinite(hi)) else f"{100 * lo:.1f}-{100 * hi:.1f} %"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "n/a"
+    return f"{100 * lo:.1f}-{100 * hi:.1f} %" if percent else f"{lo:.3f}-{hi:.3f}"
 
 
 def executive_summary(summary: dict[str, Any]) -> str:
@@ -202,7 +204,7 @@ def executive_summary(summary: dict[str, Any]) -> str:
     for name in ("patient_level", "slice_level"):
         r = summary[name]
         t = r["at_threshold"]
-        auc_ci = _ci(r["auc_ci95"]) if "auc_ci95" in r else "n/a"
+        auc_ci = _ci(r["auc_ci95"], percent=False) if "auc_ci95" in r else "n/a"
         auc = "n/a" if not np.isfinite(r["auc"]) else f"{r['auc']:.3f}"
         lines.append(
             f"| {name.replace('_level', '')} | {auc} ({auc_ci}) | {_pct(t['sensitivity'])} ({_ci(r['sensitivity_ci95'])}) | "

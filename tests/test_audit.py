@@ -77,3 +77,7 @@ def test_executive_summary_reads(report):
     assert md.startswith("# Clinical audit: executive summary")
     assert f"{summary['audit_patients']} patients" in md
     assert "| 1.0 % |" in md and "prevalence trap" in md
+    import re
+
+    # AUC and its interval are decimals; sensitivity and specificity percentages
+    assert re.search(r"\| patient \| (n/a|[01]\.\d{3}) \((n/a|[01]\.\d{3}-[01]\.\d{3})\) \| \d+\.\d % ", md), md
