@@ -366,10 +366,6 @@ def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, tar
     return out
 
 
-def _phase_done(out: Path) -> bool:
-    return (out / "model.keras").is_file() and (out / "metrics.json").is_file()
-
-
 def _finish_phase(model: Any, out: Path, config: RunConfig, metrics: dict[str, Any], **extra: Any) -> Path:
     from .model import save_model
 
@@ -580,7 +576,6 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     model = load_model(src, compile=False)
     cache = _open_cache(config)
     column = _any_column(config.head)
-    any_col = LABEL_COLUMNS.index("any")
     threshold = float(json.loads((paths.phase(2) / "metrics.json").read_text()).get("threshold", 0.5))
 
     # (1) findings on validation: where does the model look, and when is it right for the wrong reason?

@@ -35,13 +35,15 @@ TINY = textwrap.dedent(
         return tf.data.Dataset.from_tensor_slices((X, y)).shuffle(256, seed=epoch).batch(32)
     """
 )
-exec(TINY)  # defines build, data, X, y for the in-process tests
+_NS: dict = {}
+exec(TINY, _NS)  # the same tiny model and data the subprocess tests run
+build, data = _NS["build"], _NS["data"]
 
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path):
-    m_full, h_full = fit_resumable(build, data, tmp_path / "a", 4, seed=3, verbose=0)  # noqa: F821
-    fit_resumable(build, data, tmp_path / "b", 2, seed=3, verbose=0)  # noqa: F821  "killed" after epoch 2
-    m_res, h_res = fit_resumable(build, data, tmp_path / "b", 4, seed=3, verbose=0)  # noqa: F821
+    m_full, h_full = fit_resumable(build, data, tmp_path / "a", 4, seed=3, verbose=0)
+    fit_resumable(build, data, tmp_path / "b", 2, seed=3, verbose=0)  # "killed" after epoch 2
+    m_res, h_res = fit_resumable(build, data, tmp_path / "b", 4, seed=3, verbose=0)
     for a, b in zip(m_full.get_weights(), m_res.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert [r["loss"] for r in h_full] == [r["loss"] for r in h_res]
@@ -50,7 +52,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
 
 
 def test_rerun_of_finished_phase_trains_nothing(tmp_path):
-    m1, _ = fit_resumable(build, data, tmp_path, 2, seed=1, verbose=0)  # noqa: F821
+    m1, _ = fit_resumable(build, data, tmp_path, 2, seed=1, verbose=0)
     calls = []
     m2, h = fit_resumable(lambda: calls.append(1), lambda e: calls.append(e), tmp_path, 2, seed=1, verbose=0)
     assert calls == [] and len(h) == 2
@@ -65,7 +67,7 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path):
     script.write_text(
         TINY
         + textwrap.dedent(
-            f"""
+            """
             import sys, os, signal, keras
             from brain_audit.train import fit_resumable
             out, kill = sys.argv[1], sys.argv[2] == "kill"
@@ -89,7 +91,7 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path):
 
 
 def test_reseed_model_sets_dropout_state():
-    m = build()  # noqa: F821
+    m = build()
     assert reseed_model(m, 11) == 1
     x = np.ones((4, 8), dtype="float32")
     a = m(x, training=True).numpy()
