@@ -185,12 +185,26 @@ def _ci(pair: Sequence[float], percent: bool = True) -> str:
     return f"{100 * lo:.1f}-{100 * hi:.1f} %" if percent else f"{lo:.3f}-{hi:.3f}"
 
 
+def _chance_warning(level: dict[str, Any]) -> list[str]:
+    """A loud first line when the model does not discriminate: the rest of the report then means little."""
+    lo = level.get("auc_ci95", [float("nan")])[0]
+    if np.isfinite(level.get("auc", float("nan"))) and np.isfinite(lo) and lo > 0.5:
+        return []
+    return [
+        f"**Warning: the model does not discriminate bleeding from non-bleeding patients (AUC {level.get('auc', float('nan')):.3f}, "
+        "95 % interval reaching 0.5 or undefined). Sensitivity, specificity and attention findings below describe a "
+        "model at chance; do not deploy it.**",
+        "",
+    ]
+
+
 def executive_summary(summary: dict[str, Any]) -> str:
     """The executive summary as Markdown: what a department head reads first."""
     op = summary["operating_point"]
     lines = [
         "# Clinical audit: executive summary",
         "",
+        *_chance_warning(summary["patient_level"]),
         f"Held-out audit cohort: {summary['audit_patients']} patients, {summary['audit_slices']} slices, never used "
         f"for training, validation or pretraining. Bleed prevalence in the cohort: "
         f"{_pct(summary['prevalence_in_audit']['patients'])} of patients, {_pct(summary['prevalence_in_audit']['slices'])} of slices.",

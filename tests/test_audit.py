@@ -81,3 +81,11 @@ def test_executive_summary_reads(report):
 
     # AUC and its interval are decimals; sensitivity and specificity percentages
     assert re.search(r"\| patient \| (n/a|[01]\.\d{3}) \((n/a|[01]\.\d{3}-[01]\.\d{3})\) \| \d+\.\d % ", md), md
+
+
+def test_chance_warning_only_when_the_interval_reaches_one_half():
+    from brain_audit.audit import _chance_warning
+
+    assert _chance_warning({"auc": 0.93, "auc_ci95": [0.85, 0.99]}) == []
+    assert "does not discriminate" in _chance_warning({"auc": 0.62, "auc_ci95": [0.48, 0.77]})[0]
+    assert "does not discriminate" in _chance_warning({"auc": float("nan")})[0]
