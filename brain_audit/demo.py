@@ -55,16 +55,16 @@ class DemoPlan:
         seed: the one seed.
     """
 
-    patients: int = 180
+    patients: int = 200
     slices_per_patient: int = 12
     phantom_size: int = 256
     field_of_view_mm: float = 200.0
-    image_size: int = 128
-    pretrain_patients: int = 60
+    image_size: int = 96
+    pretrain_patients: int = 80
     audit_patients: int = 30
     shortcut: tuple[str, float, float] = ("coil", 0.3, 0.02)
-    pretrain_epochs: int = 14
-    phase1_epochs: int = 4
+    pretrain_epochs: int = 24
+    phase1_epochs: int = 6
     phase2_epochs: int = 2
     phase4_epochs: int = 1
     batch_size: int = 32
