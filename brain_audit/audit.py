@@ -108,7 +108,11 @@ def audit_holdout(
     slice_report = operating_point_report(y, p, threshold, prevalences, groups=patients, n_boot=n_boot,
                                           seed=config.seed)
     pat_ids, y_pat, p_pat = patient_level(patients, y, p)
-    patient_report = operating_point_report(y_pat, p_pat, threshold, prevalences, n_boot=n_boot, seed=config.seed)
+    # a patient's score is its most suspicious slice: it gets its own threshold, chosen on validation patients
+    patient_threshold = operating.get("patient_threshold")
+    patient_threshold = threshold if patient_threshold is None else float(patient_threshold)
+    patient_report = operating_point_report(y_pat, p_pat, patient_threshold, prevalences, n_boot=n_boot,
+                                            seed=config.seed)
 
     per_patient = []
     for pid, yp, pp in zip(pat_ids, y_pat, p_pat):
@@ -118,8 +122,8 @@ def audit_holdout(
             "patient_id": pid,
             "label_any": int(yp),
             "max_probability": float(pp),
-            "called_bleed": bool(pp >= threshold),
-            "outcome": _outcome(int(yp), bool(pp >= threshold)),
+            "called_bleed": bool(pp >= patient_threshold),
+            "outcome": _outcome(int(yp), bool(pp >= patient_threshold)),
             "slices": int(len(rows)),
             "positive_slices": int(rows["label"].sum()),
             "slices_called": int(rows["called_bleed"].sum()),
@@ -201,6 +205,7 @@ def _chance_warning(level: dict[str, Any]) -> list[str]:
 def executive_summary(summary: dict[str, Any]) -> str:
     """The executive summary as Markdown: what a department head reads first."""
     op = summary["operating_point"]
+    patient_thr = "n/a" if op.get("patient_threshold") is None else f"{op['patient_threshold']:.4f}"
     lines = [
         "# Clinical audit: executive summary",
         "",
@@ -209,8 +214,9 @@ def executive_summary(summary: dict[str, Any]) -> str:
         f"for training, validation or pretraining. Bleed prevalence in the cohort: "
         f"{_pct(summary['prevalence_in_audit']['patients'])} of patients, {_pct(summary['prevalence_in_audit']['slices'])} of slices.",
         "",
-        f"Operating threshold {op['threshold']:.4f}, chosen on validation for a target sensitivity of "
-        f"{_pct(op['target_sensitivity'])} (dropout {op['dropout']:g}); not re-tuned on the audit cohort.",
+        f"Operating thresholds chosen on validation for a target sensitivity of {_pct(op['target_sensitivity'])} "
+        f"(dropout {op['dropout']:g}): slices {op['threshold']:.4f}, patients (most suspicious slice) {patient_thr}; "
+        "not re-tuned on the audit cohort.",
         "",
         "| level | AUC (95 % CI) | sensitivity (95 % CI) | specificity (95 % CI) | missed bleeds | false alarms |",
         "|---|---|---|---|---|---|",

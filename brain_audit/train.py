@@ -731,6 +731,7 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     operating = {"threshold": chosen["threshold"], "target_sensitivity": plan.target_sensitivity,
                  "dropout": chosen["dropout"], "validation_sensitivity": chosen["sensitivity"],
                  "validation_specificity": chosen["specificity"]}
+    operating.update(_patient_operating_point(chosen["model"], cache, val_ids, y_val, column, plan.target_sensitivity))
     write_json(paths.phase(4) / "operating_point.json", operating)
 
     import matplotlib
@@ -754,6 +755,24 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     write_json(paths.phase(4) / "run.json", run_record(config, seeds={"run": config.seed}, phase=4,
                                                        inputs={"phase2_model": file_sha256(src)}))
     return metrics
+
+
+def _patient_operating_point(model_path: str, cache: Any, val_ids: Sequence[str], y_val: np.ndarray, column: int,
+                             target: float) -> dict[str, Any]:
+    """The patient-level threshold: a patient's score is its most suspicious slice, so the slice threshold would
+    call almost every patient positive; this one is chosen on validation patients for the same target sensitivity."""
+    from .metrics import confusion_at, patient_level, threshold_for_sensitivity
+    from .model import load_model
+
+    p = predict_ids(load_model(model_path, compile=False), cache, list(val_ids), column)
+    patients = cache.table.loc[list(val_ids), "patient_id"].to_numpy()
+    _, y_pat, p_pat = patient_level(patients, y_val, p)
+    if not 0 < y_pat.sum() < len(y_pat):
+        return {"patient_threshold": None, "validation_patients": int(len(y_pat))}
+    thr = threshold_for_sensitivity(y_pat, p_pat, target)
+    conf = confusion_at(y_pat, p_pat, thr)
+    return {"patient_threshold": thr, "validation_patients": int(len(y_pat)),
+            "validation_patient_sensitivity": conf["sensitivity"], "validation_patient_specificity": conf["specificity"]}
 
 
 def run_phase(config: RunConfig, phase: int, *, strategy: Any = None, verbose: int | str = "auto",

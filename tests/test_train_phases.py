@@ -100,6 +100,12 @@ def test_phase4_threshold_meets_target_on_validation(run):
     p = model.predict(hu, verbose=0)[:, 0]
     y = y6[:, LABEL_COLUMNS.index("any")]
     assert recall_score(y, p >= op["threshold"]) >= 0.95
+    # the patient-level threshold: on each validation patient's most suspicious slice
+    patients = cache.table.loc[ids, "patient_id"].to_numpy()
+    per = pd.DataFrame({"patient": patients, "y": y, "p": p}).groupby("patient").max()
+    if per["y"].nunique() == 2:
+        assert recall_score(per["y"], per["p"] >= op["patient_threshold"]) >= 0.95
+        assert op["validation_patients"] == len(per)
     assert (out / "phase4" / "pr_curves.png").stat().st_size > 5000
 
 
