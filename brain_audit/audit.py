@@ -22,7 +22,6 @@ identifying DICOM field is ever read.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,7 +67,8 @@ def audit_holdout(
     from .cache import open_cache
     from .metrics import calibration_bins, operating_point_report, patient_level
     from .model import load_model
-    from .predict import predict_ids, profile_slices
+    from .gradcam import FLAGS
+    from .predict import any_column, predict_ids, profile_slices
     from .train import RunPaths
 
     paths = RunPaths(Path(config.out_dir))
@@ -83,7 +83,7 @@ def audit_holdout(
     if not ids:
         raise ConfigError("`audit_patients` must be > 0 for the clinical audit. Got an empty audit split instead.")
     model = load_model(model_path, compile=False)
-    column = 0 if config.head == "any" else LABEL_COLUMNS.index("any")
+    column = any_column(config.head)
     table = cache.table.loc[ids]
     y = table["any"].to_numpy().astype(int)
     p = predict_ids(model, cache, ids, column)
@@ -96,10 +96,8 @@ def audit_holdout(
     # attention profiles of the slices a reader would look at: every positive, then the most confident negatives
     order = np.concatenate([np.flatnonzero(y == 1), np.flatnonzero(y == 0)[np.argsort(-p[y == 0], kind="stable")]])
     pick = order[:gradcam_slices]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        prof = profile_slices(model, cache, [ids[i] for i in pick], y[pick], p[pick], threshold,
-                              output_index=column, batch_size=32)
+    prof = profile_slices(model, cache, [ids[i] for i in pick], y[pick], p[pick], threshold,
+                          output_index=column, batch_size=32)
     prof_df = pd.DataFrame(prof).drop(columns=["label", "probability"], errors="ignore")
     slices = slices.merge(prof_df, on="image_id", how="left")
 
@@ -130,10 +128,7 @@ def audit_holdout(
             "subtypes_present": [s for s in LABEL_COLUMNS[:-1] if rows[s].max() > 0],
             "most_suspicious_slice": str(top["image_id"]),
             "flags_on_audited_slices": {
-                f: int(rows[f].fillna(False).astype(bool).sum())
-                for f in ("bone_focus", "calcification_focus", "device_focus", "outside_head_focus",
-                          "right_for_wrong_reason")
-                if f in rows
+                f: int(rows[f].fillna(False).astype(bool).sum()) for f in FLAGS if f in rows
             },
             "slice_log": [
                 {"image_id": r.image_id, "z": float(r.z), "label": int(r.label), "probability": round(float(r.probability), 4)}
@@ -161,8 +156,8 @@ def audit_holdout(
             "slices_profiled": int(len(prof_df)),
             "flag_rates": {
                 f: float(slices[f].dropna().astype(bool).mean())
-                for f in ("bone_focus", "calcification_focus", "device_focus", "outside_head_focus")
-                if f in slices and slices[f].notna().any()
+                for f in FLAGS
+                if f != "right_for_wrong_reason" and f in slices and slices[f].notna().any()
             },
         },
     }

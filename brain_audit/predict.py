@@ -13,7 +13,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["predict", "predict_ids", "profile_slices"]
+__all__ = ["any_column", "predict", "predict_ids", "profile_slices"]
+
+
+def any_column(head: str) -> int:
+    """Output unit that scores ``any`` bleed: the only one of head ``"any"``, the last of head ``"six"``."""
+    from .rsna import LABEL_COLUMNS
+
+    return 0 if head == "any" else LABEL_COLUMNS.index("any")
 
 
 def predict(model: Any, hu: np.ndarray, batch_size: int = 64) -> np.ndarray:

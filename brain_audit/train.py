@@ -41,10 +41,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .config import RunConfig
+from .config import RunConfig, to_dict
 from .errors import ConfigError
-from .provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
-from .predict import predict, predict_ids, profile_slices
+from .provenance import atomic_write_bytes, atomic_write_text, file_sha256, run_record, write_csv, write_json
+from .predict import any_column, predict_ids, profile_slices
 from .rsna import LABEL_COLUMNS, TRAIN_CSV
 
 __all__ = [
@@ -121,8 +121,13 @@ def precision_policy(name: str) -> Iterator[str]:
         keras.config.set_dtype_policy(previous)
 
 
+def _derive_seed(*keys: int) -> int:
+    """A 31-bit seed derived from non-negative integer keys (numpy SeedSequence)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0] % (2**31 - 1))
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch + 1]).generate_state(1)[0] % (2**31 - 1))
+    return _derive_seed(seed, epoch + 1)  # epoch -1 is the initial build
 
 
 def reseed_model(model: Any, seed: int) -> int:
@@ -257,7 +262,7 @@ class RunPaths:
 
 
 def _seed(config: RunConfig, *keys: int) -> int:
-    return int(np.random.SeedSequence([config.seed, *keys]).generate_state(1)[0] % (2**31 - 1))
+    return _derive_seed(config.seed, *keys)
 
 
 def prepare_data(config: RunConfig, progress: bool = True) -> Any:
@@ -300,14 +305,8 @@ def prepare_data(config: RunConfig, progress: bool = True) -> Any:
             validation=config.validation_fraction,
             seed=config.seed,
         )
-    write_cohorts(paths.cohort, cohort, patients, config=_config_dict(config), seed=config.seed)
+    write_cohorts(paths.cohort, cohort, patients, config=to_dict(config), seed=config.seed)
     return build_cache(cohort, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
-
-
-def _config_dict(config: RunConfig) -> dict[str, Any]:
-    from .config import to_dict
-
-    return to_dict(config)
 
 
 def _open_cache(config: RunConfig) -> Any:
@@ -333,23 +332,18 @@ def set_dropout(model: Any, rate: float) -> int:
     return n
 
 
-def _any_column(head: str) -> int:
-    return 0 if head == "any" else LABEL_COLUMNS.index("any")
-
-
 def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, target: float) -> dict[str, Any]:
     """Validation metrics of ``model`` on ``any``: slice- and patient-level, at the target sensitivity."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from .cache import load_split_arrays
     from .metrics import confusion_at, patient_level, threshold_for_sensitivity
 
-    ids, hu, y6 = load_split_arrays(cache, "validation", cohort=cohort)
+    ids = list(cache.ids("validation", cohort))
     if len(ids) == 0:
         warnings.warn("the validation split is empty; no metrics", RuntimeWarning, stacklevel=2)
         return {"n": 0}
-    y = y6[:, LABEL_COLUMNS.index("any")].astype(int)
-    p = predict(model, hu)[:, _any_column(config.head)]
+    y = cache.table.loc[ids, "any"].to_numpy().astype(int)
+    p = predict_ids(model, cache, ids, any_column(config.head))
     out: dict[str, Any] = {"n": int(len(y)), "positives": int(y.sum())}
     if 0 < y.sum() < len(y):
         thr = threshold_for_sensitivity(y, p, target)
@@ -575,7 +569,7 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     out = paths.phase(3)
     model = load_model(src, compile=False)
     cache = _open_cache(config)
-    column = _any_column(config.head)
+    column = any_column(config.head)
     threshold = float(json.loads((paths.phase(2) / "metrics.json").read_text()).get("threshold", 0.5))
 
     # (1) findings on validation: where does the model look, and when is it right for the wrong reason?
@@ -626,13 +620,13 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
         worst = worst.sort_values(["_k", "probability"], ascending=[False, False]).head(plan.overlays)
         from .gradcam import grad_cam
 
-        for _, r in worst.iterrows():
-            hu = cache.hu_int16([r["image_id"]]).astype(np.float32)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # empty maps are counted in metrics.json
-                cam = grad_cam(model, hu[..., None], output_index=column)[0]
+        hu = cache.hu_int16(list(worst["image_id"])).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # empty maps are counted in metrics.json
+            cams = grad_cam(model, hu[..., None], output_index=column)  # one batched pass
+        for k, (_, r) in enumerate(worst.iterrows()):
             flags = {f: r[f] for f in FLAGS}
-            save_overlay(out / "overlays" / f"{r['image_id']}.png", hu[0], cam,
+            save_overlay(out / "overlays" / f"{r['image_id']}.png", hu[k], cams[k],
                          title=overlay_title(r["image_id"], r["probability"], flags))
 
     summary: dict[str, Any] = {"audited_validation_slices": int(len(findings)), "threshold": threshold}
@@ -665,12 +659,10 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
 def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, Any]:
     """Clinical correction: one candidate per dropout rate, hard negatives over-sampled; pick by
     specificity at the target sensitivity on validation and record the operating threshold."""
-    import shutil
-
     import pandas as pd
     from sklearn.metrics import precision_recall_curve
 
-    from .figures import save_figure
+    from .figures import _pyplot, save_figure
     from .model import compile_model, load_model, save_model, unfreeze_all, unfreeze_top
 
     plan = config.phase4
@@ -681,12 +673,13 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     hard = pd.read_csv(paths.phase(3) / "hard_negatives.csv", dtype={"image_id": str})
     weights = {i: float(plan.hard_negative_weight) for i in hard["image_id"]}
     cache = _open_cache(config)
-    column = _any_column(config.head)
+    column = any_column(config.head)
     val_ids = cache.ids("validation", "phase2")
     y_val = cache.table.loc[val_ids, "any"].to_numpy().astype(int)
 
     candidates = []
     curves = []
+    predictions: dict[float, np.ndarray] = {}  # dropout rate -> validation probabilities
     for k, rate in enumerate(plan.dropouts):
         out_c = paths.phase(4) / f"dropout_{rate:g}"
 
@@ -706,6 +699,7 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
                                  sample_weights=weights, out=out_c, augment=True)
             save_model(model, out_c / "model.keras")
         p = predict_ids(model, cache, list(val_ids), column)
+        predictions[rate] = p
         cand: dict[str, Any] = {"dropout": rate, "model": str(out_c / "model.keras")}
         if 0 < y_val.sum() < len(y_val):
             from sklearn.metrics import average_precision_score
@@ -726,20 +720,15 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     if not scored:
         raise ConfigError("phase 4 cannot choose: the validation split needs both positive and negative slices")
     chosen = max(scored, key=lambda c: (c["specificity"], c["average_precision"], c["dropout"]))
-    shutil.copyfile(chosen["model"], paths.phase(4) / ".model.keras.part")
-    Path(paths.phase(4) / ".model.keras.part").replace(paths.phase(4) / "model.keras")
+    atomic_write_bytes(paths.phase(4) / "model.keras", Path(chosen["model"]).read_bytes())
     operating = {"threshold": chosen["threshold"], "target_sensitivity": plan.target_sensitivity,
                  "dropout": chosen["dropout"], "validation_sensitivity": chosen["sensitivity"],
                  "validation_specificity": chosen["specificity"]}
-    operating.update(_patient_operating_point(chosen["model"], cache, val_ids, y_val, column, plan.target_sensitivity))
+    operating.update(_patient_operating_point(predictions[chosen["dropout"]], cache, val_ids, y_val,
+                                              plan.target_sensitivity))
     write_json(paths.phase(4) / "operating_point.json", operating)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(5, 4.5))
     for rate, rec, prec, ap in curves:
         ax.plot(rec, prec, label=f"dropout {rate:g} (AP {ap:.3f})")
     ax.axvline(plan.target_sensitivity, color="grey", ls="--", lw=1, label=f"target sensitivity {plan.target_sensitivity:g}")
@@ -757,14 +746,14 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     return metrics
 
 
-def _patient_operating_point(model_path: str, cache: Any, val_ids: Sequence[str], y_val: np.ndarray, column: int,
+def _patient_operating_point(p: np.ndarray, cache: Any, val_ids: Sequence[str], y_val: np.ndarray,
                              target: float) -> dict[str, Any]:
     """The patient-level threshold: a patient's score is its most suspicious slice, so the slice threshold would
-    call almost every patient positive; this one is chosen on validation patients for the same target sensitivity."""
-    from .metrics import confusion_at, patient_level, threshold_for_sensitivity
-    from .model import load_model
+    call almost every patient positive; this one is chosen on validation patients for the same target sensitivity.
 
-    p = predict_ids(load_model(model_path, compile=False), cache, list(val_ids), column)
+    ``p``: the chosen model's validation probabilities, aligned with ``val_ids``."""
+    from .metrics import confusion_at, patient_level, threshold_for_sensitivity
+
     patients = cache.table.loc[list(val_ids), "patient_id"].to_numpy()
     _, y_pat, p_pat = patient_level(patients, y_val, p)
     if not 0 < y_pat.sum() < len(y_pat):
