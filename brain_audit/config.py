@@ -164,6 +164,11 @@ class PretrainPlan:
         validation_fraction: held-out share of the pretraining patients.
         augment: anatomy-respecting augmentation in HU (flip, small warp, HU jitter); without
             it a few dozen patients are memorised rather than learned from.
+        warmup_epochs, warmup_slices, warmup_target_auc: the formula-driven warm-up that comes
+            first (:func:`brain_audit.pretrain.formula_slices`), at most ``warmup_epochs``, ending
+            at the first epoch whose training AUC reaches ``warmup_target_auc``; from random
+            weights EfficientNetB0 otherwise sits at chance for a random number of epochs.
+            0 epochs skips it.
     """
 
     patients: int = 0
@@ -172,9 +177,15 @@ class PretrainPlan:
     batch_size: int = 32
     validation_fraction: float = 0.2
     augment: bool = True
+    warmup_epochs: int = 12
+    warmup_slices: int = 1024
+    warmup_target_auc: float = 0.97
 
     def __post_init__(self) -> None:
         _check(self.patients >= 0, "patients", "must be >= 0", self.patients)
+        _check(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0", self.warmup_epochs)
+        _check(self.warmup_slices >= 1, "warmup_slices", "must be >= 1", self.warmup_slices)
+        _check(0.5 < self.warmup_target_auc <= 1, "warmup_target_auc", "must be in (0.5, 1]", self.warmup_target_auc)
         _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
         _check(self.learning_rate > 0, "learning_rate", "must be > 0", self.learning_rate)
         _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)

@@ -8,8 +8,23 @@ answers the seed's "ImageNet bias" limit, :func:`pretrain_backbone` trains the w
 network on a *pretraining cohort* of CT slices whose patients are disjoint from every
 audit patient, then keeps only the backbone.
 
-Objective (stated honestly): supervised multi-label classification, i.e. the same
-task as the audit model, on other patients. The loss is the RSNA-weighted binary
+Objective (stated honestly), in two stages:
+
+1. **Formula-driven warm-up** (:func:`formula_slices`, ``warmup_epochs``): a few epochs on
+   generated head-like slices (a skull ring around a brain disc, half of them with one or
+   two 60-80 HU blobs), the idea of "pre-training without natural images" (Kataoka et al.
+   ACCV 2020, formula-driven supervised learning) applied to CT. Measured here: EfficientNetB0
+   from random initialisation sits on a plateau at chance on phantom slices for a random
+   number of epochs (training AUC ~0.5 for 8-16 epochs at 64 px, then, with some seeds, a
+   sudden rise); no optimiser, learning-rate schedule, stochastic-depth, zero-gamma or
+   resolution change shortened it, while a 4-layer CNN learns the same data in 4 epochs.
+   The formula is learned after its own, shorter plateau (training AUC >= 0.97 after 2 to 8
+   epochs of 1,024 slices at 64 px depending on the seed, ~12 s an epoch on 2 cores), so the
+   warm-up runs until an epoch's training AUC reaches ``warmup_target_auc`` (at most
+   ``warmup_epochs``). From there the phantom stage left the plateau at once (held-out AUC 0.96
+   after 2 epochs, where 16 epochs from random weights stayed at 0.50).
+2. **Supervised multi-label classification**, i.e. the same task as the audit model, on
+   other patients. The loss is the RSNA-weighted binary
 cross-entropy for six labels (``any`` 2, subtypes 1) or plain binary cross-entropy
 for ``any`` alone; no self-supervised term. The whole network trains, BatchNormalization
 included, with Adam (issue 5: learning rate 1e-3 reached validation AUC ~1.0 after 14
@@ -37,7 +52,7 @@ import numpy as np
 from .provenance import file_sha256, run_record, write_json
 from .rsna import LABEL_COLUMNS
 
-__all__ = ["PretrainConfig", "PretrainResult", "pretrain_backbone", "manifest_path", "cohort_sha256"]
+__all__ = ["PretrainConfig", "PretrainResult", "formula_slices", "pretrain_backbone", "manifest_path", "cohort_sha256"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +68,11 @@ class PretrainConfig:
     dropout: float = 0.2
     head: str = "any"
     augment: str = "none"
-    objective: str = "supervised multi-label BCE (RSNA weights for six labels), whole network incl. BatchNormalization"
+    warmup_epochs: int = 0
+    warmup_slices: int = 1024
+    warmup_target_auc: float = 0.97
+    objective: str = ("formula-driven warm-up on generated head-like slices (Kataoka et al. 2020), then "
+                      "supervised multi-label BCE (RSNA weights for six labels), whole network incl. BatchNormalization")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +92,64 @@ class PretrainResult:
     manifest_path: Path
     history: dict
     metrics: dict
+
+
+def formula_slices(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Formula-driven head-like CT slices for the warm-up stage of :func:`pretrain_backbone`.
+
+    Each slice: air (-1000 HU) outside a skull ring (1000 HU +- 50, width 5 % of the side)
+    around a brain disc (25-45 HU, noise SD 4 HU) of radius 34-42 % of the side, centre
+    jittered by +-3 px; with probability 1/2 the slice carries one or two discs of 60-80 HU
+    (noise SD 4 HU, radius 5-10 % of the side) inside the brain and is labelled 1. No anatomy,
+    no patient: a formula the network can learn in a few epochs from random weights (the
+    idea of Kataoka et al., "Pre-training without Natural Images", ACCV 2020).
+
+    Args:
+        n: number of slices (>= 1).
+        size: side in pixels (>= 8).
+        seed: the generator's seed (same seed, same slices).
+
+    Returns:
+        ``(hu, labels)``: float32 (n, size, size) in HU and float32 (n,) 0 / 1.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"`n` must be an int >= 1. Got {n!r} instead.")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
+        raise ValueError(f"`size` must be an int >= 8. Got {size!r} instead.")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    images = np.empty((n, size, size), np.float32)
+    labels = np.zeros(n, np.float32)
+    for i in range(n):
+        cy, cx = size / 2 + rng.uniform(-3, 3, 2)
+        r = size * rng.uniform(0.34, 0.42)
+        d = np.hypot(yy - cy, xx - cx)
+        im = np.full((size, size), -1000.0, np.float32)
+        im[d < r + size * 0.05] = 1000.0 + rng.normal(0, 50)
+        brain = d < r
+        im[brain] = rng.uniform(25, 45) + rng.normal(0, 4, brain.sum())
+        if rng.random() < 0.5:
+            labels[i] = 1.0
+            for _ in range(rng.integers(1, 3)):
+                a, rr = rng.uniform(0, 2 * np.pi), rng.uniform(0, r * 0.6)
+                blob = (np.hypot(yy - cy - rr * np.sin(a), xx - cx - rr * np.cos(a)) < size * rng.uniform(0.05, 0.1)) & brain
+                im[blob] = rng.uniform(60, 80) + rng.normal(0, 4, blob.sum())
+        images[i] = im
+    return images, labels
+
+
+def _StopAtAUC(target: float) -> Any:
+    """A Keras callback ending training after the first epoch whose training AUC of ``any`` reaches ``target``."""
+    import keras
+
+    class StopAtAUC(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            auc = logs.get("auc", logs.get("auc_any"))  # head "any" / head "six" (brain_audit.model.compile_model)
+            if auc is not None and auc >= target:
+                self.model.stop_training = True
+
+    return StopAtAUC()
 
 
 def _augmented_batches_class():
@@ -154,6 +231,9 @@ def pretrain_backbone(
     patient_ids: Sequence[str] | None = None,
     exclude_patients: Iterable[str] | None = None,
     augment: "bool | Any" = False,
+    warmup_epochs: int = 0,
+    warmup_slices: int = 1024,
+    warmup_target_auc: float = 0.97,
     verbose: int | str = "auto",
     jit_compile: bool | str = "auto",
 ) -> PretrainResult:
@@ -180,6 +260,12 @@ def pretrain_backbone(
             :func:`brain_audit.feed.augment_batch`, seeded by (seed, epoch, batch). On a few
             dozen patients the whole network otherwise memorises them (measured on the demo's
             phantom: training loss 0.06, held-out AUC 0.62 without it).
+        warmup_epochs: at most this many epochs of the formula-driven warm-up on
+            ``warmup_slices`` :func:`formula_slices` (seeded from ``seed``) before the cohort;
+            0 skips it. See the module docstring.
+        warmup_slices: number of warm-up slices.
+        warmup_target_auc: the warm-up stops after the first epoch whose training ROC AUC
+            (of ``any``) reaches this.
         verbose: passed to ``model.fit``.
         jit_compile: passed to :func:`brain_audit.model.compile_model` (XLA pays off over
             many steps; a compile costs tens of seconds on CPU).
@@ -216,9 +302,14 @@ def pretrain_backbone(
         ("batch_size", batch_size, isinstance(batch_size, (int, np.integer)) and batch_size >= 1),
         ("lr", lr, isinstance(lr, (int, float, np.floating)) and lr > 0),
         ("val_fraction", val_fraction, isinstance(val_fraction, (int, float, np.floating)) and 0 < val_fraction < 1),
+        ("warmup_epochs", warmup_epochs, isinstance(warmup_epochs, (int, np.integer)) and warmup_epochs >= 0),
+        ("warmup_slices", warmup_slices, isinstance(warmup_slices, (int, np.integer)) and warmup_slices >= 1),
+        ("warmup_target_auc", warmup_target_auc,
+         isinstance(warmup_target_auc, (int, float, np.floating)) and 0.5 < warmup_target_auc <= 1),
     ):
         if not ok:
-            rule = {"epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0", "val_fraction": "in (0, 1)"}[name]
+            rule = {"epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0", "val_fraction": "in (0, 1)",
+                    "warmup_epochs": ">= 0", "warmup_slices": ">= 1", "warmup_target_auc": "in (0.5, 1]"}[name]
             raise ValueError(f"`{name}` must be {rule}. Got {value!r} instead.")
     if patient_ids is not None and len(patient_ids) != x.shape[0]:
         raise ValueError(f"`patient_ids` must have N = {x.shape[0]} entries. Got {len(patient_ids)} instead.")
@@ -240,6 +331,7 @@ def pretrain_backbone(
         input_size=input_size, epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed,
         val_fraction=float(val_fraction), dropout=float(dropout), head=head,
         augment="none" if not augment else repr(augment if augment is not True else "default"),
+        warmup_epochs=int(warmup_epochs), warmup_slices=int(warmup_slices), warmup_target_auc=float(warmup_target_auc),
     )
     cohort_hash = cohort_sha256(x, y, patient_ids)
     train_idx, val_idx = _split(len(x), val_fraction, seed, patient_ids)
@@ -250,6 +342,13 @@ def pretrain_backbone(
     unfreeze_all(model, train_batchnorm=True)
     compile_model(model, lr=lr, head=head, jit_compile=jit_compile)
     t0 = time.perf_counter()
+    warmup_history: dict = {}
+    if warmup_epochs:
+        xw, yw = formula_slices(int(warmup_slices), input_size, seed=seed)
+        xw = np.repeat(xw[..., None], x.shape[-1], axis=-1)  # 2.5D: the formula slice as its own neighbours
+        yw = np.repeat(yw[:, None], y.shape[1], axis=1)  # every column (subtypes unknown): the blob label
+        warmup_history = model.fit(xw, yw, epochs=int(warmup_epochs), batch_size=batch_size, shuffle=True,
+                                   verbose=verbose, callbacks=[_StopAtAUC(float(warmup_target_auc))]).history
     # No validation inside fit: until the BatchNormalization statistics are recalibrated
     # below, inference-mode metrics are meaningless (held-out AUC stays at 0.5 while the
     # training AUC reaches 0.99); the held-out split is scored once, afterwards.
@@ -280,6 +379,9 @@ def pretrain_backbone(
         "n_val": int(len(val_idx)),
         "train_seconds": round(seconds, 1),
     }
+    if warmup_history:
+        metrics["warmup_epochs_run"] = len(warmup_history["loss"])
+        metrics["warmup_train_loss_last_epoch"] = float(warmup_history["loss"][-1])
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".pretrain.", suffix=".weights.h5", dir=out_path.parent)
@@ -301,6 +403,7 @@ def pretrain_backbone(
         n_patients=None if patient_ids is None else int(len(set(map(str, patient_ids)))),
         n_slices=int(len(x)),
         history={k: [float(v) for v in vals] for k, vals in history.items()},
+        warmup_history={k: [float(v) for v in vals] for k, vals in warmup_history.items()},
         metrics=metrics,
         keras_backend=keras.backend.backend(),
     )

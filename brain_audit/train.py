@@ -404,6 +404,9 @@ def run_pretrain(config: RunConfig, verbose: int | str = "auto") -> Path:
         patient_ids=cache.table.loc[ids, "patient_id"].to_numpy(),
         exclude_patients=audit,
         augment=plan.augment,
+        warmup_epochs=plan.warmup_epochs,
+        warmup_slices=plan.warmup_slices,
+        warmup_target_auc=plan.warmup_target_auc,
         verbose=verbose,
     )
     return out

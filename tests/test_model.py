@@ -70,28 +70,10 @@ def _hu(n: int = 2, size: int = SIZE, seed: int = 0) -> np.ndarray:
 
 
 def synthetic_slices(n: int, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Head-like HU slices: a 1000 HU ring (skull) around a 25-45 HU disc (brain), air outside;
-    about half carry one or two 60-80 HU blobs (bleeds) inside the brain. Labels: (n,) 0 / 1."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    images = np.empty((n, size, size), np.float32)
-    labels = np.zeros(n, np.float32)
-    for i in range(n):
-        cy, cx = size / 2 + rng.uniform(-3, 3, 2)
-        r = size * rng.uniform(0.34, 0.42)
-        d = np.hypot(yy - cy, xx - cx)
-        im = np.full((size, size), -1000.0, np.float32)
-        im[d < r + size * 0.05] = 1000.0 + rng.normal(0, 50)
-        brain = d < r
-        im[brain] = rng.uniform(25, 45) + rng.normal(0, 4, brain.sum())
-        if rng.random() < 0.5:
-            labels[i] = 1.0
-            for _ in range(rng.integers(1, 3)):
-                a, rr = rng.uniform(0, 2 * np.pi), rng.uniform(0, r * 0.6)
-                blob = (np.hypot(yy - cy - rr * np.sin(a), xx - cx - rr * np.cos(a)) < size * rng.uniform(0.05, 0.1)) & brain
-                im[blob] = rng.uniform(60, 80) + rng.normal(0, 4, blob.sum())
-        images[i] = im
-    return images, labels
+    """Head-like HU slices with and without 60-80 HU blobs (the package's formula-driven generator)."""
+    from brain_audit.pretrain import formula_slices
+
+    return formula_slices(n, size, seed)
 
 
 @pytest.fixture(scope="module")
@@ -528,6 +510,30 @@ def test_pretrained_backbone_makes_phase1_beat_chance(tmp_path):
     assert aucs["random"] < 0.7, aucs
 
 
+def test_formula_slices_hu_and_labels_by_construction():
+    from brain_audit.pretrain import formula_slices
+
+    x, y = formula_slices(40, size=48, seed=5)
+    assert x.shape == (40, 48, 48) and x.dtype == np.float32 and y.shape == (40,)
+    assert set(np.unique(y)) == {0.0, 1.0}
+    again = formula_slices(40, size=48, seed=5)
+    np.testing.assert_array_equal(again[0], x)
+    for im, label in zip(x, y):
+        assert im[0, 0] == -1000.0  # air in the corner
+        assert (im > 500).sum() > 0  # the skull ring
+        brain = (im > -500) & (im < 500)
+        # blob pixels: 60-80 HU +- 4 HU noise, well above the 25-45 HU brain (+- 4 HU noise). The
+        # smallest blob (radius 5 % of 48 px = 2.4 px) covers ~18 px, at 60 HU about 2/3 of them > 58 HU
+        hot = ((im > 58) & (im < 100)).sum()
+        if label:
+            assert hot >= 8, hot
+        else:
+            assert hot < 5, hot
+        assert brain.sum() > 0.25 * im.size
+    with pytest.raises(ValueError, match=r"`n` must be an int >= 1. Got 0 instead."):
+        formula_slices(0)
+
+
 def test_pretrain_refuses_audit_patients_and_bad_paths(tmp_path):
     from brain_audit.pretrain import pretrain_backbone
 
@@ -538,6 +544,8 @@ def test_pretrain_refuses_audit_patients_and_bad_paths(tmp_path):
         pretrain_backbone(x, y, tmp_path / "b.h5")
     with pytest.raises(ValueError, match=r"`labels` must be \(N,\), \(N, 1\) or \(N, 6\) with N = 4. Got shape \(4, 2\)"):
         pretrain_backbone(x, np.zeros((4, 2)), tmp_path / "b.weights.h5")
+    with pytest.raises(ValueError, match=r"`warmup_epochs` must be >= 0. Got -1 instead."):
+        pretrain_backbone(x, y, tmp_path / "b.weights.h5", warmup_epochs=-1)
     assert list(tmp_path.iterdir()) == []
 
 
