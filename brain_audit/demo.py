@@ -51,6 +51,8 @@ class DemoPlan:
         pretrain_patients, audit_patients: patients held out for pretraining and the audit.
         shortcut: (mimic, p given bleed, p given no bleed) planted in the cohort.
         pretrain_epochs, phase1_epochs, phase2_epochs, phase4_epochs: training lengths.
+        warmup_epochs, warmup_slices: the formula-driven warm-up before pretraining (at most
+            ``warmup_epochs``; :func:`brain_audit.pretrain.formula_slices`).
         batch_size: training batch.
         seed: the one seed.
     """
@@ -63,7 +65,9 @@ class DemoPlan:
     pretrain_patients: int = 80
     audit_patients: int = 30
     shortcut: tuple[str, float, float] = ("coil", 0.3, 0.02)
-    pretrain_epochs: int = 24
+    pretrain_epochs: int = 14
+    warmup_epochs: int = 12
+    warmup_slices: int = 1024
     phase1_epochs: int = 6
     phase2_epochs: int = 2
     phase4_epochs: int = 1
@@ -74,8 +78,8 @@ class DemoPlan:
     def quick(cls) -> "DemoPlan":
         """A tiny plan for tests: every stage runs, nothing is expected to learn much."""
         return cls(patients=28, slices_per_patient=6, phantom_size=128, image_size=64, pretrain_patients=8,
-                   audit_patients=6, pretrain_epochs=1, phase1_epochs=1, phase2_epochs=1, phase4_epochs=1,
-                   batch_size=16)
+                   audit_patients=6, pretrain_epochs=1, warmup_epochs=1, warmup_slices=32, phase1_epochs=1,
+                   phase2_epochs=1, phase4_epochs=1, batch_size=16)
 
 
 def demo_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrides: Sequence[str] = ()) -> tuple[Any, RunConfig]:
@@ -110,6 +114,8 @@ def demo_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrides: Se
         "validation_fraction": 0.25,
         "pretrain.patients": plan.pretrain_patients,
         "pretrain.epochs": plan.pretrain_epochs,
+        "pretrain.warmup_epochs": plan.warmup_epochs,
+        "pretrain.warmup_slices": plan.warmup_slices,
         "pretrain.batch_size": plan.batch_size,
         "phase1.cohort_size": 0,
         "phase1.epochs": plan.phase1_epochs,
