@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import RunConfig, load_config
+from .config import PretrainPlan, RunConfig, load_config
 from .provenance import write_json
 
 __all__ = ["DemoPlan", "demo_configs", "run_demo"]
@@ -66,8 +66,8 @@ class DemoPlan:
     audit_patients: int = 30
     shortcut: tuple[str, float, float] = ("coil", 0.3, 0.02)
     pretrain_epochs: int = 14
-    warmup_epochs: int = 12
-    warmup_slices: int = 1024
+    warmup_epochs: int = PretrainPlan.warmup_epochs
+    warmup_slices: int = PretrainPlan.warmup_slices
     phase1_epochs: int = 6
     phase2_epochs: int = 2
     phase4_epochs: int = 1

@@ -73,8 +73,13 @@ class PretrainConfig:
     warmup_epochs: int = 0
     warmup_slices: int = 1024
     warmup_target_auc: float = 0.97
-    objective: str = ("formula-driven warm-up on generated head-like slices (Kataoka et al. 2020), then "
-                      "supervised multi-label BCE (RSNA weights for six labels), whole network incl. BatchNormalization")
+    objective: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.objective:  # derived: the warm-up is named only when it runs
+            supervised = "supervised multi-label BCE (RSNA weights for six labels), whole network incl. BatchNormalization"
+            warmup = "formula-driven warm-up on generated head-like slices (Kataoka et al. 2020), then "
+            object.__setattr__(self, "objective", (warmup if self.warmup_epochs else "") + supervised)
 
 
 @dataclasses.dataclass(frozen=True)

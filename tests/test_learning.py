@@ -43,10 +43,10 @@ def learned(tmp_path_factory):
     run_pretrain(config, verbose=0)
     run_phase(config, 1, verbose=0)
     run_phase(config, 2, verbose=0)
-    return out / "run", config
+    return out / "run"
 
 
-def _validation_auc(run, config, phase: int) -> tuple[float, int, int]:
+def _validation_auc(run, phase: int) -> tuple[float, int, int]:
     from sklearn.metrics import roc_auc_score
 
     from brain_audit.cache import load_split_arrays, open_cache
@@ -62,7 +62,7 @@ def _validation_auc(run, config, phase: int) -> tuple[float, int, int]:
 
 
 def test_pretraining_leaves_the_plateau(learned):
-    run, _ = learned
+    run = learned
     manifest = json.loads((run / "pretrain" / "backbone.manifest.json").read_text())
     assert manifest["config"]["warmup_epochs"] == 12
     # the warm-up stopped at the first epoch whose training AUC reached the target, or ran to its cap
@@ -75,8 +75,8 @@ def test_pretraining_leaves_the_plateau(learned):
 
 @pytest.mark.parametrize("phase", [1, 2])
 def test_short_phase_1_and_2_reach_validation_auc_well_above_chance(learned, phase):
-    run, config = learned
-    auc, n, positives = _validation_auc(run, config, phase)
+    run = learned
+    auc, n, positives = _validation_auc(run, phase)
     print(f"phase {phase}: validation AUC {auc:.3f} on {n} slices ({positives} with a bleed)")
     assert n >= 80 and 20 <= positives <= n - 20, (n, positives)
     # with ~30 positives and ~60 negatives the AUC's standard error is ~0.05 at AUC 0.85 and

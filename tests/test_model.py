@@ -69,13 +69,6 @@ def _hu(n: int = 2, size: int = SIZE, seed: int = 0) -> np.ndarray:
     return x
 
 
-def synthetic_slices(n: int, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Head-like HU slices with and without 60-80 HU blobs (the package's formula-driven generator)."""
-    from brain_audit.pretrain import formula_slices
-
-    return formula_slices(n, size, seed)
-
-
 @pytest.fixture(scope="module")
 def model_any() -> keras.Model:
     return build_model(SIZE, head="any", weights=None, seed=1)
@@ -482,10 +475,10 @@ def test_recalibrate_batchnorm_is_the_mean_of_batch_statistics():
 # ---------------------------------------------------------------- domain pretraining
 @pytest.mark.slow
 def test_pretrained_backbone_makes_phase1_beat_chance(tmp_path):
-    from brain_audit.pretrain import cohort_sha256, manifest_path, pretrain_backbone
+    from brain_audit.pretrain import cohort_sha256, formula_slices, manifest_path, pretrain_backbone
 
-    x_pre, y_pre = synthetic_slices(320, seed=1)  # the pretraining cohort
-    x_aud, y_aud = synthetic_slices(240, seed=2)  # the "audit" cohort, other patients
+    x_pre, y_pre = formula_slices(320, SIZE, seed=1)  # the pretraining cohort: head-like slices, half with blobs
+    x_aud, y_aud = formula_slices(240, SIZE, seed=2)  # the "audit" cohort, other patients
     ids = [f"P{i:04d}" for i in range(len(x_pre))]
     result = pretrain_backbone(
         x_pre, y_pre, tmp_path / "bb.weights.h5", input_size=SIZE, epochs=5, batch_size=32, lr=1e-3, seed=0,
