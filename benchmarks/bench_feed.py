@@ -89,7 +89,7 @@ def timed(ds, seconds: float, batch: int) -> tuple[float, float]:
 def dicom_feed(root: Path, ids: list[str], batch: int, size: int, seed: int):
     import tensorflow as tf
 
-    from brain_audit.cache import preprocess_slice
+    from brain_audit.dataset.cache import preprocess_slice
     from brain_audit.dicom import read_hu
     from brain_audit.rsna import image_path
 
@@ -119,8 +119,8 @@ def main() -> None:
     warnings.simplefilter("ignore", RuntimeWarning)
     import shutil
 
-    from brain_audit.cache import build_cache
-    from brain_audit.feed import Augment, make_feed
+    from brain_audit.dataset.cache import build_cache
+    from brain_audit.dataset.feed import Augment, make_feed
 
     root = args.dir / "rsna"
     t0 = time.perf_counter()

@@ -53,8 +53,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64, help="images per timing (a multiple of --batch)")
     args = ap.parse_args()
 
-    from brain_audit.gradcam import GradCAM
-    from brain_audit.model import build_model
+    from brain_audit.gradcam.maps import GradCAM
+    from brain_audit.model.network import build_model
     from brain_audit.skull import region_masks
 
     print(f"CPU cores: {os.cpu_count()}; batch {args.batch}; {args.images} images per timing")

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from brain_audit.phantom import PhantomConfig, generate_cohort
+from brain_audit.phantom.config import PhantomConfig
+from brain_audit.phantom.cohort import generate_cohort
 
 
 def _cpu_seconds() -> float:

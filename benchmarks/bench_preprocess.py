@@ -26,8 +26,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 
-from brain_audit.dicom import encode_slice, read_hu  # noqa: E402
-from brain_audit.windowing import BSB, to_rgb  # noqa: E402
+from brain_audit.dicom import encode_slice, read_hu
+from brain_audit.windowing import BSB, to_rgb
 
 
 def synthetic_head(rng: np.random.Generator, size: int = 512) -> np.ndarray:

@@ -43,7 +43,7 @@ def measure(size: int, phase: str, batch: int, steps: int, unfreeze: int, policy
     """
     import keras
 
-    from brain_audit.model import build_model, compile_model, freeze_backbone, unfreeze_all, unfreeze_top
+    from brain_audit.model.network import build_model, compile_model, freeze_backbone, unfreeze_all, unfreeze_top
 
     keras.mixed_precision.set_global_policy(policy)
     try:

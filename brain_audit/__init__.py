@@ -11,7 +11,7 @@ need it (``model``, ``train``, ``gradcam``), never at package import.
 
 from __future__ import annotations
 
-from .errors import BrainAuditError, CacheError, ConfigError, DicomReadError, LabelFileError
+from brain_audit.errors import BrainAuditError, CacheError, ConfigError, DicomReadError, LabelFileError
 
 __version__ = "0.1.0"
 

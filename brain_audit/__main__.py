@@ -1,5 +1,5 @@
 """``python -m brain_audit`` runs the command line (same as ``brain-audit``)."""
 
-from .cli import main
+from brain_audit.cli import main
 
 raise SystemExit(main())

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import __version__
-from .errors import BrainAuditError
+from brain_audit import __version__
+from brain_audit.errors import BrainAuditError
 
 _REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []
 
@@ -45,9 +45,9 @@ def _add_window(sub: argparse._SubParsersAction) -> None:
 def _run_window(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .dicom import read_header, read_hu
-    from .figures import save_window_panel
-    from .windowing import to_rgb
+    from brain_audit.dicom import read_header, read_hu
+    from brain_audit.figures import save_window_panel
+    from brain_audit.windowing import to_rgb
 
     files = list(args.files)
     if args.pydicom_example:
@@ -111,7 +111,9 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_phantom(args: argparse.Namespace) -> int:
-    from .phantom import PhantomConfig, generate_cohort, parse_shortcut, preview
+    from brain_audit.phantom.config import parse_shortcut, PhantomConfig
+    from brain_audit.phantom.cohort import generate_cohort
+    from brain_audit.phantom.render import preview
 
     shortcuts = dict(parse_shortcut(s) for s in args.shortcut)
     config = PhantomConfig(
@@ -157,9 +159,9 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from .index import build_index
-    from .labels import read_labels
-    from .rsna import TRAIN_CSV
+    from brain_audit.dataset.index import build_index
+    from brain_audit.dataset.labels import read_labels
+    from brain_audit.rsna import TRAIN_CSV
 
     ids = None
     labels_path = args.labels or (args.root / TRAIN_CSV)
@@ -180,7 +182,7 @@ def _run_index(args: argparse.Namespace) -> int:
 
 def _cohort_spec(text: str):
     """'name:n[:balance|natural[:slice|patient]]' -> CohortSpec."""
-    from .cohort import CohortSpec
+    from brain_audit.dataset.cohort import CohortSpec
 
     parts = text.split(":")
     if not 2 <= len(parts) <= 4:
@@ -221,10 +223,10 @@ def _add_cohort(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_cohort(args: argparse.Namespace) -> int:
-    from .cohort import DEFAULT_PHASE_COHORTS, join_images, plan_cohorts, write_cohorts
-    from .index import read_index
-    from .labels import read_labels
-    from .rsna import TRAIN_CSV
+    from brain_audit.dataset.cohort import DEFAULT_PHASE_COHORTS, join_images, plan_cohorts, write_cohorts
+    from brain_audit.dataset.index import read_index
+    from brain_audit.dataset.labels import read_labels
+    from brain_audit.rsna import TRAIN_CSV
 
     labels = read_labels(args.labels or (args.root / TRAIN_CSV))
     images = join_images(labels, read_index(args.index))
@@ -270,8 +272,8 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_cache(args: argparse.Namespace) -> int:
-    from .cache import build_cache
-    from .index import read_index
+    from brain_audit.dataset.cache import build_cache
+    from brain_audit.dataset.index import read_index
 
     index = read_index(args.index) if args.context > 0 else None
     cache = build_cache(args.cohort, args.root, args.out, size=args.size, splits=args.splits,
@@ -308,7 +310,7 @@ def _add_feed(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_feed(args: argparse.Namespace) -> int:
-    from .feed import feed_length, make_feed
+    from brain_audit.dataset.feed import feed_length, make_feed
 
     ds = make_feed(args.cache, args.split, args.batch_size, cohort=args.cohort, labels=args.labels,
                    augment=args.augment, context=args.context, seed=args.seed)
@@ -333,7 +335,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def _load_run_config(args: argparse.Namespace):
     import json
 
-    from .config import load_config
+    from brain_audit.config import load_config
 
     overrides = list(args.overrides)
     if args.data_root:
@@ -356,7 +358,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from .train import prepare_data
+    from brain_audit.train.prepare import prepare_data
 
     cache = prepare_data(_load_run_config(args), progress=not args.quiet)
     counts = cache.table.groupby("split").size().to_dict()
@@ -378,7 +380,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from .train import prepare_data, run_pretrain
+    from brain_audit.train.prepare import prepare_data
+    from brain_audit.train.pretrain import run_pretrain
 
     config = _load_run_config(args)
     prepare_data(config, progress=not args.quiet)
@@ -404,7 +407,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import json
 
-    from .train import prepare_data, run_phase, run_pretrain
+    from brain_audit.train.prepare import prepare_data
+    from brain_audit.train.phases import run_phase
+    from brain_audit.train.pretrain import run_pretrain
 
     config = _load_run_config(args)
     verbose = 0 if args.quiet else "auto"
@@ -446,12 +451,13 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_gradcam(args: argparse.Namespace) -> int:
-    from .gradcam import FLAGS, audit_files
-    from .model import load_model
+    from brain_audit.gradcam.attention import FLAGS
+    from brain_audit.gradcam.files import audit_files
+    from brain_audit.model.weights import load_model
 
     labels = None
     if args.labels is not None:
-        from .labels import read_labels
+        from brain_audit.dataset.labels import read_labels
 
         labels = read_labels(args.labels)
     model = load_model(args.model, compile=False)
@@ -505,7 +511,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from .demo import DemoPlan, run_demo
+    from brain_audit.demo import DemoPlan, run_demo
 
     plan = DemoPlan.quick() if args.quick else DemoPlan()
     changes = {"seed": args.seed}

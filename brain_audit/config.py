@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import ConfigError
+from brain_audit.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -32,8 +32,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import PretrainPlan, RunConfig, load_config
-from .provenance import write_json
+from brain_audit.config import load_config, PretrainPlan, RunConfig
+from brain_audit.provenance import write_json
+from brain_audit.phantom.config import DEFAULT_MIMIC_PROBABILITIES, PhantomConfig
+from brain_audit.dataset.cache import open_cache, preprocess_slice
+from brain_audit.gradcam.shortcuts import counterfactual_effect
+from brain_audit.model.weights import load_model
+from brain_audit.phantom.render import render_counterfactual
+from brain_audit.audit.holdout import audit_holdout
+from brain_audit.phantom.cohort import generate_cohort
+from brain_audit.train.prepare import prepare_data
+from brain_audit.train.phases import run_phase
+from brain_audit.train.pretrain import run_pretrain
+from brain_audit.train.pretrain import manifest_path
 
 __all__ = ["DemoPlan", "demo_configs", "run_demo"]
 
@@ -87,7 +98,6 @@ def demo_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrides: Se
 
     ``overrides`` are ``key=value`` run-config overrides applied last (see :mod:`brain_audit.config`).
     """
-    from .phantom import DEFAULT_MIMIC_PROBABILITIES, PhantomConfig
 
     out = Path(out_dir)
     mimic, p_bleed, p_clean = plan.shortcut
@@ -142,10 +152,6 @@ def _shortcut_intervention(config: RunConfig, mimic: str, limit: int = 48) -> di
     preprocessed exactly as the cache does (:func:`brain_audit.cache.preprocess_slice`);
     :func:`brain_audit.gradcam.counterfactual_effect` measures ``p_with - p_without``.
     """
-    from .cache import open_cache, preprocess_slice
-    from .gradcam import counterfactual_effect
-    from .model import load_model
-    from .phantom import render_counterfactual
 
     out = Path(config.out_dir)
     model = load_model(out / "phase4" / "model.keras", compile=False)
@@ -177,9 +183,6 @@ def run_demo(out_dir: str | Path = "demo_out", plan: DemoPlan = DemoPlan(), *, o
 
     ``overrides``: run-config ``key=value`` overrides (e.g. ``"phase3.max_slices=32"``).
     """
-    from .audit import audit_holdout
-    from .phantom import generate_cohort
-    from .train import prepare_data, run_phase, run_pretrain
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -205,7 +208,6 @@ def run_demo(out_dir: str | Path = "demo_out", plan: DemoPlan = DemoPlan(), *, o
     except (KeyError, ValueError, OSError) as exc:  # a phantom without counterfactual support
         intervention = {"error": f"{type(exc).__name__}: {exc}"}
     lap("intervention")
-    from .pretrain import manifest_path
 
     pre_manifest = manifest_path(Path(config.out_dir) / "pretrain" / "backbone.weights.h5")
     pre = json.loads(pre_manifest.read_text()) if pre_manifest.is_file() else {}

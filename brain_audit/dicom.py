@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DicomReadError
+from brain_audit.errors import DicomReadError
 
 __all__ = [
     "AIR_HU",

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .provenance import atomic_write_bytes
-from .windowing import BSB, window
+from brain_audit.provenance import atomic_write_bytes
+from brain_audit.windowing import BSB, window
 
 __all__ = ["save_figure", "save_window_panel"]
 

@@ -31,7 +31,7 @@ def test_report_files(report):
 
 
 def test_only_audit_patients_and_no_identifying_fields(report):
-    from brain_audit.cache import open_cache
+    from brain_audit.dataset.cache import open_cache
 
     config, out, d, _ = report
     slices = pd.read_csv(d / "slices.csv", dtype={"image_id": str, "patient_id": str})
@@ -87,7 +87,7 @@ def test_executive_summary_reads(report):
 
 
 def test_chance_warning_only_when_the_interval_reaches_one_half():
-    from brain_audit.audit import _chance_warning
+    from brain_audit.audit.report import _chance_warning
 
     assert _chance_warning({"auc": 0.93, "auc_ci95": [0.85, 0.99]}) == []
     assert "does not discriminate" in _chance_warning({"auc": 0.62, "auc_ci95": [0.48, 0.77]})[0]

@@ -18,22 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brain_audit import cache as cache_mod
-from brain_audit import index as index_mod
-from brain_audit.cache import build_cache, load_split_arrays, open_cache, preprocess_slice
-from brain_audit.cohort import (
-    CohortSpec,
-    build_cohort,
-    join_images,
-    plan_cohorts,
-    read_cohort,
-    split_patients,
-    write_cohorts,
-)
+from brain_audit.dataset import cache as cache_mod
+from brain_audit.dataset import index as index_mod
+from brain_audit.dataset.cache import build_cache, load_split_arrays, open_cache, preprocess_slice
+from brain_audit.dataset.cohort import build_cohort, CohortSpec, join_images, plan_cohorts, read_cohort, split_patients, write_cohorts
 from brain_audit.dicom import encode_slice
 from brain_audit.errors import CacheError, LabelFileError
-from brain_audit.index import build_index, read_index, read_skipped
-from brain_audit.labels import read_labels
+from brain_audit.dataset.index import build_index, read_index, read_skipped
+from brain_audit.dataset.labels import read_labels
 from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES, TRAIN_CSV, TRAIN_DIR
 
 # ----------------------------------------------------------------------------- tiny cohort
@@ -432,7 +424,7 @@ class TestSplitsAndCohorts:
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.integers(0, 50), min_size=1, max_size=12), st.integers(0, 400), st.data())
     def test_allocation_law(self, sizes, n, data):
-        from brain_audit.cohort import _allocate
+        from brain_audit.dataset.cohort import _allocate
 
         flags = data.draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)))
         q = _allocate(np.array(sizes), n, np.array(flags))
@@ -574,7 +566,7 @@ class TestCache:
         ref = build_cache(t, root, tmp_path / "ref", size=SIDE, shard_size=3, workers=0, progress=False)
         script = (
             "import time, sys\n"
-            "from brain_audit import cache\n"
+            "from brain_audit.dataset import cache\n"
             "real = cache._build_shard\n"
             "def slow(task):\n"
             "    out = real(task); time.sleep(0.4); return out\n"
@@ -657,7 +649,7 @@ def _identify(hu: np.ndarray, truth: dict) -> str:
 
 class TestFeed:
     def test_unshuffled_batches_are_the_cached_hu_with_the_csv_labels(self, tiny, tiny_cache):
-        from brain_audit.feed import make_feed
+        from brain_audit.dataset.feed import make_feed
 
         _, truth = tiny
         _, out = tiny_cache
@@ -676,7 +668,7 @@ class TestFeed:
         np.testing.assert_array_equal(y_any, expected[:, 5:6])
 
     def test_shuffled_epoch_keeps_each_image_with_its_label(self, tiny, tiny_cache):
-        from brain_audit.feed import make_feed
+        from brain_audit.dataset.feed import make_feed
 
         _, truth = tiny
         _, out = tiny_cache
@@ -692,7 +684,7 @@ class TestFeed:
         assert not np.array_equal(other, hu)
 
     def test_repeat_reshuffles_every_epoch(self, tiny, tiny_cache):
-        from brain_audit.feed import make_feed
+        from brain_audit.dataset.feed import make_feed
 
         _, truth = tiny
         _, out = tiny_cache
@@ -704,7 +696,7 @@ class TestFeed:
         assert sorted(ids1) == sorted(ids2) and ids1 != ids2
 
     def test_epoch_replays_what_the_stream_gave(self, tiny_cache):
-        from brain_audit.feed import make_feed
+        from brain_audit.dataset.feed import make_feed
 
         _, out = tiny_cache
         stream = make_feed(out, "train", 4, seed=4, augment=True, repeat=True)
@@ -718,7 +710,7 @@ class TestFeed:
         assert not np.array_equal(first[0], alone[0])
 
     def test_sample_weights_and_repeats(self, tiny, tiny_cache):
-        from brain_audit.feed import feed_length, make_feed
+        from brain_audit.dataset.feed import feed_length, make_feed
 
         _, truth = tiny
         _, out = tiny_cache
@@ -738,7 +730,7 @@ class TestFeed:
             make_feed(out, "train", 0)
 
     def test_cohort_filter_and_context_channels(self, tiny, tiny_cohort, tiny_cache):
-        from brain_audit.feed import make_feed
+        from brain_audit.dataset.feed import make_feed
 
         _, truth = tiny
         _, cohort, _ = tiny_cohort
@@ -754,7 +746,7 @@ class TestFeed:
             make_feed(out, "train", 4, cohort="phase9")
 
     def test_augmentation_identity_flip_and_centred_rotation(self, tiny_cache):
-        from brain_audit.feed import Augment, make_feed
+        from brain_audit.dataset.feed import Augment, make_feed
 
         _, out = tiny_cache
         base, _, _ = _batches(make_feed(out, "train", 4, shuffle=False))
@@ -786,7 +778,7 @@ class TestFeed:
 
 class TestAugmentBatch:
     def test_channels_stay_registered_input_untouched_and_seeded(self):
-        from brain_audit.feed import Augment, augment_batch
+        from brain_audit.dataset.feed import Augment, augment_batch
 
         rng = np.random.default_rng(0)
         one = rng.integers(-1000, 1500, size=(6, 24, 24, 1)).astype(np.float32)
@@ -802,7 +794,7 @@ class TestAugmentBatch:
         np.testing.assert_array_equal(augment_batch(one, none, np.random.default_rng(1)), one)
 
     def test_bad_ranges(self):
-        from brain_audit.feed import Augment
+        from brain_audit.dataset.feed import Augment
 
         with pytest.raises(ValueError, match="`zoom` must be in \\[0, 1\\). Got 1.5 instead."):
             Augment(zoom=1.5)
@@ -874,7 +866,7 @@ class TestPhantomEndToEnd:
 
     def test_python_path_labels_index_cohort_cache_batches(self, phantom, tmp_path):
         from brain_audit.dicom import read_hu
-        from brain_audit.feed import make_feed
+        from brain_audit.dataset.feed import make_feed
 
         root, summary, manifest = phantom
         labels = read_labels(root / TRAIN_CSV)

@@ -31,9 +31,9 @@ def test_summary_has_every_stage(quick_run):
 
 def test_intervention_matches_a_recomputed_pair(quick_run):
     """The summary's mean probability change when a coil is added, recomputed pair by pair."""
-    from brain_audit.cache import open_cache, preprocess_slice
-    from brain_audit.model import load_model
-    from brain_audit.phantom import render_counterfactual
+    from brain_audit.dataset.cache import open_cache, preprocess_slice
+    from brain_audit.model.weights import load_model
+    from brain_audit.phantom.render import render_counterfactual
 
     config, out, summary = quick_run
     added = summary["shortcut_intervention"]["added"]

@@ -23,23 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from brain_audit.gradcam import (
-    BONE_FOCUS_SHARE,
-    FLAGS,
-    GradCAM,
-    attention_profile,
-    audit_batch,
-    counterfactual_effect,
-    find_layer,
-    grad_cam,
-    layer_names,
-    mimic_presence,
-    overlay_title,
-    profile_columns,
-    randomization_check,
-    save_overlay,
-    stratified_metrics,
-)
+from brain_audit.gradcam.attention import attention_profile, audit_batch, BONE_FOCUS_SHARE, FLAGS, mimic_presence, profile_columns
+from brain_audit.gradcam.maps import find_layer, grad_cam, GradCAM, layer_names
+from brain_audit.gradcam.shortcuts import counterfactual_effect, randomization_check
+from brain_audit.gradcam.overlays import overlay_title, save_overlay
+from brain_audit.audit.subgroups import stratified_metrics
 
 S = 32  # side of the hand-built models
 RNG = np.random.default_rng(20240601)
@@ -124,7 +112,7 @@ def keras_io_recipe(model: keras.Model, img: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def effnet():
     """build_model at 128 px with fixed random weights, and two HU slices."""
-    from brain_audit.model import build_model
+    from brain_audit.model.network import build_model
 
     model = build_model(input_size=128, head="any", dropout=0.2, weights=None, seed=7)
     yy, xx = np.mgrid[0:128, 0:128]
@@ -198,7 +186,7 @@ def test_the_per_model_cache_lets_a_deleted_model_go():
     import gc
     import weakref
 
-    from brain_audit import gradcam
+    from brain_audit.gradcam import maps as gradcam
 
     model = gated_model()
     grad_cam(model, RNG.uniform(0, 1, (1, S, S)).astype("float32"), layer="target")
@@ -249,7 +237,7 @@ class TestEfficientNet:
 
 @pytest.mark.slow
 def test_mixed_precision_gives_float32_maps_close_to_float32():
-    from brain_audit.model import build_model
+    from brain_audit.model.network import build_model
 
     x = RNG.normal(30.0, 300.0, (2, 64, 64)).astype("float32")
     ref_model = build_model(input_size=64, weights=None, seed=3)
@@ -510,9 +498,11 @@ def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys)
     import pandas as pd
 
     from brain_audit.cli import main
-    from brain_audit.labels import read_labels
-    from brain_audit.model import build_model, save_model
-    from brain_audit.phantom import PhantomConfig, generate_cohort
+    from brain_audit.dataset.labels import read_labels
+    from brain_audit.model.network import build_model
+    from brain_audit.model.weights import save_model
+    from brain_audit.phantom.config import PhantomConfig
+    from brain_audit.phantom.cohort import generate_cohort
 
     cohort = generate_cohort(
         tmp_path / "cohort", PhantomConfig(patients=2, slices_per_patient=3, size=128, corrupt_files=1, seed=5), workers=1, progress=False
@@ -545,7 +535,9 @@ def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys)
 # ----------------------------------------------------------------------------- a planted shortcut
 def _phantom_slices(coil: tuple[float, float], seed: int, patients: int, slices: int, force=None):
     """HU at 128 px (for the region masks), at 64 px (for the model) and the slice labels."""
-    from brain_audit.phantom import MIMICS, PhantomConfig, render_slice
+    from brain_audit.phantom.anatomy import MIMICS
+    from brain_audit.phantom.config import PhantomConfig
+    from brain_audit.phantom.render import render_slice
     from brain_audit.rsna import SUBTYPES
     from brain_audit.windowing import resize_hu
 

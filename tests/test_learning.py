@@ -26,8 +26,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
     from brain_audit.config import load_config
-    from brain_audit.phantom import PhantomConfig, generate_cohort
-    from brain_audit.train import prepare_data, run_phase, run_pretrain
+    from brain_audit.phantom.config import PhantomConfig
+    from brain_audit.phantom.cohort import generate_cohort
+    from brain_audit.train.prepare import prepare_data
+    from brain_audit.train.phases import run_phase
+    from brain_audit.train.pretrain import run_pretrain
 
     out = tmp_path_factory.mktemp("learn")
     generate_cohort(out / "data", PhantomConfig(patients=130, slices_per_patient=8, size=128, pixel_spacing_mm=200 / 128,
@@ -49,8 +52,8 @@ def learned(tmp_path_factory):
 def _validation_auc(run, phase: int) -> tuple[float, int, int]:
     from sklearn.metrics import roc_auc_score
 
-    from brain_audit.cache import load_split_arrays, open_cache
-    from brain_audit.model import load_model
+    from brain_audit.dataset.cache import load_split_arrays, open_cache
+    from brain_audit.model.weights import load_model
     from brain_audit.rsna import LABEL_COLUMNS
 
     cache = open_cache(run / "data" / "cache")

@@ -16,28 +16,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from brain_audit import model as bam
-from brain_audit.model import (
-    BACKBONE_NAME,
-    IMAGENET_NOTOP_FILENAME,
-    IMAGENET_NOTOP_MD5,
-    RSNA_LABEL_WEIGHTS,
-    ColumnAUC,
-    MultiWindow,
-    WeightedBinaryCrossentropy,
-    backbone_blocks,
-    build_model,
-    compile_model,
-    freeze_backbone,
-    get_backbone,
-    imagenet_weights_available,
-    install_imagenet_weights,
-    load_model,
-    recalibrate_batchnorm,
-    save_model,
-    unfreeze_all,
-    unfreeze_top,
-)
+from brain_audit.model import weights as bam
+from brain_audit.model.network import backbone_blocks, BACKBONE_NAME, build_model, compile_model, freeze_backbone, get_backbone, recalibrate_batchnorm, unfreeze_all, unfreeze_top
+from brain_audit.model.weights import IMAGENET_NOTOP_FILENAME, IMAGENET_NOTOP_MD5, imagenet_weights_available, install_imagenet_weights, load_model, save_model
+from brain_audit.model.layers import ColumnAUC, MultiWindow, RSNA_LABEL_WEIGHTS, WeightedBinaryCrossentropy
 from brain_audit.windowing import BSB, sigmoid_window, to_rgb
 
 SIZE = 64
@@ -475,7 +457,7 @@ def test_recalibrate_batchnorm_is_the_mean_of_batch_statistics():
 # ---------------------------------------------------------------- domain pretraining
 @pytest.mark.slow
 def test_pretrained_backbone_makes_phase1_beat_chance(tmp_path):
-    from brain_audit.pretrain import cohort_sha256, formula_slices, manifest_path, pretrain_backbone
+    from brain_audit.train.pretrain import cohort_sha256, formula_slices, manifest_path, pretrain_backbone
 
     x_pre, y_pre = formula_slices(320, SIZE, seed=1)  # the pretraining cohort: head-like slices, half with blobs
     x_aud, y_aud = formula_slices(240, SIZE, seed=2)  # the "audit" cohort, other patients
@@ -504,7 +486,7 @@ def test_pretrained_backbone_makes_phase1_beat_chance(tmp_path):
 
 
 def test_formula_slices_hu_and_labels_by_construction():
-    from brain_audit.pretrain import formula_slices
+    from brain_audit.train.pretrain import formula_slices
 
     x, y = formula_slices(40, size=48, seed=5)
     assert x.shape == (40, 48, 48) and x.dtype == np.float32 and y.shape == (40,)
@@ -528,7 +510,7 @@ def test_formula_slices_hu_and_labels_by_construction():
 
 
 def test_pretrain_refuses_audit_patients_and_bad_paths(tmp_path):
-    from brain_audit.pretrain import pretrain_backbone
+    from brain_audit.train.pretrain import pretrain_backbone
 
     x, y = np.zeros((4, 32, 32), np.float32), np.array([0, 1, 0, 1], np.float32)
     with pytest.raises(ValueError, match=r"shares 1 patients with the audit cohort \(e.g. \['P1'\]\)"):
@@ -543,8 +525,8 @@ def test_pretrain_refuses_audit_patients_and_bad_paths(tmp_path):
 
 
 def test_pretrain_augmented_batches_are_seeded_and_aligned():
-    from brain_audit.feed import Augment
-    from brain_audit.pretrain import _AugmentedBatches
+    from brain_audit.dataset.feed import Augment
+    from brain_audit.train.pretrain import _AugmentedBatches
 
     x = np.stack([np.full((16, 16, 1), 10.0 * i, np.float32) for i in range(10)])  # image i is constant 10 i HU
     y = np.arange(10, dtype=np.float32)[:, None]

@@ -15,7 +15,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from brain_audit.train import distribution_strategy, fit_resumable, precision_for_devices, reseed_model  # noqa: E402
+from brain_audit.train.runtime import distribution_strategy, fit_resumable, precision_for_devices, reseed_model
 
 TINY = textwrap.dedent(
     """

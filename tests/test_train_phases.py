@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from brain_audit.config import load_config  # noqa: E402
-from brain_audit.rsna import LABEL_COLUMNS  # noqa: E402
+from brain_audit.config import load_config
+from brain_audit.rsna import LABEL_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +84,8 @@ def test_phase3_findings_and_hard_negatives(run):
 def test_phase4_threshold_meets_target_on_validation(run):
     from sklearn.metrics import recall_score
 
-    from brain_audit.cache import load_split_arrays, open_cache
-    from brain_audit.model import load_model
+    from brain_audit.dataset.cache import load_split_arrays, open_cache
+    from brain_audit.model.weights import load_model
 
     config, out, results = run
     op = json.loads((out / "phase4" / "operating_point.json").read_text())
@@ -110,7 +110,7 @@ def test_phase4_threshold_meets_target_on_validation(run):
 
 
 def test_rerun_reads_finished_phases_back(run):
-    from brain_audit.train import run_phase
+    from brain_audit.train.phases import run_phase
 
     config, out, results = run
     stamp = (out / "phase2" / "model.keras").stat().st_mtime_ns
@@ -141,7 +141,7 @@ def test_cli_train_phase(run, capsys):
 
 def test_phase_order_is_enforced(tmp_path):
     from brain_audit.errors import ConfigError
-    from brain_audit.train import run_phase
+    from brain_audit.train.phases import run_phase
 
     with pytest.raises(ConfigError, match=r"`phase` must be 1, 2, 3 or 4\. Got 5 instead\."):
         run_phase(load_config(), 5)

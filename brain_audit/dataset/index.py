@@ -26,11 +26,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .dicom import has_rsna_wrap_defect, read_header
-from .errors import CacheError, DicomReadError
-from .parallel import map_unordered
-from .provenance import atomic_write_bytes, file_fingerprint, run_record, write_csv, write_json
-from .rsna import TRAIN_DIR
+from brain_audit.dicom import has_rsna_wrap_defect, read_header
+from brain_audit.errors import CacheError, DicomReadError
+from brain_audit.parallel import map_unordered
+from brain_audit.provenance import atomic_write_bytes, file_fingerprint, run_record, write_csv, write_json
+from brain_audit.rsna import TRAIN_DIR
 
 __all__ = ["INDEX_COLUMNS", "build_index", "read_index", "read_skipped"]
 

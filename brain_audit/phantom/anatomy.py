@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
-from .rsna import SUBTYPES
+from brain_audit.rsna import SUBTYPES
 
 __all__ = [
     "MIMICS",

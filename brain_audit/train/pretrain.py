@@ -51,10 +51,20 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .provenance import file_sha256, run_record, write_json
-from .rsna import LABEL_COLUMNS
+from brain_audit.config import RunConfig
+from brain_audit.errors import ConfigError
+from brain_audit.run_layout import RunPaths
+from brain_audit.train.prepare import _open_cache
+from brain_audit.train.runtime import _seed
+from brain_audit.provenance import file_sha256, run_record, write_json
+from brain_audit.rsna import LABEL_COLUMNS
+from brain_audit.dataset.feed import augment_batch
+from brain_audit.model.network import build_model, compile_model, get_backbone, recalibrate_batchnorm, unfreeze_all
+from brain_audit.windowing import resize_hu
+from brain_audit.dataset.cache import load_split_arrays
+from brain_audit.dataset.feed import Augment
 
-__all__ = ["PretrainConfig", "PretrainResult", "formula_slices", "pretrain_backbone", "manifest_path", "cohort_sha256"]
+__all__ = ["run_pretrain", "PretrainConfig", "PretrainResult", "formula_slices", "pretrain_backbone", "manifest_path", "cohort_sha256"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +172,6 @@ def _StopAtAUC(target: float) -> Any:
 def _augmented_batches_class():
     import keras
 
-    from .feed import augment_batch
 
     class AugmentedBatches(keras.utils.PyDataset):
         """Shuffled, augmented batches; epoch ``e`` batch ``i`` is a pure function of (seed, e, i)."""
@@ -285,8 +294,6 @@ def pretrain_backbone(
     """
     import keras
 
-    from .model import build_model, compile_model, get_backbone, recalibrate_batchnorm, unfreeze_all
-    from .windowing import resize_hu
 
     out_path = Path(out_path)
     if not out_path.name.endswith(".weights.h5"):
@@ -360,7 +367,6 @@ def pretrain_backbone(
     # below, inference-mode metrics are meaningless (held-out AUC stays at 0.5 while the
     # training AUC reaches 0.99); the held-out split is scored once, afterwards.
     if augment:
-        from .feed import Augment
 
         batches = _AugmentedBatches(x[train_idx], y[train_idx], batch_size,
                                     Augment() if augment is True else augment, seed)
@@ -416,3 +422,40 @@ def pretrain_backbone(
     )
     man = write_json(manifest_path(out_path), record)
     return PretrainResult(weights_path=out_path, manifest_path=man, history=record["history"], metrics=metrics)
+
+def run_pretrain(config: RunConfig, verbose: int | str = "auto") -> Path:
+    """Domain-pretrain the backbone on the run's ``pretrain`` split (patients disjoint from audit,
+    train and validation); writes ``pretrain/backbone.weights.h5`` and its manifest.
+
+    Use ``weights = "pretrained"`` in the run config to start Phase 1 from it.
+    """
+
+    out = RunPaths(Path(config.out_dir)).pretrain / "backbone.weights.h5"
+    if out.is_file():
+        return out
+    cache = _open_cache(config)
+    ids, hu, y6 = load_split_arrays(cache, "pretrain")
+    if len(ids) == 0:
+        raise ConfigError("`pretrain.patients` must be > 0 for `brain-audit pretrain`. Got an empty pretrain split instead.")
+    plan = config.pretrain
+    audit = cache.table.loc[cache.ids("audit"), "patient_id"].unique()
+    labels = y6 if config.head == "six" else y6[:, [LABEL_COLUMNS.index("any")]]
+    pretrain_backbone(
+        hu,
+        labels,
+        out,
+        input_size=config.image_size,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        lr=plan.learning_rate,
+        seed=_seed(config, 0),
+        val_fraction=plan.validation_fraction,
+        patient_ids=cache.table.loc[ids, "patient_id"].to_numpy(),
+        exclude_patients=audit,
+        augment=plan.augment,
+        warmup_epochs=plan.warmup_epochs,
+        warmup_slices=plan.warmup_slices,
+        warmup_target_auc=plan.warmup_target_auc,
+        verbose=verbose,
+    )
+    return out

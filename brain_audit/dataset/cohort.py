@@ -45,9 +45,9 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import CacheError
-from .provenance import run_record, write_csv, write_json
-from .rsna import LABEL_COLUMNS, SUBTYPES
+from brain_audit.errors import CacheError
+from brain_audit.provenance import run_record, write_csv, write_json
+from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES
 
 __all__ = [
     "SPLITS",

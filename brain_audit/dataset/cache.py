@@ -38,12 +38,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .dicom import AIR_HU, read_hu
-from .errors import CacheError, DicomReadError
-from .parallel import map_unordered
-from .provenance import atomic_write_bytes, atomic_write_text, file_fingerprint, run_record, write_csv, write_json
-from .rsna import LABEL_COLUMNS, TRAIN_DIR
-from .windowing import resize_hu
+from brain_audit.dicom import AIR_HU, read_hu
+from brain_audit.errors import CacheError, DicomReadError
+from brain_audit.parallel import map_unordered
+from brain_audit.provenance import atomic_write_bytes, atomic_write_text, file_fingerprint, run_record, write_csv, write_json
+from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
+from brain_audit.windowing import resize_hu
+from brain_audit.dataset.cohort import read_cohort
 
 __all__ = ["CACHE_FORMAT", "build_cache", "HUCache", "open_cache", "load_split_arrays", "preprocess_slice"]
 
@@ -173,7 +174,6 @@ def build_cache(
     """
     from tqdm.auto import tqdm
 
-    from .cohort import read_cohort
 
     if size <= 0:
         raise ValueError(f"`size` must be > 0. Got {size} instead.")

@@ -23,9 +23,9 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from .cache import HUCache, open_cache
-from .dicom import AIR_HU
-from .rsna import LABEL_COLUMNS
+from brain_audit.dataset.cache import HUCache, open_cache
+from brain_audit.dicom import AIR_HU
+from brain_audit.rsna import LABEL_COLUMNS
 
 __all__ = ["Augment", "augment_batch", "make_feed", "feed_length", "feed_plan"]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import LabelFileError
-from .rsna import LABEL_COLUMNS
+from brain_audit.errors import LabelFileError
+from brain_audit.rsna import LABEL_COLUMNS
 
 __all__ = ["read_labels"]
 

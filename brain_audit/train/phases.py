@@ -1,318 +1,42 @@
-"""The four training phases of the seed notebook, resumable, on one device or two GPUs.
-
-=====  ==============================  ==========================================================
-phase  name                            what it does
-=====  ==============================  ==========================================================
-1      domain freezing                 backbone frozen, head trained on the Phase-1 cohort
-                                       (1,600 patients by default); with no pretrained backbone
-                                       the whole network trains instead, and the manifest says so
-2      scale-up ("visual cortex")      continues from Phase 1 on the balanced Phase-2 cohort with
-                                       the top EfficientNet blocks unfrozen, BatchNorm frozen
-3      adversarial audit               Grad-CAM over validation: errors, shortcut flags, and the
-                                       hard-negative list (confident false positives, negatives
-                                       whose attention sits on bone, calcification or devices)
-4      clinical correction             continues from Phase 2 with hard negatives over-sampled,
-                                       one candidate per dropout rate; compares them by
-                                       precision-recall on validation, picks the operating
-                                       threshold for the target sensitivity
-=====  ==============================  ==========================================================
-
-Every phase writes ``<out_dir>/phase<N>/``: ``model.keras``, ``history.csv``,
-``metrics.json``, ``run.json`` (resolved config, seeds, package versions, input
-hashes). Training checkpoints after every epoch (``checkpoint/``); a rerun after a crash
-or kill resumes from the last completed epoch, and because every epoch reseeds from
-``(seed, epoch)`` and the checkpoint holds the optimizer and RNG state, it finishes
-with the same weights as an uninterrupted run.
-
-Hardware: :func:`distribution_strategy` picks ``tf.distribute.MirroredStrategy`` when
-more than one GPU is visible (Kaggle T4 x2) and the default strategy otherwise;
-:func:`precision_for_devices` picks mixed precision on GPUs of compute capability 7 or
-more (T4) and float32 on P100 and CPU.
-"""
+"""phases"""
 
 from __future__ import annotations
-
-import contextlib
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
-
+from typing import Any, Callable, Sequence
 import numpy as np
+from brain_audit.config import RunConfig
+from brain_audit.errors import ConfigError
+from brain_audit.provenance import atomic_write_bytes, file_sha256, run_record, write_csv, write_json
+from brain_audit.model.predict import any_column, predict_ids
+from brain_audit.gradcam.attention import profile_slices
+from brain_audit.audit.statistics import confusion_at, patient_level, threshold_for_sensitivity
+from brain_audit.model.weights import save_model
+from brain_audit.dataset.feed import make_feed
+from brain_audit.model.network import build_model, compile_model, freeze_backbone, unfreeze_all
+from brain_audit.model.network import recalibrate_batchnorm
+from brain_audit.model.network import unfreeze_top
+from brain_audit.model.weights import load_model
+from brain_audit.phantom.truth import load_truth
+from brain_audit.rsna import SUBTYPES
+from brain_audit.gradcam.attention import FLAGS
+from brain_audit.gradcam.overlays import overlay_title, save_overlay
+from brain_audit.figures import _pyplot, save_figure
+from brain_audit.gradcam.maps import grad_cam
+from brain_audit.run_layout import RunPaths
+from brain_audit.train.prepare import _open_cache
+from brain_audit.train.runtime import _seed
+from brain_audit.train.runtime import distribution_strategy
+from brain_audit.train.runtime import fit_resumable
+from brain_audit.train.runtime import precision_for_devices
+from brain_audit.train.runtime import precision_policy
+from brain_audit.train.prepare import prepare_data
+from brain_audit.train.pretrain import run_pretrain
 
-from .config import RunConfig, to_dict
-from .errors import ConfigError
-from .provenance import atomic_write_bytes, atomic_write_text, file_sha256, run_record, write_csv, write_json
-from .predict import any_column, predict_ids, profile_slices
-from .rsna import LABEL_COLUMNS, TRAIN_CSV
-
-__all__ = [
-    "RunPaths",
-    "prepare_data",
-    "run_pretrain",
-    "run_phase",
-    "run_all",
-    "set_dropout",
-    "distribution_strategy",
-    "precision_for_devices",
-    "precision_policy",
-    "fit_resumable",
-    "reseed_model",
-]
-
-
-def distribution_strategy(devices: Sequence[str] | None = None, all_reduce: str = "hierarchical") -> Any:
-    """The tf.distribute strategy for the visible hardware.
-
-    Args:
-        devices: device names to mirror over; default every visible GPU.
-        all_reduce: ``"hierarchical"`` (``HierarchicalCopyAllReduce``, the default) or
-            ``"nccl"``. Two-GPU boxes such as Kaggle's T4 x2 often lack a working NCCL
-            all-reduce in the preinstalled TensorFlow (``No OpKernel was registered to support
-            Op 'NcclAllReduce'``, or a hang at the first step with Keras 3,
-            keras-team/keras#21069); hierarchical copy avoids NCCL and costs little at two
-            replicas.
-
-    Returns:
-        ``MirroredStrategy`` over ``devices`` when there are two or more, else the default
-        strategy. Global batch = per-replica batch x ``strategy.num_replicas_in_sync``.
-    """
-    import tensorflow as tf
-
-    if devices is None:
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-    if len(devices) < 2:
-        return tf.distribute.get_strategy()
-    if all_reduce == "hierarchical":
-        ops = tf.distribute.HierarchicalCopyAllReduce()
-    elif all_reduce == "nccl":
-        ops = tf.distribute.NcclAllReduce()
-    else:
-        raise ValueError(f"`all_reduce` must be 'hierarchical' or 'nccl'. Got {all_reduce!r} instead.")
-    return tf.distribute.MirroredStrategy(devices=list(devices), cross_device_ops=ops)
+__all__ = ['set_dropout', 'run_phase', 'run_all']
 
 
-def precision_for_devices() -> str:
-    """``"mixed_float16"`` when every visible GPU has compute capability >= 7.0 (T4, V100, A100),
-    else ``"float32"`` (P100 has no fast float16 tensor cores; CPU gains nothing)."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "float32"
-    for gpu in gpus:
-        cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if cc is None or tuple(cc) < (7, 0):
-            return "float32"
-    return "mixed_float16"
-
-
-@contextlib.contextmanager
-def precision_policy(name: str) -> Iterator[str]:
-    """Set the Keras dtype policy for the duration of a block, then restore the previous one."""
-    import keras
-
-    previous = keras.config.dtype_policy().name
-    keras.config.set_dtype_policy(name)
-    try:
-        yield name
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def _derive_seed(*keys: int) -> int:
-    """A 31-bit seed derived from non-negative integer keys (numpy SeedSequence)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0] % (2**31 - 1))
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return _derive_seed(seed, epoch + 1)  # epoch -1 is the initial build
-
-
-def reseed_model(model: Any, seed: int) -> int:
-    """Set the state of every ``keras.random.SeedGenerator`` in ``model`` (dropout, random
-    augmentation layers) from ``seed``; returns how many were set.
-
-    A ``.keras`` checkpoint does not carry these states, so without this a resumed run
-    would draw other dropout masks than an uninterrupted one.
-    """
-    import keras
-
-    seen: set[int] = set()
-    count = 0
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        for value in vars(layer).values():
-            if isinstance(value, keras.random.SeedGenerator) and id(value) not in seen:
-                seen.add(id(value))
-                state = value.state
-                fill = np.array([seed, count], dtype=state.dtype.name if hasattr(state.dtype, "name") else state.dtype)
-                state.assign(fill.reshape(tuple(state.shape)))
-                count += 1
-    return count
-
-
-def fit_resumable(
-    build: Callable[[], Any],
-    train_data: Callable[[int], Any],
-    out_dir: str | Path,
-    epochs: int,
-    *,
-    seed: int,
-    validation_data: Any = None,
-    strategy: Any = None,
-    verbose: int | str = "auto",
-    callbacks: Sequence[Any] = (),
-) -> tuple[Any, list[dict[str, float]]]:
-    """Train epoch by epoch with a checkpoint after each, resuming from the last one.
-
-    Args:
-        build: returns a *compiled* model for a fresh start (called inside ``strategy.scope()``).
-        train_data: ``epoch -> dataset`` for that epoch (its shuffling seeded from the
-            epoch, so a resumed epoch sees the same batches as an uninterrupted one).
-        out_dir: the phase folder; ``checkpoint/last.keras`` and ``checkpoint/state.json``
-            live inside it.
-        epochs: total epochs of the phase.
-        seed: base seed; epoch ``e`` runs after ``keras.utils.set_random_seed(f(seed, e))``.
-        validation_data: passed to ``model.fit``.
-        strategy: a tf.distribute strategy (default: the current one).
-        verbose: Keras' own progress bars.
-        callbacks: extra Keras callbacks.
-
-    Returns:
-        (model, history): the trained model and one dict of logs per epoch (``epoch`` first).
-    """
-    import keras
-    import tensorflow as tf
-
-    from .model import load_model, save_model
-
-    if epochs < 0:
-        raise ValueError(f"`epochs` must be >= 0. Got {epochs} instead.")
-    out = Path(out_dir)
-    ckpt = out / "checkpoint" / "last.keras"
-    state_path = out / "checkpoint" / "state.json"
-    strategy = strategy or tf.distribute.get_strategy()
-    history: list[dict[str, float]] = []
-    start = 0
-    with strategy.scope():
-        if ckpt.is_file() and state_path.is_file():
-            state = json.loads(state_path.read_text())
-            start, history = int(state["completed_epochs"]), list(state["history"])
-            model = load_model(ckpt, compile=True)
-        else:
-            keras.utils.set_random_seed(_epoch_seed(seed, -1))
-            model = build()
-    for epoch in range(start, epochs):
-        keras.utils.set_random_seed(_epoch_seed(seed, epoch))
-        reseed_model(model, _epoch_seed(seed, epoch))
-        fit = model.fit(
-            train_data(epoch),
-            validation_data=validation_data,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            verbose=verbose,
-            callbacks=list(callbacks),
-            shuffle=False,  # the dataset shuffles itself, seeded per epoch
-        )
-        row = {"epoch": epoch + 1, **{k: float(v[-1]) for k, v in fit.history.items()}}
-        history.append(row)
-        save_model(model, ckpt)
-        atomic_write_text(state_path, json.dumps({"completed_epochs": epoch + 1, "history": history}, indent=1))
-        _write_history(out / "history.csv", history)
-    return model, history
-
-
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    import pandas as pd
-
-    write_csv(path, pd.DataFrame(history))
-
-
-
-
-
-# --------------------------------------------------------------------------- the run
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where a run writes: ``data/`` (index, cohort, cache), ``pretrain/``, ``phase1/`` ... ``phase4/``."""
-
-    root: Path
-
-    @property
-    def index(self) -> Path:
-        return self.root / "data" / "index"
-
-    @property
-    def cohort(self) -> Path:
-        return self.root / "data" / "cohort"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "data" / "cache"
-
-    @property
-    def pretrain(self) -> Path:
-        return self.root / "pretrain"
-
-    def phase(self, n: int) -> Path:
-        return self.root / f"phase{n}"
-
-
-def _seed(config: RunConfig, *keys: int) -> int:
-    return _derive_seed(config.seed, *keys)
-
-
-def prepare_data(config: RunConfig, progress: bool = True) -> Any:
-    """Labels -> header index -> patient splits and nested phase cohorts -> HU cache, for one run.
-
-    Every step is resumable and skips what is done (see :mod:`brain_audit.index`,
-    :mod:`brain_audit.cache`). The audit patients are chosen first and never enter a
-    training, validation or pretraining cohort (:func:`brain_audit.cohort.plan_cohorts`).
-
-    Returns:
-        The opened :class:`brain_audit.cache.HUCache`.
-    """
-    from .cache import build_cache
-    from .cohort import CohortSpec, join_images, plan_cohorts, write_cohorts
-    from .index import build_index
-    from .labels import read_labels
-
-    root = Path(config.data_root)
-    if not (root / TRAIN_CSV).is_file():
-        raise ConfigError(f"`data_root` must hold {TRAIN_CSV}. Got {str(root)!r} instead.")
-    paths = RunPaths(Path(config.out_dir))
-    labels = read_labels(root / TRAIN_CSV)
-    index = build_index(root, paths.index, labels.index, workers=config.workers, progress=progress)
-    images = join_images(labels, index)
-    specs = []
-    for name, plan in (("phase2", config.phase2), ("phase1", config.phase1)):
-        n = plan.cohort_size
-        if n == 0:  # the whole pool
-            n = len(images) if plan.cohort_unit == "slice" else images["patient_id"].nunique()
-        specs.append(CohortSpec(name, n, balance=plan.balance or None, unit=plan.cohort_unit))
-    with warnings.catch_warnings():
-        if 0 in (config.phase1.cohort_size, config.phase2.cohort_size):
-            # "the whole pool" was asked for; cohort.json records what was drawn
-            warnings.filterwarnings("ignore", message="the pool holds", category=RuntimeWarning)
-        cohort, patients = plan_cohorts(
-            images,
-            specs,
-            n_audit=config.audit_patients,
-            n_pretrain=config.pretrain.patients,
-            validation=config.validation_fraction,
-            seed=config.seed,
-        )
-    write_cohorts(paths.cohort, cohort, patients, config=to_dict(config), seed=config.seed)
-    return build_cache(cohort, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
-
-
-def _open_cache(config: RunConfig) -> Any:
-    from .cache import open_cache
-
-    return open_cache(RunPaths(Path(config.out_dir)).cache, size=config.image_size)
 
 
 def set_dropout(model: Any, rate: float) -> int:
@@ -336,7 +60,6 @@ def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, tar
     """Validation metrics of ``model`` on ``any``: slice- and patient-level, at the target sensitivity."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from .metrics import confusion_at, patient_level, threshold_for_sensitivity
 
     ids = list(cache.ids("validation", cohort))
     if len(ids) == 0:
@@ -361,7 +84,6 @@ def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, tar
 
 
 def _finish_phase(model: Any, out: Path, config: RunConfig, metrics: dict[str, Any], **extra: Any) -> Path:
-    from .model import save_model
 
     path = save_model(model, out / "model.keras")
     write_json(out / "metrics.json", metrics)
@@ -372,49 +94,8 @@ def _finish_phase(model: Any, out: Path, config: RunConfig, metrics: dict[str, A
     return path
 
 
-def run_pretrain(config: RunConfig, verbose: int | str = "auto") -> Path:
-    """Domain-pretrain the backbone on the run's ``pretrain`` split (patients disjoint from audit,
-    train and validation); writes ``pretrain/backbone.weights.h5`` and its manifest.
-
-    Use ``weights = "pretrained"`` in the run config to start Phase 1 from it.
-    """
-    from .cache import load_split_arrays
-    from .pretrain import pretrain_backbone
-
-    out = RunPaths(Path(config.out_dir)).pretrain / "backbone.weights.h5"
-    if out.is_file():
-        return out
-    cache = _open_cache(config)
-    ids, hu, y6 = load_split_arrays(cache, "pretrain")
-    if len(ids) == 0:
-        raise ConfigError("`pretrain.patients` must be > 0 for `brain-audit pretrain`. Got an empty pretrain split instead.")
-    plan = config.pretrain
-    audit = cache.table.loc[cache.ids("audit"), "patient_id"].unique()
-    labels = y6 if config.head == "six" else y6[:, [LABEL_COLUMNS.index("any")]]
-    pretrain_backbone(
-        hu,
-        labels,
-        out,
-        input_size=config.image_size,
-        epochs=plan.epochs,
-        batch_size=plan.batch_size,
-        lr=plan.learning_rate,
-        seed=_seed(config, 0),
-        val_fraction=plan.validation_fraction,
-        patient_ids=cache.table.loc[ids, "patient_id"].to_numpy(),
-        exclude_patients=audit,
-        augment=plan.augment,
-        warmup_epochs=plan.warmup_epochs,
-        warmup_slices=plan.warmup_slices,
-        warmup_target_auc=plan.warmup_target_auc,
-        verbose=verbose,
-    )
-    return out
-
-
 def _feed(cache: Any, config: RunConfig, split: str, batch: int, cohort: str | None, *, train: bool,
           seed: int = 0, sample_weights: dict[str, float] | None = None, augment: bool = False) -> Any:
-    from .feed import make_feed
 
     return make_feed(
         cache, split, batch, labels=config.head, cohort=cohort, shuffle=train, augment=augment and train,
@@ -443,7 +124,6 @@ def _train_phase(config: RunConfig, phase: int, cohort: str, plan: Any, build: C
 
 
 def _phase1(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, Any]:
-    from .model import build_model, compile_model, freeze_backbone, unfreeze_all
 
     plan = config.phase1
     weights = config.backbone_weights
@@ -458,7 +138,6 @@ def _phase1(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
         elif plan.unfrozen_blocks == -1 or weights is None:
             unfreeze_all(m)
         else:
-            from .model import unfreeze_top
 
             unfreeze_top(m, plan.unfrozen_blocks)
         return compile_model(m, plan.learning_rate, config.head)
@@ -488,7 +167,6 @@ def _precise_bn(model: Any, config: RunConfig, cohort: str, limit: int = 1024) -
     After a short whole-network training the moving averages lag the weights and the
     network predicts a constant in inference mode; see :func:`brain_audit.model.recalibrate_batchnorm`.
     """
-    from .model import recalibrate_batchnorm
 
     cache = _open_cache(config)
     ids = list(cache.ids("train", cohort))
@@ -500,7 +178,6 @@ def _precise_bn(model: Any, config: RunConfig, cohort: str, limit: int = 1024) -
 
 
 def _phase2(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, Any]:
-    from .model import compile_model, load_model, unfreeze_all, unfreeze_top
 
     plan = config.phase2
     src = RunPaths(Path(config.out_dir)).phase(1) / "model.keras"
@@ -534,8 +211,6 @@ def _truth_lesions(config: RunConfig, ids: Sequence[str], size: int) -> dict[str
         return None
     import cv2
 
-    from .phantom import load_truth
-    from .rsna import SUBTYPES
 
     out = {}
     for image_id in ids:
@@ -562,8 +237,6 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     """The adversarial audit: Grad-CAM over validation, and hard negatives mined from train."""
     import pandas as pd
 
-    from .gradcam import FLAGS, save_overlay, overlay_title
-    from .model import load_model
 
     plan = config.phase3
     paths = RunPaths(Path(config.out_dir))
@@ -621,7 +294,6 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
         flagged = findings[list(FLAGS)].fillna(False).astype(bool).any(axis=1)
         worst = findings.assign(_k=(findings["error"] != "").astype(int) * 2 + flagged.astype(int))
         worst = worst.sort_values(["_k", "probability"], ascending=[False, False]).head(plan.overlays)
-        from .gradcam import grad_cam
 
         hu = cache.hu_int16(list(worst["image_id"])).astype(np.float32)
         with warnings.catch_warnings():
@@ -665,8 +337,6 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     import pandas as pd
     from sklearn.metrics import precision_recall_curve
 
-    from .figures import _pyplot, save_figure
-    from .model import compile_model, load_model, save_model, unfreeze_all, unfreeze_top
 
     plan = config.phase4
     paths = RunPaths(Path(config.out_dir))
@@ -707,7 +377,6 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
         if 0 < y_val.sum() < len(y_val):
             from sklearn.metrics import average_precision_score
 
-            from .metrics import confusion_at, threshold_for_sensitivity
 
             thr = threshold_for_sensitivity(y_val, p, plan.target_sensitivity)
             conf = confusion_at(y_val, p, thr)
@@ -755,7 +424,6 @@ def _patient_operating_point(p: np.ndarray, cache: Any, val_ids: Sequence[str], 
     call almost every patient positive; this one is chosen on validation patients for the same target sensitivity.
 
     ``p``: the chosen model's validation probabilities, aligned with ``val_ids``."""
-    from .metrics import confusion_at, patient_level, threshold_for_sensitivity
 
     patients = cache.table.loc[list(val_ids), "patient_id"].to_numpy()
     _, y_pat, p_pat = patient_level(patients, y_val, p)
@@ -803,3 +471,4 @@ def run_all(config: RunConfig, *, pretrain: bool | None = None, verbose: int | s
     if pretrain or (pretrain is None and config.weights == "pretrained"):
         run_pretrain(config, verbose=verbose)
     return {n: run_phase(config, n, verbose=verbose) for n in (1, 2, 3, 4)}
+

@@ -1,0 +1,50 @@
+"""Where the model looks, measured: maps, where they fall, and shortcut tests.
+
+``maps`` (batched Grad-CAM / Grad-CAM++ of the logit; Selvaraju et al. 2017), ``attention``
+(energy per anatomical region, pointing game, flags; one profile loop for Phase 3, the audit
+and DICOM files), ``shortcuts`` (counterfactual intervention, Adebayo et al.'s randomisation
+check), ``overlays`` (the seed's pictures) and ``files`` (``brain-audit gradcam`` on DICOM files).
+"""
+
+from __future__ import annotations
+
+from brain_audit.gradcam.attention import (
+    BONE_FOCUS_SHARE,
+    OUTSIDE_HEAD_FOCUS_SHARE,
+    INTRACRANIAL_MIN_SHARE,
+    HIT_RADIUS_PX,
+    FLAGS,
+    attention_profile,
+    MIMIC_REGIONS,
+    mimic_presence,
+    profile_columns,
+    audit_batch,
+)
+from brain_audit.gradcam.files import audit_files
+from brain_audit.gradcam.maps import DEFAULT_LAYERS, layer_names, find_layer, GradCAM, grad_cam
+from brain_audit.gradcam.overlays import overlay_title, save_overlay
+from brain_audit.gradcam.shortcuts import counterfactual_effect, SANITY_MAX_RHO, randomization_check
+
+__all__ = [
+    "BONE_FOCUS_SHARE",
+    "OUTSIDE_HEAD_FOCUS_SHARE",
+    "INTRACRANIAL_MIN_SHARE",
+    "HIT_RADIUS_PX",
+    "FLAGS",
+    "attention_profile",
+    "MIMIC_REGIONS",
+    "mimic_presence",
+    "profile_columns",
+    "audit_batch",
+    "audit_files",
+    "DEFAULT_LAYERS",
+    "layer_names",
+    "find_layer",
+    "GradCAM",
+    "grad_cam",
+    "overlay_title",
+    "save_overlay",
+    "counterfactual_effect",
+    "SANITY_MAX_RHO",
+    "randomization_check",
+]

@@ -1,0 +1,169 @@
+"""files"""
+
+from __future__ import annotations
+import warnings
+from typing import Any, Sequence
+import numpy as np
+from brain_audit.dicom import read_hu
+from brain_audit.errors import BrainAuditError, ConfigError
+from brain_audit.provenance import file_fingerprint, run_record, write_csv, write_json
+from brain_audit.rsna import LABEL_COLUMNS
+from brain_audit.skull import region_masks
+from brain_audit.windowing import resize_hu
+from brain_audit.gradcam.maps import Method
+from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO
+from brain_audit.gradcam.maps import _cached
+from brain_audit.gradcam.attention import audit_batch
+from brain_audit.gradcam.overlays import overlay_title
+from brain_audit.gradcam.shortcuts import randomization_check
+from brain_audit.gradcam.overlays import save_overlay
+
+__all__ = ['audit_files']
+
+
+def _dicom_files(images: Sequence[Any]) -> list[Any]:
+    from pathlib import Path
+
+    files: list[Path] = []
+    for item in images:
+        p = Path(item)
+        files.extend(sorted(p.glob("*.dcm")) if p.is_dir() else [p])
+    return files
+
+
+def audit_files(
+    model: Any,
+    images: Sequence[Any],
+    out_dir: Any,
+    *,
+    layer: str | None = None,
+    output_index: int = 0,
+    method: Method = "gradcam",
+    batch_size: int = 16,
+    labels: Any = None,
+    threshold: float = 0.5,
+    overlays: bool = True,
+    sanity_steps: int = 4,
+    seed: int = 0,
+) -> Any:
+    """Grad-CAM audit of DICOM slices: an overlay PNG per slice and one table of attention profiles.
+
+    Each file is read to HU (:func:`brain_audit.dicom.read_hu`); regions are found at full
+    resolution (:func:`brain_audit.skull.region_masks`); the HU are resized to the model's input
+    size (:func:`brain_audit.windowing.resize_hu`) and explained in batches (:class:`GradCAM`, which
+    also gives the probability from the same pass); the map is resized back and profiled
+    (:func:`attention_profile`). Unreadable files are listed in ``skipped.csv`` with their reason and
+    the rest go on.
+
+    Writes into ``out_dir``: ``overlays/<image_id>.png``, ``profiles.csv`` (one row per slice:
+    ``image_id``, ``file``, ``probability``, ``label``, the profile columns and mimic presence),
+    ``skipped.csv``, ``sanity.csv`` (the Adebayo randomisation check of the maps) and ``run.json`` (:func:`brain_audit.provenance.run_record`).
+
+    Args:
+        model: Keras model taking one HU slice per sample, (N, S, S, 1) (``build_model(context=0)``).
+        images: DICOM files and / or folders (their ``*.dcm``, sorted).
+        out_dir: output folder (created).
+        layer, output_index, method: as in :func:`grad_cam`.
+        batch_size: slices per gradient pass, >= 1.
+        labels: optional RSNA label table (:func:`brain_audit.labels.read_labels`), used for the
+            ``label`` column and ``right_for_wrong_reason``; column = the explained output's label.
+        threshold: decision threshold for ``right_for_wrong_reason``.
+        overlays: write the PNGs.
+        sanity_steps: cascade steps of :func:`randomization_check`, run on the first (up to 8) slices
+            and written to ``sanity.csv`` and ``run.json`` (``trustworthy``); 0 skips it.
+        seed: seed of the randomisation check.
+
+    Returns:
+        pandas.DataFrame of the profiles (as written to ``profiles.csv``); ``attrs["n_skipped"]`` counts
+        the unreadable files.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1. Got {batch_size!r} instead.")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 1 or shape[1] is None:
+        raise ConfigError(
+            f"`model` must take single HU slices (N, S, S, 1). Got input shape {shape} instead "
+            "(a 2.5D model with context slices needs its neighbours; audit it from the dataset feed)."
+        )
+    size = (int(shape[1]), int(shape[2]))
+    cam_fn = _cached(model, layer, output_index, method)
+    column = LABEL_COLUMNS[output_index] if cam_fn.n_outputs == len(LABEL_COLUMNS) else "any"
+    out = Path(out_dir)
+    files = _dicom_files(images)
+    tables: list[Any] = []
+    skipped: list[dict[str, str]] = []
+    pending: list[tuple[Any, np.ndarray, dict[str, np.ndarray]]] = []
+    first: list[np.ndarray] = []  # model-size HU of the first slices, for the sanity check
+
+    def flush() -> None:
+        if not pending:
+            return
+        ids = [Path(f).stem for f, _, _ in pending]
+        labs = [int(labels.loc[i, column]) if labels is not None and i in labels.index else None for i in ids]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # zero maps are recorded as peak_region "none"
+            small = np.stack([resize_hu(hu, size) for _, hu, _ in pending])
+            first.extend(small[: max(0, 8 - len(first))])
+            part, maps = audit_batch(
+                model, small, masks=[m for _, _, m in pending],
+                labels=labs, image_ids=ids, layer=layer, output_index=output_index, method=method, threshold=threshold,
+            )
+        part.insert(1, "file", [str(f) for f, _, _ in pending])
+        tables.append(part)
+        if overlays:
+            for (f, hu, _), cam, rec in zip(pending, maps, part.to_dict("records")):
+                title = overlay_title(rec["image_id"], rec["probability"], rec)
+                save_overlay(out / "overlays" / f"{rec['image_id']}.png", hu, cam, title=title)
+        pending.clear()
+
+    for f in files:
+        try:
+            hu = read_hu(f)
+        except (BrainAuditError, OSError) as exc:
+            skipped.append({"file": str(f), "reason": str(exc)})
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            masks = region_masks(hu)
+        if caught:  # degenerate but legal (no head, open skull): say which file, carry on
+            note = "; ".join(str(w.message) for w in caught)
+            warnings.warn(f"{Path(f).name}: {note}", RuntimeWarning, stacklevel=2)
+        pending.append((f, hu, masks))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image_id", "file", "probability", "label"])
+    table.attrs["n_skipped"] = len(skipped)
+    write_csv(out / "profiles.csv", table)
+    write_csv(out / "skipped.csv", pd.DataFrame(skipped, columns=["file", "reason"]))
+    sanity: dict[str, Any] = {}
+    if sanity_steps and first:
+        check = randomization_check(model, np.stack(first), layer=layer, output_index=output_index, steps=sanity_steps, seed=seed)
+        write_csv(out / "sanity.csv", check["table"])
+        sanity = {"rho_final": check["rho_final"], "trustworthy": check["trustworthy"], "steps": int(sanity_steps)}
+        if not check["trustworthy"]:
+            warnings.warn(
+                f"audit_files: the maps survive randomisation of the top {sanity_steps} layer groups (Spearman "
+                f"{check['rho_final']:.2f} >= {SANITY_MAX_RHO}); they are not trustworthy evidence of what the model uses.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    table.attrs["sanity"] = sanity
+    write_json(
+        out / "run.json",
+        run_record(
+            config={"layer": cam_fn.layer, "output_index": output_index, "method": method, "batch_size": int(batch_size),
+                    "threshold": threshold, "input_size": list(size)},
+            inputs={str(f): file_fingerprint(f) for f in files if Path(f).exists()},
+            n_images=len(table),
+            n_skipped=len(skipped),
+            sanity=sanity,
+        ),
+    )
+    return table
+

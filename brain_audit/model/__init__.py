@@ -1,0 +1,61 @@
+"""The classifier: Hounsfield units in, hemorrhage probabilities out.
+
+``layers`` (the MultiWindow layer, the RSNA-weighted loss, a per-column AUC), ``network``
+(EfficientNetB0 assembly, freezing states, precise BatchNorm), ``weights`` (ImageNet file
+offline, save / load) and ``predict`` (the model applied to HU arrays or cached slices).
+
+Input contract: float32 HU (B, S, S, 1 + 2 * context); the windows are applied inside the network.
+"""
+
+from __future__ import annotations
+
+from brain_audit.model.layers import RSNA_LABEL_WEIGHTS, MultiWindow, WeightedBinaryCrossentropy, ColumnAUC
+from brain_audit.model.network import (
+    BACKBONE_NAME,
+    build_model,
+    get_backbone,
+    block_of,
+    backbone_blocks,
+    freeze_backbone,
+    unfreeze_top,
+    unfreeze_all,
+    compile_model,
+    recalibrate_batchnorm,
+)
+from brain_audit.model.predict import any_column, predict, predict_ids
+from brain_audit.model.weights import (
+    IMAGENET_NOTOP_FILENAME,
+    IMAGENET_NOTOP_MD5,
+    keras_cache_dir,
+    imagenet_weights_available,
+    install_imagenet_weights,
+    save_model,
+    load_model,
+)
+
+__all__ = [
+    "RSNA_LABEL_WEIGHTS",
+    "MultiWindow",
+    "WeightedBinaryCrossentropy",
+    "ColumnAUC",
+    "BACKBONE_NAME",
+    "build_model",
+    "get_backbone",
+    "block_of",
+    "backbone_blocks",
+    "freeze_backbone",
+    "unfreeze_top",
+    "unfreeze_all",
+    "compile_model",
+    "recalibrate_batchnorm",
+    "any_column",
+    "predict",
+    "predict_ids",
+    "IMAGENET_NOTOP_FILENAME",
+    "IMAGENET_NOTOP_MD5",
+    "keras_cache_dir",
+    "imagenet_weights_available",
+    "install_imagenet_weights",
+    "save_model",
+    "load_model",
+]

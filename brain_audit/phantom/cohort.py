@@ -1,0 +1,252 @@
+"""cohort"""
+
+from __future__ import annotations
+import hashlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Mapping
+import numpy as np
+from brain_audit import __version__
+from brain_audit import rsna
+from brain_audit.errors import ConfigError
+from brain_audit.phantom.anatomy import build_patient, PAD_HU_FILE, padding_mask, render
+from brain_audit.dicom import encode_slice
+from brain_audit.provenance import atomic_write_bytes
+from brain_audit.provenance import atomic_write_text, write_json
+from brain_audit.phantom.config import GENERATOR_VERSION
+from brain_audit.phantom.truth import MANIFEST
+from brain_audit.phantom.config import PhantomConfig
+from brain_audit.phantom.truth import TRUTH_DIR
+from brain_audit.phantom.truth import TRUTH_KEYS
+from brain_audit.phantom.config import _CORRUPT_KINDS
+from brain_audit.phantom.config import _fail
+from brain_audit.phantom.truth import _npz_bytes
+
+__all__ = ['generate_cohort']
+
+
+def _hex(n: int, *parts: Any) -> str:
+    text = "brain_audit.phantom:" + ":".join(str(p) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _cohort_ids(cfg: PhantomConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    """Pseudonymous RSNA-style IDs for every patient / image, and for the corrupt files (unique)."""
+    used: set[str] = set()
+
+    def unique(n: int, *parts: Any) -> str:
+        attempt = 0
+        while True:
+            h = "ID_" + _hex(n, *parts, attempt)
+            if h not in used:
+                used.add(h)
+                return h
+            attempt += 1
+
+    patients = []
+    for i in range(cfg.patients):
+        patients.append({
+            "patient_id": unique(8, cfg.seed, "patient", i),
+            "study_instance_uid": unique(10, cfg.seed, "study", i),
+            "series_instance_uid": unique(10, cfg.seed, "series", i),
+            "image_ids": [unique(9, cfg.seed, "image", i, k) for k in range(cfg.slices_per_patient)],
+        })
+    corrupt = [unique(9, cfg.seed, "corrupt", j) for j in range(cfg.corrupt_files)]
+    return patients, corrupt
+
+
+def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[str, Any]) -> dict[str, Any]:
+    """Render, encode and write every slice of patient ``index``; return its manifest records."""
+
+    pat = build_patient(cfg, index)
+    root = Path(out_dir)
+    records = []
+    for k in range(cfg.slices_per_patient):
+        hu, masks, info = render(pat, k, cfg.mimic_probabilities)
+        image_id = ids["image_ids"][k]
+        z = round(float(pat.p["z_table0"] + k * cfg.slice_spacing_mm), 3)
+        file_hu = hu.copy()
+        np.copyto(file_hu, np.float32(PAD_HU_FILE), where=padding_mask(pat))
+        defect = bool(pat.defect[k])
+        data = encode_slice(
+            file_hu, sop_instance_uid=image_id, patient_id=ids["patient_id"],
+            study_instance_uid=ids["study_instance_uid"], series_instance_uid=ids["series_instance_uid"],
+            z=z, pixel_spacing=(cfg.pixel_spacing_mm, cfg.pixel_spacing_mm), slice_thickness=cfg.slice_spacing_mm,
+            wrap_defect=defect)
+        atomic_write_bytes(rsna.image_path(root, image_id), data)
+        atomic_write_bytes(root / TRUTH_DIR / f"{image_id}.npz", _npz_bytes(masks))
+        records.append({
+            "image_id": image_id, "patient_id": ids["patient_id"], "patient_index": index, "slice_index": k,
+            "study_instance_uid": ids["study_instance_uid"], "series_instance_uid": ids["series_instance_uid"],
+            "z": z, "z_anatomical_mm": round(float(info["z_anat"]), 3), "labels": info["labels"],
+            "mimics": info["mimics"], "defect": defect,
+        })
+    lesions = [{"subtype": les.subtype, "hu": round(les.hu, 1),
+                "z_center": round(float(pat.p["z_table0"] + (les.zc - pat.z_anat[0])), 3),
+                "z_extent_mm": round(2 * les.hz, 1), "chronic": bool(les.params.get("chronic", False))}
+               for les in pat.lesions]
+    patient = {"patient_id": ids["patient_id"], "patient_index": index,
+               "study_instance_uid": ids["study_instance_uid"], "series_instance_uid": ids["series_instance_uid"],
+               "bleed": any(r["labels"]["any"] for r in records), "lesions": lesions}
+    return {"patient": patient, "images": records}
+
+
+def _corrupt_file(cfg: PhantomConfig, j: int, image_id: str, ids: Mapping[str, Any], z: float) -> tuple[bytes, dict]:
+
+    kind = _CORRUPT_KINDS[j % len(_CORRUPT_KINDS)]
+    blank = np.full((cfg.size, cfg.size), -1024.0, np.float32)
+    data = encode_slice(blank, sop_instance_uid=image_id, patient_id=ids["patient_id"],
+                        study_instance_uid=ids["study_instance_uid"],
+                        series_instance_uid=ids["series_instance_uid"], z=z,
+                        pixel_spacing=(cfg.pixel_spacing_mm, cfg.pixel_spacing_mm),
+                        slice_thickness=cfg.slice_spacing_mm)
+    pixel_tag = data.rindex(b"\xe0\x7f\x10\x00")
+    if kind == "truncated":
+        cut = pixel_tag + 12 + cfg.size * cfg.size  # half of the pixel data
+        what = f"(7FE0,0010) Pixel Data cut after {cfg.size * cfg.size} of {2 * cfg.size * cfg.size} bytes"
+    else:
+        cut = pixel_tag
+        what = "header only: the file ends before (7FE0,0010) Pixel Data"
+    return data[:cut], {"image_id": image_id, "patient_id": ids["patient_id"], "kind": kind, "what": what,
+                        "z": z, "labels": {c: 0 for c in rsna.LABEL_COLUMNS}}
+
+
+def _existing_output(root: Path) -> list[Path]:
+    names = (rsna.TRAIN_DIR, rsna.TRAIN_CSV, TRUTH_DIR, MANIFEST)
+    return [root / n for n in names if (root / n).exists()]
+
+
+def generate_cohort(out_dir: str | Path, config: PhantomConfig, *, workers: int = 2,
+                    progress: bool = True) -> dict[str, Any]:
+    """Write a phantom cohort in the RSNA 2019 layout (see the module docstring).
+
+    Args:
+        out_dir: folder to write into (created); must not hold other phantom output.
+        config: the cohort's parameters.
+        workers: processes rendering patients in parallel (``1``: in this process). The
+            files do not depend on it.
+        progress: show a tqdm bar over patients.
+
+    Returns:
+        Summary: ``out_dir``, ``images`` (readable), ``corrupt_files``, ``patients``,
+        ``bleed_patients``, ``positive_images`` (``any`` = 1), ``defect_images``,
+        ``label_csv``, ``manifest``, ``train_dir``, ``truth_dir``, ``seconds``,
+        ``slices_per_second``, ``skipped`` (True when the folder already held this cohort).
+
+    Raises:
+        ConfigError: ``out_dir`` holds phantom output of other parameters, or an unfinished
+            run; or ``workers`` < 1.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise _fail("workers", "an integer >= 1", workers)
+    root = Path(out_dir)
+    params = config.to_dict()
+    summary_paths = {
+        "out_dir": str(root), "train_dir": str(root / rsna.TRAIN_DIR), "label_csv": str(root / rsna.TRAIN_CSV),
+        "truth_dir": str(root / TRUTH_DIR), "manifest": str(root / MANIFEST)}
+    existing = _existing_output(root)
+    if existing:
+        done = _complete_cohort(root, params)
+        if done is None:
+            raise ConfigError(
+                f"{root}: already holds phantom output ({', '.join(p.name for p in existing)}) that is not a "
+                "complete cohort of these parameters (other parameters or an interrupted run); delete it or "
+                "choose another folder.")
+        return {**summary_paths, **done, "seconds": 0.0, "slices_per_second": None, "skipped": True}
+
+    t0 = time.perf_counter()
+    patients_ids, corrupt_ids = _cohort_ids(config)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / rsna.TRAIN_DIR).mkdir(exist_ok=True)
+    (root / TRUTH_DIR).mkdir(exist_ok=True)
+    results: list[dict[str, Any] | None] = [None] * config.patients
+    bar = _progress(config.patients, progress)
+    try:
+        if workers == 1 or config.patients == 1:
+            for i in range(config.patients):
+                results[i] = _write_patient(str(root), config, i, patients_ids[i])
+                bar.update(1)
+        else:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")  # safe beside TensorFlow / threads in the parent
+            with ProcessPoolExecutor(max_workers=min(workers, config.patients), mp_context=ctx,
+                                     initializer=_init_worker) as pool:
+                futures = {pool.submit(_write_patient, str(root), config, i, patients_ids[i]): i
+                           for i in range(config.patients)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(1)
+    finally:
+        bar.close()
+
+
+    images = [rec for res in results for rec in res["images"]]  # type: ignore[index]
+    corrupt = []
+    for j, image_id in enumerate(corrupt_ids):
+        ids = patients_ids[j % config.patients]
+        z0 = results[j % config.patients]["images"][0]["z"]  # type: ignore[index]
+        data, rec = _corrupt_file(config, j, image_id, ids, round(z0 - (1 + j // config.patients)
+                                                                  * config.slice_spacing_mm, 3))
+        atomic_write_bytes(rsna.image_path(root, image_id), data)
+        corrupt.append(rec)
+    rows = ["ID,Label"]
+    for rec in sorted(images + corrupt, key=lambda r: r["image_id"]):
+        rows.extend(f"{rec['image_id']}_{c},{rec['labels'][c]}" for c in rsna.LABEL_COLUMNS)
+    atomic_write_text(root / rsna.TRAIN_CSV, "\n".join(rows) + "\n")
+    counts = {
+        "images": len(images),
+        "corrupt_files": len(corrupt),
+        "patients": config.patients,
+        "bleed_patients": sum(r["patient"]["bleed"] for r in results),  # type: ignore[index]
+        "positive_images": sum(r["labels"]["any"] for r in images),
+        "defect_images": sum(r["defect"] for r in images),
+    }
+    manifest = {
+        "generator": {"name": "brain_audit.phantom", "version": GENERATOR_VERSION, "package_version": __version__},
+        "seed": config.seed,
+        "parameters": params,
+        "layout": {"train_dir": rsna.TRAIN_DIR, "label_csv": rsna.TRAIN_CSV, "truth_dir": TRUTH_DIR,
+                   "truth_keys": list(TRUTH_KEYS), "label_columns": list(rsna.LABEL_COLUMNS)},
+        "counts": counts,
+        "patients": [r["patient"] for r in results],  # type: ignore[index]
+        "images": images,
+        "corrupt": corrupt,
+        "complete": True,
+    }
+    write_json(root / MANIFEST, manifest)
+    seconds = time.perf_counter() - t0
+    return {**summary_paths, **counts, "seconds": seconds, "slices_per_second": len(images) / max(seconds, 1e-9),
+            "skipped": False}
+
+
+def _init_worker() -> None:
+    """One OpenCV thread per worker process: the processes are the parallelism."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="phantom", unit="patient", disable=not enabled)
+
+
+def _complete_cohort(root: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Counts of a complete cohort of ``params`` in ``root``, or None."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if (not manifest.get("complete") or manifest.get("parameters") != params
+            or manifest.get("generator", {}).get("version") != GENERATOR_VERSION):
+        return None
+    for rec in manifest["images"]:
+        if not (rsna.image_path(root, rec["image_id"]).is_file()
+                and (root / TRUTH_DIR / f"{rec['image_id']}.npz").is_file()):
+            return None
+    return dict(manifest["counts"])
+

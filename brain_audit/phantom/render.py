@@ -1,0 +1,170 @@
+"""render"""
+
+from __future__ import annotations
+import functools
+import math
+from pathlib import Path
+from typing import Any, Mapping
+import numpy as np
+from brain_audit import rsna
+from brain_audit.errors import BrainAuditError
+from brain_audit.phantom.anatomy import build_patient, MIMICS, render
+from brain_audit.dicom import read_hu
+from brain_audit.figures import _pyplot, save_figure
+from brain_audit.windowing import BSB, window
+from brain_audit.phantom.config import PhantomConfig
+from brain_audit.phantom.config import _fail
+from brain_audit.phantom.truth import load_manifest
+from brain_audit.phantom.truth import load_truth
+
+__all__ = ['render_slice', 'render_image', 'render_counterfactual', 'preview']
+
+
+@functools.lru_cache(maxsize=4)
+def _patient(config: PhantomConfig, index: int) -> Any:
+    return build_patient(config, index)
+
+
+def render_slice(config: PhantomConfig, patient_index: int, slice_index: int,
+                 mimics: Mapping[str, bool] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Render one slice of a cohort from its parameters, optionally forcing mimics on or off.
+
+    Args:
+        config: the cohort's parameters.
+        patient_index, slice_index: 0-based.
+        mimics: mimic name -> present; unnamed mimics keep the cohort's own draw.
+
+    Returns:
+        ``(hu, truth)``: float32 (H, W) integer-valued HU in [-1024, 3071] (padding outside the
+        reconstruction circle as -1024, i.e. as :func:`brain_audit.dicom.read_hu` returns it),
+        and the bool (H, W) truth masks of :data:`TRUTH_KEYS`. Without ``mimics`` this equals
+        ``read_hu`` of the written file (files with the wrap defect: clipped to [-1000, 3095]).
+    """
+    if not 0 <= patient_index < config.patients:
+        raise _fail("patient_index", f"in [0, {config.patients - 1}]", patient_index)
+    if not 0 <= slice_index < config.slices_per_patient:
+        raise _fail("slice_index", f"in [0, {config.slices_per_patient - 1}]", slice_index)
+    for m in mimics or {}:
+        if m not in MIMICS:
+            raise _fail("mimic", f"one of {MIMICS}", m)
+    hu, masks, _ = render(_patient(config, patient_index), slice_index, config.mimic_probabilities, mimics)
+    return hu, masks
+
+
+def _record(out_dir: str | Path, image_id: str) -> tuple[PhantomConfig, dict[str, Any]]:
+    manifest = load_manifest(out_dir)
+    rec = manifest["_by_id"].get(image_id)
+    if rec is None:
+        raise BrainAuditError(f"{image_id}: not a readable image of the phantom cohort in {out_dir}")
+    return PhantomConfig(**manifest["parameters"]), rec
+
+
+def render_image(out_dir: str | Path, image_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Re-render a written image from its cohort's manifest (HU and truth, as :func:`render_slice`)."""
+    cfg, rec = _record(out_dir, image_id)
+    return render_slice(cfg, rec["patient_index"], rec["slice_index"])
+
+
+def render_counterfactual(out_dir: str | Path, image_id: str, mimic: str,
+                          present: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The same slice with ``mimic`` added (``present=True``) or removed, for intervention tests.
+
+    Anatomy, lesions, other mimics and noise are those of the written image; the HU differ
+    from the original only inside the mimic's truth mask (the mask of whichever of the two
+    renders shows it), plus ``coil_streaks`` for the coil.
+
+    Returns:
+        ``(hu, truth)`` as :func:`render_slice`.
+    """
+    if mimic not in MIMICS:
+        raise _fail("mimic", f"one of {MIMICS}", mimic)
+    cfg, rec = _record(out_dir, image_id)
+    return render_slice(cfg, rec["patient_index"], rec["slice_index"], {mimic: bool(present)})
+
+
+_OUTLINE = {"epidural": "red", "subdural": "gold", "intraparenchymal": "magenta",
+            "intraventricular": "cyan", "subarachnoid": "lime"}
+
+
+def _pick_preview(manifest: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Images showing each subtype, each mimic, then negatives: a deterministic, varied choice."""
+    images = manifest["images"]
+    chosen: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def take(pred) -> None:
+        hits = [r for r in images if pred(r) and r["image_id"] not in seen]
+        if hits and len(chosen) < n:
+            r = hits[len(hits) // 2]
+            chosen.append(r)
+            seen.add(r["image_id"])
+
+    for s in rsna.SUBTYPES:
+        take(lambda r, s=s: r["labels"][s] == 1 and sum(r["labels"][t] for t in rsna.SUBTYPES) == 1)
+    for s in rsna.SUBTYPES:
+        take(lambda r, s=s: r["labels"][s] == 1)
+    for m in MIMICS:
+        take(lambda r, m=m: m in r["mimics"])
+    take(lambda r: sum(r["labels"][t] for t in rsna.SUBTYPES) > 1)
+    frac = [0.2, 0.5, 0.8, 0.35, 0.65, 0.1, 0.9]
+    k = max(1, len(images) and images[-1]["slice_index"] + 1)
+    for f in frac:
+        take(lambda r, f=f: r["labels"]["any"] == 0 and r["slice_index"] == int(f * (k - 1)))
+    for r in images:
+        if len(chosen) >= n:
+            break
+        if r["image_id"] not in seen:
+            chosen.append(r)
+            seen.add(r["image_id"])
+    return chosen[:n]
+
+
+def preview(out_dir: str | Path, out_png: str | Path | None = None, n: int = 12) -> Path:
+    """A grid of ``n`` slices of a cohort in the brain, subdural and bone windows, lesions outlined.
+
+    The slices are read back from the DICOM files (:func:`brain_audit.dicom.read_hu`); lesion
+    outlines come from the truth masks (colours per subtype), mimic outlines in white dashes.
+
+    Returns:
+        Path of the PNG (default ``out_dir/phantom_preview.png``).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise _fail("n", "an integer >= 1", n)
+
+    root = Path(out_dir)
+    out_png = Path(out_png) if out_png is not None else root / "phantom_preview.png"
+    manifest = load_manifest(root)
+    chosen = _pick_preview(manifest, n)
+    plt = _pyplot()
+    per_row = 2
+    rows = math.ceil(len(chosen) / per_row)
+    fig, axes = plt.subplots(rows, 3 * per_row, figsize=(3.0 * 3 * per_row, 3.25 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    names = ("brain", "subdural", "bone")
+    for i, rec in enumerate(chosen):
+        hu = read_hu(rsna.image_path(root, rec["image_id"]))
+        truth = load_truth(root, rec["image_id"])
+        found = [s for s in rsna.SUBTYPES if rec["labels"][s]]
+        for j, ((c, w), name) in enumerate(zip(BSB, names, strict=True)):
+            ax = axes[i // per_row][3 * (i % per_row) + j]
+            ax.imshow(window(hu, c, w), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if j > 0:
+                for s in found:
+                    ax.contour(truth[s], [0.5], colors=_OUTLINE[s], linewidths=0.7)
+                for m in rec["mimics"]:
+                    ax.contour(truth[m], [0.5], colors="white", linewidths=0.6, linestyles="dashed")
+            if j == 0:
+                title = ", ".join(found) if found else "no bleed"
+                if rec["mimics"]:
+                    title += " | " + ", ".join(m.replace("_calcification", " calc.") for m in rec["mimics"])
+                ax.set_title(f"{rec['image_id']} z={rec['z']:.0f}\n{title}", fontsize=7, loc="left")
+            else:
+                ax.set_title(f"{name} W{w:.0f} L{c:.0f}" + ("  (outlines)" if j == 1 and found else ""),
+                             fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    fig.suptitle(f"brain_audit phantom, seed {manifest['seed']}. Outlines (subdural and bone windows): "
+                 + ", ".join(f"{s} {c}" for s, c in _OUTLINE.items()) + "; mimics white dashed",
+                 fontsize=8, y=0.997)
+    return save_figure(fig, out_png, dpi=90)
+

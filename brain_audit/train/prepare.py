@@ -1,0 +1,63 @@
+"""prepare"""
+
+from __future__ import annotations
+import warnings
+from pathlib import Path
+from typing import Any
+from brain_audit.config import RunConfig, to_dict
+from brain_audit.errors import ConfigError
+from brain_audit.rsna import TRAIN_CSV
+from brain_audit.dataset.cache import build_cache
+from brain_audit.dataset.cohort import CohortSpec, join_images, plan_cohorts, write_cohorts
+from brain_audit.dataset.index import build_index
+from brain_audit.dataset.labels import read_labels
+from brain_audit.dataset.cache import open_cache
+from brain_audit.run_layout import RunPaths
+
+__all__ = ['prepare_data']
+
+
+def prepare_data(config: RunConfig, progress: bool = True) -> Any:
+    """Labels -> header index -> patient splits and nested phase cohorts -> HU cache, for one run.
+
+    Every step is resumable and skips what is done (see :mod:`brain_audit.index`,
+    :mod:`brain_audit.cache`). The audit patients are chosen first and never enter a
+    training, validation or pretraining cohort (:func:`brain_audit.cohort.plan_cohorts`).
+
+    Returns:
+        The opened :class:`brain_audit.cache.HUCache`.
+    """
+
+    root = Path(config.data_root)
+    if not (root / TRAIN_CSV).is_file():
+        raise ConfigError(f"`data_root` must hold {TRAIN_CSV}. Got {str(root)!r} instead.")
+    paths = RunPaths(Path(config.out_dir))
+    labels = read_labels(root / TRAIN_CSV)
+    index = build_index(root, paths.index, labels.index, workers=config.workers, progress=progress)
+    images = join_images(labels, index)
+    specs = []
+    for name, plan in (("phase2", config.phase2), ("phase1", config.phase1)):
+        n = plan.cohort_size
+        if n == 0:  # the whole pool
+            n = len(images) if plan.cohort_unit == "slice" else images["patient_id"].nunique()
+        specs.append(CohortSpec(name, n, balance=plan.balance or None, unit=plan.cohort_unit))
+    with warnings.catch_warnings():
+        if 0 in (config.phase1.cohort_size, config.phase2.cohort_size):
+            # "the whole pool" was asked for; cohort.json records what was drawn
+            warnings.filterwarnings("ignore", message="the pool holds", category=RuntimeWarning)
+        cohort, patients = plan_cohorts(
+            images,
+            specs,
+            n_audit=config.audit_patients,
+            n_pretrain=config.pretrain.patients,
+            validation=config.validation_fraction,
+            seed=config.seed,
+        )
+    write_cohorts(paths.cohort, cohort, patients, config=to_dict(config), seed=config.seed)
+    return build_cache(cohort, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
+
+
+def _open_cache(config: RunConfig) -> Any:
+
+    return open_cache(RunPaths(Path(config.out_dir)).cache, size=config.image_size)
+
