@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from brain_audit.phantom.config import PhantomConfig
 from brain_audit.phantom.cohort import generate_cohort
+from brain_audit.phantom.config import PhantomConfig
 
 
 def _cpu_seconds() -> float:

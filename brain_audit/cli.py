@@ -111,8 +111,8 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_phantom(args: argparse.Namespace) -> int:
-    from brain_audit.phantom.config import parse_shortcut, PhantomConfig
     from brain_audit.phantom.cohort import generate_cohort
+    from brain_audit.phantom.config import PhantomConfig, parse_shortcut
     from brain_audit.phantom.render import preview
 
     shortcuts = dict(parse_shortcut(s) for s in args.shortcut)
@@ -407,8 +407,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import json
 
-    from brain_audit.train.prepare import prepare_data
     from brain_audit.train.phases import run_phase
+    from brain_audit.train.prepare import prepare_data
     from brain_audit.train.pretrain import run_pretrain
 
     config = _load_run_config(args)

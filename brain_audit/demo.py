@@ -32,19 +32,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from brain_audit.config import load_config, PretrainPlan, RunConfig
-from brain_audit.provenance import write_json
-from brain_audit.phantom.config import DEFAULT_MIMIC_PROBABILITIES, PhantomConfig
+from brain_audit.audit.holdout import audit_holdout
+from brain_audit.config import PretrainPlan, RunConfig, load_config
 from brain_audit.dataset.cache import open_cache, preprocess_slice
 from brain_audit.gradcam.shortcuts import counterfactual_effect
 from brain_audit.model.weights import load_model
-from brain_audit.phantom.render import render_counterfactual
-from brain_audit.audit.holdout import audit_holdout
 from brain_audit.phantom.cohort import generate_cohort
-from brain_audit.train.prepare import prepare_data
+from brain_audit.phantom.config import DEFAULT_MIMIC_PROBABILITIES, PhantomConfig
+from brain_audit.phantom.render import render_counterfactual
+from brain_audit.provenance import write_json
 from brain_audit.train.phases import run_phase
-from brain_audit.train.pretrain import run_pretrain
-from brain_audit.train.pretrain import manifest_path
+from brain_audit.train.prepare import prepare_data
+from brain_audit.train.pretrain import manifest_path, run_pretrain
 
 __all__ = ["DemoPlan", "demo_configs", "run_demo"]
 

@@ -447,7 +447,7 @@ def _encode(x, sop_instance_uid, patient_id, study_instance_uid, series_instance
     import io
 
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     rows, cols = x.shape
     ds = Dataset()

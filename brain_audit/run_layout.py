@@ -1,6 +1,7 @@
 """layout"""
 
 from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -21,7 +21,7 @@ QUICK_OVERRIDES = (
 def quick_run(tmp_path_factory):
     """(config, out_dir, summary) of ``run_demo(out, DemoPlan.quick())``."""
     pytest.importorskip("tensorflow")
-    from brain_audit.demo import demo_configs, DemoPlan, run_demo
+    from brain_audit.demo import DemoPlan, demo_configs, run_demo
 
     out = tmp_path_factory.mktemp("quick_demo")
     summary = run_demo(out, DemoPlan.quick(), overrides=QUICK_OVERRIDES, verbose=0, progress=False)

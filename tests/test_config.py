@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from brain_audit.config import apply_overrides, load_config, PhasePlan, RunConfig, to_dict
+from brain_audit.config import PhasePlan, RunConfig, apply_overrides, load_config, to_dict
 from brain_audit.errors import ConfigError
 
 

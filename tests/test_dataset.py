@@ -21,11 +21,19 @@ from hypothesis import strategies as st
 from brain_audit.dataset import cache as cache_mod
 from brain_audit.dataset import index as index_mod
 from brain_audit.dataset.cache import build_cache, load_split_arrays, open_cache, preprocess_slice
-from brain_audit.dataset.cohort import build_cohort, CohortSpec, join_images, plan_cohorts, read_cohort, split_patients, write_cohorts
-from brain_audit.dicom import encode_slice
-from brain_audit.errors import CacheError, LabelFileError
+from brain_audit.dataset.cohort import (
+    CohortSpec,
+    build_cohort,
+    join_images,
+    plan_cohorts,
+    read_cohort,
+    split_patients,
+    write_cohorts,
+)
 from brain_audit.dataset.index import build_index, read_index, read_skipped
 from brain_audit.dataset.labels import read_labels
+from brain_audit.dicom import encode_slice
+from brain_audit.errors import CacheError, LabelFileError
 from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES, TRAIN_CSV, TRAIN_DIR
 
 # ----------------------------------------------------------------------------- tiny cohort
@@ -865,8 +873,8 @@ class TestPhantomEndToEnd:
         return root, summary, json.loads((root / "phantom_manifest.json").read_text())
 
     def test_python_path_labels_index_cohort_cache_batches(self, phantom, tmp_path):
-        from brain_audit.dicom import read_hu
         from brain_audit.dataset.feed import make_feed
+        from brain_audit.dicom import read_hu
 
         root, summary, manifest = phantom
         labels = read_labels(root / TRAIN_CSV)

@@ -53,8 +53,9 @@ def test_intervention_matches_a_recomputed_pair(quick_run):
 
 
 def test_rerun_resumes_without_training(quick_run):
-    from brain_audit.demo import DemoPlan, run_demo
     from conftest import QUICK_OVERRIDES
+
+    from brain_audit.demo import DemoPlan, run_demo
 
     _, out, summary = quick_run
     stamps = {n: (out / f"phase{n}" / "metrics.json").stat().st_mtime_ns for n in (1, 2, 4)}

@@ -21,7 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
-from brain_audit.dicom import AIR_HU, encode_slice, HEADER_FIELDS, read_header, read_hu
+from brain_audit.dicom import AIR_HU, HEADER_FIELDS, encode_slice, read_header, read_hu
 from brain_audit.errors import DicomReadError
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))

@@ -23,11 +23,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from brain_audit.gradcam.attention import attention_profile, audit_batch, BONE_FOCUS_SHARE, FLAGS, mimic_presence, profile_columns
-from brain_audit.gradcam.maps import find_layer, grad_cam, GradCAM, layer_names
-from brain_audit.gradcam.shortcuts import counterfactual_effect, randomization_check
-from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.audit.subgroups import stratified_metrics
+from brain_audit.gradcam.attention import (
+    BONE_FOCUS_SHARE,
+    FLAGS,
+    attention_profile,
+    audit_batch,
+    mimic_presence,
+    profile_columns,
+)
+from brain_audit.gradcam.maps import GradCAM, find_layer, grad_cam, layer_names
+from brain_audit.gradcam.overlays import overlay_title, save_overlay
+from brain_audit.gradcam.shortcuts import counterfactual_effect, randomization_check
 
 S = 32  # side of the hand-built models
 RNG = np.random.default_rng(20240601)
@@ -501,8 +508,8 @@ def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys)
     from brain_audit.dataset.labels import read_labels
     from brain_audit.model.network import build_model
     from brain_audit.model.weights import save_model
-    from brain_audit.phantom.config import PhantomConfig
     from brain_audit.phantom.cohort import generate_cohort
+    from brain_audit.phantom.config import PhantomConfig
 
     cohort = generate_cohort(
         tmp_path / "cohort", PhantomConfig(patients=2, slices_per_patient=3, size=128, corrupt_files=1, seed=5), workers=1, progress=False

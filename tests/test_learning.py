@@ -26,10 +26,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
     from brain_audit.config import load_config
-    from brain_audit.phantom.config import PhantomConfig
     from brain_audit.phantom.cohort import generate_cohort
-    from brain_audit.train.prepare import prepare_data
+    from brain_audit.phantom.config import PhantomConfig
     from brain_audit.train.phases import run_phase
+    from brain_audit.train.prepare import prepare_data
     from brain_audit.train.pretrain import run_pretrain
 
     out = tmp_path_factory.mktemp("learn")

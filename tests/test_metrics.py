@@ -7,7 +7,16 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, recall_score, roc_auc_score
 
-from brain_audit.audit.statistics import bootstrap_ci, calibration_bins, confusion_at, expected_calibration_error, operating_point_report, patient_level, predictive_values_at_prevalence, threshold_for_sensitivity
+from brain_audit.audit.statistics import (
+    bootstrap_ci,
+    calibration_bins,
+    confusion_at,
+    expected_calibration_error,
+    operating_point_report,
+    patient_level,
+    predictive_values_at_prevalence,
+    threshold_for_sensitivity,
+)
 
 
 class TestThreshold:

@@ -17,9 +17,26 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from brain_audit.model import weights as bam
-from brain_audit.model.network import backbone_blocks, BACKBONE_NAME, build_model, compile_model, freeze_backbone, get_backbone, recalibrate_batchnorm, unfreeze_all, unfreeze_top
-from brain_audit.model.weights import IMAGENET_NOTOP_FILENAME, IMAGENET_NOTOP_MD5, imagenet_weights_available, install_imagenet_weights, load_model, save_model
-from brain_audit.model.layers import ColumnAUC, MultiWindow, RSNA_LABEL_WEIGHTS, WeightedBinaryCrossentropy
+from brain_audit.model.layers import RSNA_LABEL_WEIGHTS, ColumnAUC, MultiWindow, WeightedBinaryCrossentropy
+from brain_audit.model.network import (
+    BACKBONE_NAME,
+    backbone_blocks,
+    build_model,
+    compile_model,
+    freeze_backbone,
+    get_backbone,
+    recalibrate_batchnorm,
+    unfreeze_all,
+    unfreeze_top,
+)
+from brain_audit.model.weights import (
+    IMAGENET_NOTOP_FILENAME,
+    IMAGENET_NOTOP_MD5,
+    imagenet_weights_available,
+    install_imagenet_weights,
+    load_model,
+    save_model,
+)
 from brain_audit.windowing import BSB, sigmoid_window, to_rgb
 
 SIZE = 64

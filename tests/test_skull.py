@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from brain_audit.skull import DISJOINT_ORDER, disjoint_regions, REGION_KEYS, region_masks
+from brain_audit.skull import DISJOINT_ORDER, REGION_KEYS, disjoint_regions, region_masks
 
 N = 128
 YY, XX = np.mgrid[0:N, 0:N]

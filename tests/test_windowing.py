@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from brain_audit.windowing import BONE, BRAIN, BSB, resize_hu, sigmoid_window, SUBDURAL, to_rgb, to_uint8, window
+from brain_audit.windowing import BONE, BRAIN, BSB, SUBDURAL, resize_hu, sigmoid_window, to_rgb, to_uint8, window
 
 
 class TestPresets:

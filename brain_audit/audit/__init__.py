@@ -7,16 +7,16 @@ results, cluster-bootstrap intervals), ``subgroups`` (metrics with and without e
 
 from __future__ import annotations
 
-from brain_audit.audit.holdout import REPORT_DIR, DEPLOYMENT_PREVALENCES, audit_holdout
+from brain_audit.audit.holdout import DEPLOYMENT_PREVALENCES, REPORT_DIR, audit_holdout
 from brain_audit.audit.statistics import (
-    threshold_for_sensitivity,
-    confusion_at,
-    predictive_values_at_prevalence,
-    calibration_bins,
-    expected_calibration_error,
-    patient_level,
     bootstrap_ci,
+    calibration_bins,
+    confusion_at,
+    expected_calibration_error,
     operating_point_report,
+    patient_level,
+    predictive_values_at_prevalence,
+    threshold_for_sensitivity,
 )
 from brain_audit.audit.subgroups import stratified_metrics
 

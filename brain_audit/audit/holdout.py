@@ -1,22 +1,24 @@
 """holdout"""
 
 from __future__ import annotations
+
 import json
 from pathlib import Path
 from typing import Any, Sequence
+
 import numpy as np
+
+from brain_audit.audit.report import executive_summary
+from brain_audit.audit.statistics import calibration_bins, operating_point_report, patient_level
 from brain_audit.config import RunConfig
+from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
+from brain_audit.gradcam.attention import FLAGS, profile_slices
+from brain_audit.model.predict import any_column, predict_ids
+from brain_audit.model.weights import load_model
 from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS
-from brain_audit.dataset.cache import open_cache
-from brain_audit.audit.statistics import calibration_bins, operating_point_report, patient_level
-from brain_audit.model.weights import load_model
-from brain_audit.gradcam.attention import FLAGS
-from brain_audit.model.predict import any_column, predict_ids
-from brain_audit.gradcam.attention import profile_slices
 from brain_audit.run_layout import RunPaths
-from brain_audit.audit.report import executive_summary
 
 __all__ = ['REPORT_DIR', 'DEPLOYMENT_PREVALENCES', 'audit_holdout']
 

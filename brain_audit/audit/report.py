@@ -1,7 +1,9 @@
 """report"""
 
 from __future__ import annotations
+
 from typing import Any, Sequence
+
 import numpy as np
 
 

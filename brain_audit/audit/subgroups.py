@@ -1,8 +1,11 @@
 """subgroups"""
 
 from __future__ import annotations
+
 from typing import Any
+
 import numpy as np
+
 from brain_audit.audit.statistics import confusion_at
 
 __all__ = ['stratified_metrics']

@@ -22,26 +22,26 @@ The same path from the shell: ``brain-audit index``, ``brain-audit cohort``, ``b
 from __future__ import annotations
 
 from brain_audit.dataset.cache import (
-    build_cache,
     CACHE_FORMAT,
     HUCache,
+    build_cache,
     load_split_arrays,
     open_cache,
     preprocess_slice,
 )
 from brain_audit.dataset.cohort import (
-    build_cohort,
-    CohortSpec,
     DEFAULT_PHASE_COHORTS,
+    SPLITS,
+    CohortSpec,
+    build_cohort,
     join_images,
     plan_cohorts,
     read_cohort,
     split_patients,
-    SPLITS,
     write_cohorts,
 )
 from brain_audit.dataset.feed import Augment, feed_length, feed_plan, make_feed
-from brain_audit.dataset.index import build_index, INDEX_COLUMNS, read_index, read_skipped
+from brain_audit.dataset.index import INDEX_COLUMNS, build_index, read_index, read_skipped
 from brain_audit.dataset.labels import read_labels
 
 __all__ = [

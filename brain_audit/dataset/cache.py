@@ -38,13 +38,20 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from brain_audit.dataset.cohort import read_cohort
 from brain_audit.dicom import AIR_HU, read_hu
 from brain_audit.errors import CacheError, DicomReadError
 from brain_audit.parallel import map_unordered
-from brain_audit.provenance import atomic_write_bytes, atomic_write_text, file_fingerprint, run_record, write_csv, write_json
+from brain_audit.provenance import (
+    atomic_write_bytes,
+    atomic_write_text,
+    file_fingerprint,
+    run_record,
+    write_csv,
+    write_json,
+)
 from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
 from brain_audit.windowing import resize_hu
-from brain_audit.dataset.cohort import read_cohort
 
 __all__ = ["CACHE_FORMAT", "build_cache", "HUCache", "open_cache", "load_split_arrays", "preprocess_slice"]
 

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from brain_audit.gradcam.attention import (
     BONE_FOCUS_SHARE,
-    OUTSIDE_HEAD_FOCUS_SHARE,
-    INTRACRANIAL_MIN_SHARE,
-    HIT_RADIUS_PX,
     FLAGS,
-    attention_profile,
+    HIT_RADIUS_PX,
+    INTRACRANIAL_MIN_SHARE,
     MIMIC_REGIONS,
+    OUTSIDE_HEAD_FOCUS_SHARE,
+    attention_profile,
+    audit_batch,
     mimic_presence,
     profile_columns,
-    audit_batch,
 )
 from brain_audit.gradcam.files import audit_files
-from brain_audit.gradcam.maps import DEFAULT_LAYERS, layer_names, find_layer, GradCAM, grad_cam
+from brain_audit.gradcam.maps import DEFAULT_LAYERS, GradCAM, find_layer, grad_cam, layer_names
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
-from brain_audit.gradcam.shortcuts import counterfactual_effect, SANITY_MAX_RHO, randomization_check
+from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, counterfactual_effect, randomization_check
 
 __all__ = [
     "BONE_FOCUS_SHARE",

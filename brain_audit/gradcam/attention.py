@@ -1,14 +1,14 @@
 """attention"""
 
 from __future__ import annotations
+
 import warnings
 from typing import Any, Sequence
+
 import numpy as np
+
+from brain_audit.gradcam.maps import Method, _cached, _resize_to, grad_cam
 from brain_audit.skull import DISJOINT_ORDER, disjoint_regions, region_masks
-from brain_audit.gradcam.maps import grad_cam
-from brain_audit.gradcam.maps import Method
-from brain_audit.gradcam.maps import _cached
-from brain_audit.gradcam.maps import _resize_to
 
 __all__ = ['BONE_FOCUS_SHARE', 'OUTSIDE_HEAD_FOCUS_SHARE', 'INTRACRANIAL_MIN_SHARE', 'HIT_RADIUS_PX', 'FLAGS', 'attention_profile', 'MIMIC_REGIONS', 'mimic_presence', 'profile_columns', 'audit_batch']
 

@@ -1,22 +1,22 @@
 """files"""
 
 from __future__ import annotations
+
 import warnings
 from typing import Any, Sequence
+
 import numpy as np
+
 from brain_audit.dicom import read_hu
 from brain_audit.errors import BrainAuditError, ConfigError
+from brain_audit.gradcam.attention import audit_batch
+from brain_audit.gradcam.maps import Method, _cached
+from brain_audit.gradcam.overlays import overlay_title, save_overlay
+from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, randomization_check
 from brain_audit.provenance import file_fingerprint, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.skull import region_masks
 from brain_audit.windowing import resize_hu
-from brain_audit.gradcam.maps import Method
-from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO
-from brain_audit.gradcam.maps import _cached
-from brain_audit.gradcam.attention import audit_batch
-from brain_audit.gradcam.overlays import overlay_title
-from brain_audit.gradcam.shortcuts import randomization_check
-from brain_audit.gradcam.overlays import save_overlay
 
 __all__ = ['audit_files']
 

@@ -1,9 +1,11 @@
 """maps"""
 
 from __future__ import annotations
+
 import warnings
 import weakref
 from typing import Any, Literal
+
 import numpy as np
 
 __all__ = ['DEFAULT_LAYERS', 'layer_names', 'find_layer', 'GradCAM', 'grad_cam']

@@ -1,12 +1,15 @@
 """overlays"""
 
 from __future__ import annotations
+
 from typing import Any, Sequence
+
 import numpy as np
+
 from brain_audit.figures import _pyplot, save_figure
-from brain_audit.windowing import BRAIN, window
 from brain_audit.gradcam.attention import FLAGS
 from brain_audit.gradcam.maps import _resize_to
+from brain_audit.windowing import BRAIN, window
 
 __all__ = ['overlay_title', 'save_overlay']
 

@@ -1,13 +1,13 @@
 """shortcuts"""
 
 from __future__ import annotations
+
 import warnings
 from typing import Any
+
 import numpy as np
-from brain_audit.gradcam.maps import _cached
-from brain_audit.gradcam.maps import _is_model
-from brain_audit.gradcam.maps import _sublayers
-from brain_audit.gradcam.maps import find_layer
+
+from brain_audit.gradcam.maps import _cached, _is_model, _sublayers, find_layer
 
 __all__ = ['counterfactual_effect', 'SANITY_MAX_RHO', 'randomization_check']
 

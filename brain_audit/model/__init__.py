@@ -9,28 +9,28 @@ Input contract: float32 HU (B, S, S, 1 + 2 * context); the windows are applied i
 
 from __future__ import annotations
 
-from brain_audit.model.layers import RSNA_LABEL_WEIGHTS, MultiWindow, WeightedBinaryCrossentropy, ColumnAUC
+from brain_audit.model.layers import RSNA_LABEL_WEIGHTS, ColumnAUC, MultiWindow, WeightedBinaryCrossentropy
 from brain_audit.model.network import (
     BACKBONE_NAME,
-    build_model,
-    get_backbone,
-    block_of,
     backbone_blocks,
-    freeze_backbone,
-    unfreeze_top,
-    unfreeze_all,
+    block_of,
+    build_model,
     compile_model,
+    freeze_backbone,
+    get_backbone,
     recalibrate_batchnorm,
+    unfreeze_all,
+    unfreeze_top,
 )
 from brain_audit.model.predict import any_column, predict, predict_ids
 from brain_audit.model.weights import (
     IMAGENET_NOTOP_FILENAME,
     IMAGENET_NOTOP_MD5,
-    keras_cache_dir,
     imagenet_weights_available,
     install_imagenet_weights,
-    save_model,
+    keras_cache_dir,
     load_model,
+    save_model,
 )
 
 __all__ = [

@@ -1,10 +1,13 @@
 """layers"""
 
 from __future__ import annotations
+
 from typing import Literal, Sequence
+
 import keras
 import numpy as np
 from keras import ops
+
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.windowing import BSB, Window
 

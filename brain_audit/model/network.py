@@ -1,18 +1,17 @@
 """network"""
 
 from __future__ import annotations
+
 import re
 from pathlib import Path
 from typing import Literal
+
 import keras
 import numpy as np
+
+from brain_audit.model.layers import RSNA_LABEL_WEIGHTS, ColumnAUC, MultiWindow, WeightedBinaryCrossentropy
+from brain_audit.model.weights import _is_imagenet_file, install_imagenet_weights
 from brain_audit.rsna import LABEL_COLUMNS
-from brain_audit.model.layers import ColumnAUC
-from brain_audit.model.layers import MultiWindow
-from brain_audit.model.layers import RSNA_LABEL_WEIGHTS
-from brain_audit.model.layers import WeightedBinaryCrossentropy
-from brain_audit.model.weights import _is_imagenet_file
-from brain_audit.model.weights import install_imagenet_weights
 
 __all__ = ['BACKBONE_NAME', 'build_model', 'get_backbone', 'block_of', 'backbone_blocks', 'freeze_backbone', 'unfreeze_top', 'unfreeze_all', 'compile_model', 'recalibrate_batchnorm']
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
 from brain_audit.rsna import LABEL_COLUMNS
 
 __all__ = ["any_column", "predict", "predict_ids"]

@@ -1,11 +1,13 @@
 """weights"""
 
 from __future__ import annotations
+
 import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
 import keras
 
 __all__ = ['IMAGENET_NOTOP_FILENAME', 'IMAGENET_NOTOP_MD5', 'keras_cache_dir', 'imagenet_weights_available', 'install_imagenet_weights', 'save_model', 'load_model']

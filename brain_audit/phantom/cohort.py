@@ -1,28 +1,23 @@
 """cohort"""
 
 from __future__ import annotations
+
 import hashlib
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Mapping
+
 import numpy as np
-from brain_audit import __version__
-from brain_audit import rsna
-from brain_audit.errors import ConfigError
-from brain_audit.phantom.anatomy import build_patient, PAD_HU_FILE, padding_mask, render
+
+from brain_audit import __version__, rsna
 from brain_audit.dicom import encode_slice
-from brain_audit.provenance import atomic_write_bytes
-from brain_audit.provenance import atomic_write_text, write_json
-from brain_audit.phantom.config import GENERATOR_VERSION
-from brain_audit.phantom.truth import MANIFEST
-from brain_audit.phantom.config import PhantomConfig
-from brain_audit.phantom.truth import TRUTH_DIR
-from brain_audit.phantom.truth import TRUTH_KEYS
-from brain_audit.phantom.config import _CORRUPT_KINDS
-from brain_audit.phantom.config import _fail
-from brain_audit.phantom.truth import _npz_bytes
+from brain_audit.errors import ConfigError
+from brain_audit.phantom.anatomy import PAD_HU_FILE, build_patient, padding_mask, render
+from brain_audit.phantom.config import _CORRUPT_KINDS, GENERATOR_VERSION, PhantomConfig, _fail
+from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, _npz_bytes
+from brain_audit.provenance import atomic_write_bytes, atomic_write_text, write_json
 
 __all__ = ['generate_cohort']
 

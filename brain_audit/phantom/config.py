@@ -1,12 +1,15 @@
 """config"""
 
 from __future__ import annotations
+
 import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+
 import numpy as np
+
 from brain_audit import rsna
 from brain_audit.errors import ConfigError
 from brain_audit.phantom.anatomy import MIMICS

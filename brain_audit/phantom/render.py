@@ -1,21 +1,22 @@
 """render"""
 
 from __future__ import annotations
+
 import functools
 import math
 from pathlib import Path
 from typing import Any, Mapping
+
 import numpy as np
+
 from brain_audit import rsna
-from brain_audit.errors import BrainAuditError
-from brain_audit.phantom.anatomy import build_patient, MIMICS, render
 from brain_audit.dicom import read_hu
+from brain_audit.errors import BrainAuditError
 from brain_audit.figures import _pyplot, save_figure
+from brain_audit.phantom.anatomy import MIMICS, build_patient, render
+from brain_audit.phantom.config import PhantomConfig, _fail
+from brain_audit.phantom.truth import load_manifest, load_truth
 from brain_audit.windowing import BSB, window
-from brain_audit.phantom.config import PhantomConfig
-from brain_audit.phantom.config import _fail
-from brain_audit.phantom.truth import load_manifest
-from brain_audit.phantom.truth import load_truth
 
 __all__ = ['render_slice', 'render_image', 'render_counterfactual', 'preview']
 

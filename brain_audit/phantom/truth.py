@@ -1,6 +1,7 @@
 """truth"""
 
 from __future__ import annotations
+
 import functools
 import io
 import json
@@ -8,7 +9,9 @@ import os
 import zlib
 from pathlib import Path
 from typing import Any, Mapping
+
 import numpy as np
+
 from brain_audit import rsna
 from brain_audit.errors import BrainAuditError
 from brain_audit.phantom.anatomy import MIMICS, TRUTH_EXTRA

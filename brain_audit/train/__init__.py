@@ -7,23 +7,23 @@ cohorts -> cache for one run), ``pretrain`` (domain pretraining of the backbone)
 
 from __future__ import annotations
 
-from brain_audit.train.phases import set_dropout, run_phase, run_all
+from brain_audit.train.phases import run_all, run_phase, set_dropout
 from brain_audit.train.prepare import prepare_data
 from brain_audit.train.pretrain import (
-    run_pretrain,
     PretrainConfig,
     PretrainResult,
-    formula_slices,
-    pretrain_backbone,
-    manifest_path,
     cohort_sha256,
+    formula_slices,
+    manifest_path,
+    pretrain_backbone,
+    run_pretrain,
 )
 from brain_audit.train.runtime import (
     distribution_strategy,
+    fit_resumable,
     precision_for_devices,
     precision_policy,
     reseed_model,
-    fit_resumable,
 )
 
 __all__ = [

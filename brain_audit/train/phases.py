@@ -1,38 +1,45 @@
 """phases"""
 
 from __future__ import annotations
+
 import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
 import numpy as np
-from brain_audit.config import RunConfig
-from brain_audit.errors import ConfigError
-from brain_audit.provenance import atomic_write_bytes, file_sha256, run_record, write_csv, write_json
-from brain_audit.model.predict import any_column, predict_ids
-from brain_audit.gradcam.attention import profile_slices
+
 from brain_audit.audit.statistics import confusion_at, patient_level, threshold_for_sensitivity
-from brain_audit.model.weights import save_model
+from brain_audit.config import RunConfig
 from brain_audit.dataset.feed import make_feed
-from brain_audit.model.network import build_model, compile_model, freeze_backbone, unfreeze_all
-from brain_audit.model.network import recalibrate_batchnorm
-from brain_audit.model.network import unfreeze_top
-from brain_audit.model.weights import load_model
-from brain_audit.phantom.truth import load_truth
-from brain_audit.rsna import SUBTYPES
-from brain_audit.gradcam.attention import FLAGS
-from brain_audit.gradcam.overlays import overlay_title, save_overlay
+from brain_audit.errors import ConfigError
 from brain_audit.figures import _pyplot, save_figure
+from brain_audit.gradcam.attention import FLAGS, profile_slices
 from brain_audit.gradcam.maps import grad_cam
+from brain_audit.gradcam.overlays import overlay_title, save_overlay
+from brain_audit.model.network import (
+    build_model,
+    compile_model,
+    freeze_backbone,
+    recalibrate_batchnorm,
+    unfreeze_all,
+    unfreeze_top,
+)
+from brain_audit.model.predict import any_column, predict_ids
+from brain_audit.model.weights import load_model, save_model
+from brain_audit.phantom.truth import load_truth
+from brain_audit.provenance import atomic_write_bytes, file_sha256, run_record, write_csv, write_json
+from brain_audit.rsna import SUBTYPES
 from brain_audit.run_layout import RunPaths
-from brain_audit.train.prepare import _open_cache
-from brain_audit.train.runtime import _seed
-from brain_audit.train.runtime import distribution_strategy
-from brain_audit.train.runtime import fit_resumable
-from brain_audit.train.runtime import precision_for_devices
-from brain_audit.train.runtime import precision_policy
-from brain_audit.train.prepare import prepare_data
+from brain_audit.train.prepare import _open_cache, prepare_data
 from brain_audit.train.pretrain import run_pretrain
+from brain_audit.train.runtime import (
+    _seed,
+    distribution_strategy,
+    fit_resumable,
+    precision_for_devices,
+    precision_policy,
+)
 
 __all__ = ['set_dropout', 'run_phase', 'run_all']
 

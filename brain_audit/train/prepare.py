@@ -1,17 +1,18 @@
 """prepare"""
 
 from __future__ import annotations
+
 import warnings
 from pathlib import Path
 from typing import Any
+
 from brain_audit.config import RunConfig, to_dict
-from brain_audit.errors import ConfigError
-from brain_audit.rsna import TRAIN_CSV
-from brain_audit.dataset.cache import build_cache
+from brain_audit.dataset.cache import build_cache, open_cache
 from brain_audit.dataset.cohort import CohortSpec, join_images, plan_cohorts, write_cohorts
 from brain_audit.dataset.index import build_index
 from brain_audit.dataset.labels import read_labels
-from brain_audit.dataset.cache import open_cache
+from brain_audit.errors import ConfigError
+from brain_audit.rsna import TRAIN_CSV
 from brain_audit.run_layout import RunPaths
 
 __all__ = ['prepare_data']

@@ -52,17 +52,16 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from brain_audit.config import RunConfig
+from brain_audit.dataset.cache import load_split_arrays
+from brain_audit.dataset.feed import Augment, augment_batch
 from brain_audit.errors import ConfigError
+from brain_audit.model.network import build_model, compile_model, get_backbone, recalibrate_batchnorm, unfreeze_all
+from brain_audit.provenance import file_sha256, run_record, write_json
+from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import RunPaths
 from brain_audit.train.prepare import _open_cache
 from brain_audit.train.runtime import _seed
-from brain_audit.provenance import file_sha256, run_record, write_json
-from brain_audit.rsna import LABEL_COLUMNS
-from brain_audit.dataset.feed import augment_batch
-from brain_audit.model.network import build_model, compile_model, get_backbone, recalibrate_batchnorm, unfreeze_all
 from brain_audit.windowing import resize_hu
-from brain_audit.dataset.cache import load_split_arrays
-from brain_audit.dataset.feed import Augment
 
 __all__ = ["run_pretrain", "PretrainConfig", "PretrainResult", "formula_slices", "pretrain_backbone", "manifest_path", "cohort_sha256"]
 

@@ -1,14 +1,17 @@
 """runtime"""
 
 from __future__ import annotations
+
 import contextlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+
 import numpy as np
+
 from brain_audit.config import RunConfig
-from brain_audit.provenance import atomic_write_text, write_csv
 from brain_audit.model.weights import load_model, save_model
+from brain_audit.provenance import atomic_write_text, write_csv
 
 __all__ = ['distribution_strategy', 'precision_for_devices', 'precision_policy', 'reseed_model', 'fit_resumable']
 
