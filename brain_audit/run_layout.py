@@ -1,18 +1,33 @@
-"""layout"""
+"""Where a run writes: the one map of a run folder, used by training, the audit and the demo.
+
+::
+
+    <out_dir>/data/index/  data/cohort/  data/cache/      prepared data (header index, splits, HU cache)
+    <out_dir>/pretrain/backbone.weights.h5                 domain-pretrained backbone (+ manifest)
+    <out_dir>/phase1/ ... phase4/                           model.keras, history.csv, metrics.json, run.json
+    <out_dir>/phase4/operating_point.json                  the thresholds chosen on validation
+    <out_dir>/clinical_audit_report/                       the held-out audit
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ['RunPaths']
+__all__ = ["REPORT_DIR", "RunPaths"]
+
+#: Folder of the held-out clinical audit inside a run.
+REPORT_DIR = "clinical_audit_report"
 
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where a run writes: ``data/`` (index, cohort, cache), ``pretrain/``, ``phase1/`` ... ``phase4/``."""
+    """The paths of one run folder (nothing is created here)."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def index(self) -> Path:
@@ -30,6 +45,23 @@ class RunPaths:
     def pretrain(self) -> Path:
         return self.root / "pretrain"
 
+    @property
+    def backbone(self) -> Path:
+        """The domain-pretrained backbone weights (``weights = "pretrained"``)."""
+        return self.pretrain / "backbone.weights.h5"
+
     def phase(self, n: int) -> Path:
         return self.root / f"phase{n}"
 
+    def model(self, phase: int) -> Path:
+        """The model a phase finished with (Phase 3 audits and writes none)."""
+        return self.phase(phase) / "model.keras"
+
+    @property
+    def operating_point(self) -> Path:
+        """Phase 4's thresholds, chosen on validation."""
+        return self.phase(4) / "operating_point.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT_DIR

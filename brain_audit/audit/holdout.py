@@ -1,4 +1,13 @@
-"""holdout"""
+"""The held-out clinical audit: the final model on the audit patients it never saw.
+
+The audit patients are chosen first (:mod:`brain_audit.dataset.cohort`) and never enter any training,
+validation or pretraining cohort. :func:`audit_holdout` scores them with the Phase-4 model at the thresholds
+Phase 4 chose on validation (never re-tuned here) and reports per slice and per patient (a patient's score is
+its most suspicious slice), with 95 % intervals by bootstrap over patients, PPV / NPV at deployment
+prevalences, calibration and attention profiles. Outputs in ``<run>/clinical_audit_report/``:
+``summary.json``, ``summary.md``, ``slices.csv``, ``patients.csv`` and ``patients/<patient>.json``; IDs are
+the dataset's pseudonyms, no identifying DICOM field is read.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +22,16 @@ from brain_audit.audit.statistics import calibration_bins, operating_point_repor
 from brain_audit.config import RunConfig
 from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
-from brain_audit.gradcam.attention import FLAGS, profile_slices
+from brain_audit.gradcam.attention import FLAGS, profile_cached
 from brain_audit.model.predict import any_column, predict_ids
 from brain_audit.model.weights import load_model
 from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS
-from brain_audit.run_layout import RunPaths
+from brain_audit.run_layout import REPORT_DIR, RunPaths
 
 __all__ = ['REPORT_DIR', 'DEPLOYMENT_PREVALENCES', 'audit_holdout']
 
 
-REPORT_DIR = "clinical_audit_report"
 
 
 #: Deployment prevalences of ICH for PPV / NPV (emergency head CT: roughly 1-5 % bleed).
@@ -55,9 +63,9 @@ def audit_holdout(
     import pandas as pd
 
 
-    paths = RunPaths(Path(config.out_dir))
-    model_path = Path(model_path) if model_path else paths.phase(4) / "model.keras"
-    op_path = paths.phase(4) / "operating_point.json"
+    paths = RunPaths(config.out_dir)
+    model_path = Path(model_path) if model_path else paths.model(4)
+    op_path = paths.operating_point
     if not model_path.is_file() or not op_path.is_file():
         raise ConfigError(f"the audit needs a finished Phase 4: {model_path} or {op_path} is missing")
     operating = json.loads(op_path.read_text())
@@ -80,12 +88,12 @@ def audit_holdout(
     # attention profiles of the slices a reader would look at: every positive, then the most confident negatives
     order = np.concatenate([np.flatnonzero(y == 1), np.flatnonzero(y == 0)[np.argsort(-p[y == 0], kind="stable")]])
     pick = order[:gradcam_slices]
-    prof = profile_slices(model, cache, [ids[i] for i in pick], y[pick], p[pick], threshold,
-                          output_index=column, batch_size=32)
-    prof_df = pd.DataFrame(prof).drop(columns=["label", "probability"], errors="ignore")
+    prof_df = profile_cached(model, cache, [ids[i] for i in pick], y[pick], p[pick], threshold,
+                             output_index=column, batch_size=32).drop(columns=["label", "probability"])
+    prof_df.insert(1, "cam_empty", prof_df["peak_region"] == "none")
     slices = slices.merge(prof_df, on="image_id", how="left")
 
-    report_dir = paths.root / REPORT_DIR
+    report_dir = paths.report
     both = len(np.unique(y)) == 2
     slice_report = operating_point_report(y, p, threshold, prevalences, groups=patients, n_boot=n_boot,
                                           seed=config.seed)

@@ -1,4 +1,4 @@
-"""report"""
+"""The executive summary of a clinical audit, in Markdown, from its ``summary.json`` dict."""
 
 from __future__ import annotations
 

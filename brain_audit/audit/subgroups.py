@@ -1,4 +1,12 @@
-"""subgroups"""
+"""Discrimination by subgroup: metrics with and without each hemorrhage mimic present.
+
+A model that learned "coil means bleed" scores well where coils and bleeds co-occur and fails on bleeds
+without a coil and on normals with one; the overall AUC hides it, stratification shows it.
+
+References:
+    Geirhos R et al. Shortcut learning in deep neural networks. Nat Mach Intell 2020.
+    DeGrave AJ et al. AI for radiographic COVID-19 detection selects shortcuts over signal. Nat Mach Intell 2021.
+"""
 
 from __future__ import annotations
 

@@ -1,16 +1,28 @@
-"""attention"""
+"""Where a map falls: energy per anatomical region, the pointing game, and the shortcut flags.
+
+:func:`attention_profile` shares one map's energy among disjoint regions found from HU
+(:mod:`brain_audit.skull`: metal, calcification, skull, intracranial, scalp, head holder, outside the head),
+each beside its area share (the chance level), scores the pointing game against a lesion mask where truth
+is known, and raises the flags of :data:`FLAGS`. :func:`audit_batch` does it for a batch of HU slices in one
+gradient pass and :func:`profile_cached` for cached slices in bounded memory: the one profile loop of
+Phase 3, the held-out audit and ``brain-audit gradcam``.
+
+References:
+    Wang H et al. Score-CAM. CVPR Workshops 2020 (energy-based pointing game).
+    Zhang J et al. Top-down neural attention by excitation backprop. IJCV 2018 (pointing game).
+"""
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from brain_audit.gradcam.maps import Method, _cached, _resize_to, grad_cam
+from brain_audit.gradcam.maps import Method, cached_cam, resize_map
 from brain_audit.skull import DISJOINT_ORDER, disjoint_regions, region_masks
 
-__all__ = ['BONE_FOCUS_SHARE', 'OUTSIDE_HEAD_FOCUS_SHARE', 'INTRACRANIAL_MIN_SHARE', 'HIT_RADIUS_PX', 'FLAGS', 'attention_profile', 'MIMIC_REGIONS', 'mimic_presence', 'profile_columns', 'audit_batch']
+__all__ = ['BONE_FOCUS_SHARE', 'OUTSIDE_HEAD_FOCUS_SHARE', 'INTRACRANIAL_MIN_SHARE', 'HIT_RADIUS_PX', 'FLAGS', 'attention_profile', 'MIMIC_REGIONS', 'mimic_presence', 'profile_columns', 'audit_batch', 'profile_cached']
 
 
 #: Energy share on the skull above which a map is ``bone_focus`` (the skull is about 6 % of a real
@@ -114,7 +126,7 @@ def attention_profile(
         raise ValueError("`cam` must be finite. Got NaN or infinity instead.")
     if hit_radius_px < 0:
         raise ValueError(f"`hit_radius_px` must be >= 0. Got {hit_radius_px!r} instead.")
-    c = np.maximum(_resize_to(c, shape), 0.0)
+    c = np.maximum(resize_map(c, shape), 0.0)
     total = float(c.sum(dtype=np.float64))
     zero = not total > 0
     if zero:
@@ -187,6 +199,7 @@ def audit_batch(
     lesion_masks: Sequence[np.ndarray | None] | None = None,
     labels: Sequence[int | None] | np.ndarray | None = None,
     image_ids: Sequence[str] | None = None,
+    probabilities: Sequence[float] | np.ndarray | None = None,
     layer: str | None = None,
     output_index: int = 0,
     method: Method = "gradcam",
@@ -207,6 +220,8 @@ def audit_batch(
         lesion_masks: per-slice lesion truth (bool, the masks' shape) or None entries.
         labels: per-slice 0/1 labels of the explained output, or None entries.
         image_ids: per-slice IDs for the ``image_id`` column (default ``"0"``, ``"1"``, ...).
+        probabilities: per-slice probabilities of the explained output when the caller has scored
+            the slices already (``model.predict``); default: the sigmoid of the logits of the same pass.
         layer, output_index, method: as in :func:`grad_cam`.
         threshold, hit_radius_px: as in :func:`attention_profile`.
 
@@ -220,16 +235,20 @@ def audit_batch(
 
     x = np.asarray(hu_batch, dtype=np.float32)
     n = len(x)
-    for name, seq in (("masks", masks), ("lesion_masks", lesion_masks), ("labels", labels), ("image_ids", image_ids)):
+    for name, seq in (("masks", masks), ("lesion_masks", lesion_masks), ("labels", labels), ("image_ids", image_ids),
+                      ("probabilities", probabilities)):
         if seq is not None and len(seq) != n:
             raise ValueError(f"`{name}` must hold one entry per slice ({n}). Got {len(seq)} instead.")
-    cam_fn = _cached(model, layer, output_index, method)
+    cam_fn = cached_cam(model, layer, output_index, method)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        maps, logits = cam_fn._maps(x, return_logits=True, stacklevel=2)
+        maps, logits = cam_fn(x, return_logits=True)
     for w in caught:
         warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
-    probs = 1.0 / (1.0 + np.exp(-logits[:, output_index].astype(np.float64)))
+    if probabilities is None:
+        probs = 1.0 / (1.0 + np.exp(-logits[:, output_index].astype(np.float64)))
+    else:
+        probs = np.asarray(probabilities, dtype=np.float64)
     rows = []
     for i in range(n):
         m = masks[i] if masks is not None else region_masks(x[i] if x.ndim == 3 else x[i, ..., x.shape[-1] // 2])
@@ -245,42 +264,68 @@ def audit_batch(
         rows.append(row)
     return pd.DataFrame(rows), maps
 
-def profile_slices(model: Any, cache: Any, ids: Sequence[str], labels: np.ndarray, probs: np.ndarray,
-                   threshold: float, lesions: dict[str, np.ndarray] | None = None, *, output_index: int = 0,
-                   batch_size: int = 32) -> list[dict[str, Any]]:
-    """Grad-CAM attention profile of cached slices, in batches of ``batch_size``.
+
+def profile_cached(
+    model: Any,
+    cache: Any,
+    ids: Sequence[str],
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    lesions: dict[str, np.ndarray] | None = None,
+    *,
+    output_index: int = 0,
+    batch_size: int = 32,
+    on_batch: Callable[[Any, np.ndarray, np.ndarray], None] | None = None,
+) -> Any:
+    """:func:`audit_batch` over cached slices, ``batch_size`` at a time (bounded memory).
+
+    The one profile loop of Phase 3, the held-out audit and the hard-negative mining: HU read from
+    the cache, regions from :func:`brain_audit.skull.region_masks` of the same HU, lesion masks
+    scored only on positive slices. All-zero maps are not warned about here; they are the rows whose
+    ``peak_region`` is ``"none"``.
 
     Args:
-        model: a brain_audit model (HU input).
-        cache: an opened :class:`brain_audit.cache.HUCache`.
+        model: Keras model, HU input (``build_model``).
+        cache: an opened :class:`brain_audit.dataset.cache.HUCache` (anything with ``hu_int16(ids)``).
         ids: image IDs to profile.
-        labels: (N,) true 0/1 label of the explained output.
-        probs: (N,) the model's probability for it.
+        labels: (N,) true 0/1 labels of the explained output.
+        probabilities: (N,) the model's probabilities for it (as scored by the caller).
         threshold: decision threshold (for ``right_for_wrong_reason``).
-        lesions: optional image ID -> bool lesion mask at cache resolution (phantom truth).
+        lesions: optional image ID -> bool lesion mask at cache resolution.
         output_index: unit of the final Dense layer explained.
-        batch_size: Grad-CAM batch.
+        batch_size: slices per gradient pass, >= 1.
+        on_batch: called as ``on_batch(table, hu, maps)`` after each batch, e.g. to keep the maps
+            of the slices worth a picture without holding every map in memory.
 
     Returns:
-        One dict per slice: ``image_id``, ``label``, ``probability``, ``cam_empty`` and the
-        keys of :func:`brain_audit.gradcam.attention_profile` (regions from
-        :func:`brain_audit.skull.region_masks` of the slice's HU).
+        pandas.DataFrame: the rows of :func:`audit_batch`, in the order of ``ids``.
     """
+    import pandas as pd
 
-    rows: list[dict[str, Any]] = []
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1. Got {batch_size!r} instead.")
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if not len(labels) == len(probabilities) == len(ids):
+        raise ValueError(f"`labels` and `probabilities` must hold one entry per ID ({len(ids)}). "
+                         f"Got {len(labels)} and {len(probabilities)} instead.")
+    parts = []
     for start in range(0, len(ids), batch_size):
         part = list(ids[start : start + batch_size])
+        sel = slice(start, start + len(part))
         hu = cache.hu_int16(part).astype(np.float32)
+        lesion = None
+        if lesions is not None:
+            lesion = [lesions.get(i) if y == 1 else None for i, y in zip(part, labels[sel])]
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-zero maps are counted below instead
-            cams = grad_cam(model, hu[..., None], output_index=output_index)
-            for k, image_id in enumerate(part):
-                i = start + k
-                lesion = None if lesions is None or labels[i] == 0 else lesions.get(image_id)
-                prof = attention_profile(
-                    cams[k], masks=region_masks(hu[k]), lesion_mask=lesion,
-                    probability=float(probs[i]), label=int(labels[i]), threshold=threshold,
-                )
-                rows.append({"image_id": image_id, "label": int(labels[i]), "probability": float(probs[i]),
-                             "cam_empty": bool(cams[k].max() <= 0), **prof})
-    return rows
+            warnings.simplefilter("ignore", RuntimeWarning)  # zero maps: peak_region "none"
+            table, maps = audit_batch(model, hu, lesion_masks=lesion, labels=labels[sel], image_ids=part,
+                                      probabilities=probabilities[sel], output_index=output_index,
+                                      threshold=threshold)
+        if on_batch is not None:
+            on_batch(table, hu, maps)
+        parts.append(table)
+    if not parts:
+        return pd.DataFrame(columns=["image_id", "probability", "label"] + profile_columns(lesions is not None))
+    return pd.concat(parts, ignore_index=True)

@@ -1,4 +1,9 @@
-"""files"""
+"""Grad-CAM audit of DICOM files (``brain-audit gradcam``): an overlay per slice and one profile table.
+
+Each file is read to HU and prepared exactly as the cache prepares training slices
+(:func:`brain_audit.dataset.cache.preprocess_slice`), so the model sees what it was trained on; unreadable
+files are listed with their reason and the rest go on.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import numpy as np
 from brain_audit.dicom import read_hu
 from brain_audit.errors import BrainAuditError, ConfigError
 from brain_audit.gradcam.attention import audit_batch
-from brain_audit.gradcam.maps import Method, _cached
+from brain_audit.gradcam.maps import Method, cached_cam
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, randomization_check
 from brain_audit.provenance import file_fingerprint, run_record, write_csv, write_json
@@ -91,7 +96,7 @@ def audit_files(
             "(a 2.5D model with context slices needs its neighbours; audit it from the dataset feed)."
         )
     size = (int(shape[1]), int(shape[2]))
-    cam_fn = _cached(model, layer, output_index, method)
+    cam_fn = cached_cam(model, layer, output_index, method)
     column = LABEL_COLUMNS[output_index] if cam_fn.n_outputs == len(LABEL_COLUMNS) else "any"
     out = Path(out_dir)
     files = _dicom_files(images)

@@ -1,4 +1,21 @@
-"""maps"""
+"""Batched Grad-CAM and Grad-CAM++ maps of one output's logit.
+
+:class:`GradCAM` / :func:`grad_cam` give float32 (N, H, W) maps in [0, 1] at input resolution for a whole
+batch in one gradient pass, from the *logit* of one output (the sigmoid's gradient vanishes on confident
+slices), at EfficientNet's ``top_activation`` by default (found inside the nested backbone). The input is
+whatever the model takes: for :func:`brain_audit.model.build_model`, float32 HU (N, H, W, 1).
+
+Keras 3 cannot give ``model.inputs -> nested_layer.output`` as one functional model, so the model is cut at
+the backbone into functional pieces that share its layers (no weights are copied), and the logit is
+recomputed in float32 from the final Dense layer's input, kernel and bias (float32 gradients also under
+mixed precision). The call of a layer inside a model is looked up in ``layer._inbound_nodes`` /
+``model._nodes``: Keras has no public accessor; the tests pin the behaviour.
+
+References:
+    Selvaraju RR et al. Grad-CAM. ICCV 2017. Chattopadhay A et al. Grad-CAM++. WACV 2018.
+    Chollet F. Grad-CAM class activation visualization, keras.io/examples/vision/grad_cam (the recipe the
+    tests compare against; it averages gradients over the batch axis too, right only for a batch of one).
+"""
 
 from __future__ import annotations
 
@@ -307,10 +324,10 @@ def grad_cam(
     References:
         Selvaraju RR et al. ICCV 2017; Chattopadhay A et al. WACV 2018.
     """
-    return _cached(model, layer, output_index, method)._maps(hu_batch, return_logits=False, stacklevel=3)
+    return cached_cam(model, layer, output_index, method)._maps(hu_batch, return_logits=False, stacklevel=3)
 
 
-def _cached(model: Any, layer: str | None, output_index: int, method: Method = "gradcam") -> GradCAM:
+def cached_cam(model: Any, layer: str | None, output_index: int, method: Method = "gradcam") -> GradCAM:
     """The :class:`GradCAM` of these arguments, built once per model (its traced function reads the
     model's variables live, so later weight changes are seen)."""
     per_model = _CACHE.setdefault(model, {})
@@ -320,7 +337,7 @@ def _cached(model: Any, layer: str | None, output_index: int, method: Method = "
     return per_model[key]
 
 
-def _resize_to(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     import cv2
 
     c = np.asarray(cam, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""overlays"""
+"""The seed's Grad-CAM pictures: the slice in the brain window beside the heat map over it (PNG)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from brain_audit.figures import _pyplot, save_figure
 from brain_audit.gradcam.attention import FLAGS
-from brain_audit.gradcam.maps import _resize_to
+from brain_audit.gradcam.maps import resize_map
 from brain_audit.windowing import BRAIN, window
 
 __all__ = ['overlay_title', 'save_overlay']
@@ -43,7 +43,7 @@ def save_overlay(path: Any, hu: np.ndarray, cam: np.ndarray, title: str = "", al
         raise ValueError(f"`hu` must be 2-D (H, W). Got shape {x.shape} instead.")
     plt = _pyplot()
     gray = window(x, *BRAIN)
-    heat = np.clip(_resize_to(cam, x.shape), 0.0, 1.0)
+    heat = np.clip(resize_map(cam, x.shape), 0.0, 1.0)
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
     axes[0].imshow(gray, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title(f"CT, brain window (W{BRAIN.width:g} L{BRAIN.center:g})", fontsize=9)

@@ -1,4 +1,13 @@
-"""shortcuts"""
+"""Shortcut tests that do not trust saliency: intervention and the randomisation sanity check.
+
+:func:`counterfactual_effect` measures the change in probability between paired slices that differ only by a
+mimic (a device, a calcification); :func:`randomization_check` re-draws the weights from the output backwards
+and asks whether the maps change (maps that survive randomisation show the image, not the model).
+
+References:
+    Adebayo J et al. Sanity checks for saliency maps. NeurIPS 2018.
+    Geirhos R et al. Shortcut learning in deep neural networks. Nat Mach Intell 2020.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from brain_audit.gradcam.maps import _cached, _is_model, _sublayers, find_layer
+from brain_audit.gradcam.maps import _is_model, _sublayers, cached_cam, find_layer
+from brain_audit.model.predict import predict
 
 __all__ = ['counterfactual_effect', 'SANITY_MAX_RHO', 'randomization_check']
-
-
-def _predict(model: Any, hu: np.ndarray, batch_size: int) -> np.ndarray:
-    x = np.asarray(hu, dtype=np.float32)
-    if x.ndim == len(model.inputs[0].shape) - 1:
-        x = x[..., None]
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
 
 
 def counterfactual_effect(
@@ -53,8 +56,8 @@ def counterfactual_effect(
         raise ValueError(f"`hu_with` and `hu_without` must have one shape. Got {a.shape} and {b.shape} instead.")
     if a.shape[0] == 0:
         raise ValueError("`hu_with` must hold at least one slice. Got an empty batch instead.")
-    pw = _predict(model, a, batch_size)[:, output_index]
-    po = _predict(model, b, batch_size)[:, output_index]
+    pw = predict(model, a, batch_size)[:, output_index]
+    po = predict(model, b, batch_size)[:, output_index]
     frame = pd.DataFrame({"p_with": pw, "p_without": po, "delta": pw - po, "flipped": (pw >= threshold) != (po >= threshold)})
     frame.attrs["mean_delta"] = float(frame["delta"].mean())
     frame.attrs["flip_rate"] = float(frame["flipped"].mean())
@@ -130,7 +133,7 @@ def randomization_check(
 
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"`steps` must be an int >= 1. Got {steps!r} instead.")
-    cam_fn = _cached(model, layer, output_index)
+    cam_fn = cached_cam(model, layer, output_index)
     path = find_layer(model, cam_fn.layer)
     groups = _weight_groups(model, path)[: int(steps)]
     original = [v.numpy().copy() for v in model.weights]

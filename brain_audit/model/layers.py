@@ -1,4 +1,10 @@
-"""layers"""
+"""The model's own Keras layers, loss and metric, registered for safe-mode loading.
+
+:class:`MultiWindow` turns HU into the brain / subdural / bone channels inside the network (DICOM PS3.3
+C.11.2.1.3.2 windows, or Lee et al.'s trainable sigmoid windows); :class:`WeightedBinaryCrossentropy` is the
+RSNA 2019 weighted log loss (``any`` 2, each subtype 1; Flanders et al., Radiology: AI 2020);
+:class:`ColumnAUC` is the ROC AUC of one output column.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,23 @@
-"""network"""
+"""The classifier: Hounsfield units in, hemorrhage probabilities out, and its training states.
+
+::
+
+    HU (B, S, S, 1 + 2 * context), float32
+      └─ MultiWindow ──────────── brain / subdural / bone, float in [0, 255]   (B, S, S, 3)
+           └─ EfficientNetB0 ───── nested sub-model "efficientnetb0", no top;   (B, S/32, S/32, 1280)
+                │                  rescales / normalises internally
+                └─ GlobalAveragePooling2D ─ Dropout ─ Dense sigmoid (float32)    (B, 1) or (B, 6)
+
+The windows live inside the network, so a saved model takes raw HU and nothing is lost to 8 bits. Training
+states (recompile with :func:`compile_model` after every change): :func:`freeze_backbone` (Phase 1 on a
+pretrained backbone), :func:`unfreeze_top` (Phase 2: whole top blocks, BatchNorm frozen, as the Keras
+transfer-learning guide requires) and :func:`unfreeze_all` (domain pretraining; Phase 1 without a
+pretrained backbone).
+
+References:
+    Tan M, Le QV. EfficientNet. ICML 2019, arXiv:1905.11946.
+    Chollet F. Transfer learning & fine-tuning, keras.io/guides/transfer_learning/.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Predictions: a trained model applied to HU, and where it looked when it did.
+"""Predictions: a trained model applied to HU arrays, or to cached slices read chunk by chunk.
 
-The stage between the model and the audit in the data flow: :func:`predict` on HU
-arrays, :func:`predict_ids` on cached images read chunk by chunk (bounded memory, so a
-20,000-slice split never sits in RAM as float32), and :func:`profile_slices`, the
-Grad-CAM attention profile of cached slices used by Phase 3 and the clinical audit.
+:func:`predict_ids` reads the cache in chunks so that a 20,000-slice split never sits in memory as float32.
 """
 
 from __future__ import annotations
@@ -24,9 +21,12 @@ def any_column(head: str) -> int:
 
 
 def predict(model: Any, hu: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Probabilities of ``model`` on HU (N, H, W, C): float64 (N, outputs)."""
-    out = model.predict(np.asarray(hu, dtype=np.float32), batch_size=batch_size, verbose=0)
-    return np.asarray(out, dtype=np.float64).reshape(len(hu), -1)
+    """Probabilities of ``model`` on HU (N, H, W, C), or (N, H, W) for a one-channel model: float64 (N, outputs)."""
+    x = np.asarray(hu, dtype=np.float32)
+    if x.ndim == len(model.inputs[0].shape) - 1:
+        x = x[..., None]
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    return np.asarray(out, dtype=np.float64).reshape(len(x), -1)
 
 
 def predict_ids(model: Any, cache: Any, ids: Sequence[str], column: int, chunk: int = 512) -> np.ndarray:

@@ -1,4 +1,24 @@
-"""phases"""
+"""The seed notebook's four training phases.
+
+=====  ====================  ==============================================================================
+phase  name                  what it does
+=====  ====================  ==============================================================================
+1      domain freezing       backbone frozen, head trained on the Phase-1 cohort (1,600 patients by
+                             default); with no pretrained backbone the whole network trains, and the
+                             manifest says so
+2      scale-up              from Phase 1 on the balanced Phase-2 cohort, top EfficientNet blocks
+                             unfrozen, BatchNorm frozen
+3      adversarial audit     Grad-CAM over validation (errors, shortcut flags, overlays) and the
+                             hard-negative list mined from train (:mod:`brain_audit.train.hard_negatives`)
+4      clinical correction   from Phase 2 with hard negatives over-sampled, one candidate per dropout
+                             rate, compared on validation; the operating thresholds for the target
+                             sensitivity (slice and patient) written beside the chosen model
+=====  ====================  ==============================================================================
+
+Every phase writes ``<out>/phase<N>/`` (:class:`brain_audit.run_layout.RunPaths`): ``model.keras``,
+``history.csv``, ``metrics.json`` and ``run.json`` (resolved config, seeds, package versions, input hashes);
+a finished phase is read back, not rerun.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +34,7 @@ from brain_audit.config import RunConfig
 from brain_audit.dataset.feed import make_feed
 from brain_audit.errors import ConfigError
 from brain_audit.figures import _pyplot, save_figure
-from brain_audit.gradcam.attention import FLAGS, profile_slices
-from brain_audit.gradcam.maps import grad_cam
+from brain_audit.gradcam.attention import FLAGS, profile_cached
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.model.network import (
     build_model,
@@ -31,6 +50,7 @@ from brain_audit.phantom.truth import load_truth
 from brain_audit.provenance import atomic_write_bytes, file_sha256, run_record, write_csv, write_json
 from brain_audit.rsna import SUBTYPES
 from brain_audit.run_layout import RunPaths
+from brain_audit.train.hard_negatives import mine_hard_negatives
 from brain_audit.train.prepare import _open_cache, prepare_data
 from brain_audit.train.pretrain import run_pretrain
 from brain_audit.train.runtime import (
@@ -114,7 +134,7 @@ def _train_phase(config: RunConfig, phase: int, cohort: str, plan: Any, build: C
                  strategy: Any, verbose: int | str, sample_weights: dict[str, float] | None = None,
                  out: Path | None = None, augment: bool = True) -> Any:
     cache = _open_cache(config)
-    out = out or RunPaths(Path(config.out_dir)).phase(phase)
+    out = out or RunPaths(config.out_dir).phase(phase)
     val = _feed(cache, config, "validation", plan.batch_size, cohort, train=False)
     model, history = fit_resumable(
         build,
@@ -149,7 +169,7 @@ def _phase1(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
             unfreeze_top(m, plan.unfrozen_blocks)
         return compile_model(m, plan.learning_rate, config.head)
 
-    out = RunPaths(Path(config.out_dir)).phase(1)
+    out = RunPaths(config.out_dir).phase(1)
     model = _train_phase(config, 1, "phase1", plan, build, strategy=strategy, verbose=verbose, augment=plan.augment)
     if not frozen:
         _precise_bn(model, config, "phase1")
@@ -187,7 +207,7 @@ def _precise_bn(model: Any, config: RunConfig, cohort: str, limit: int = 1024) -
 def _phase2(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, Any]:
 
     plan = config.phase2
-    src = RunPaths(Path(config.out_dir)).phase(1) / "model.keras"
+    src = RunPaths(config.out_dir).model(1)
     _require(src, 1)
 
     def build() -> Any:
@@ -199,7 +219,7 @@ def _phase2(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
             unfreeze_top(m, plan.unfrozen_blocks)
         return compile_model(m, plan.learning_rate, config.head)
 
-    out = RunPaths(Path(config.out_dir)).phase(2)
+    out = RunPaths(config.out_dir).phase(2)
     model = _train_phase(config, 2, "phase2", plan, build, strategy=strategy, verbose=verbose, augment=plan.augment)
     metrics = _evaluate(model, _open_cache(config), config, "phase2", config.phase4.target_sensitivity)
     _finish_phase(model, out, config, metrics, phase=2, inputs={"phase1_model": file_sha256(src)})
@@ -240,14 +260,44 @@ def _audit_order(ids: Sequence[str], labels: np.ndarray, limit: int) -> np.ndarr
     return np.concatenate([pos, neg])[:limit]
 
 
+class _WorstFindings:
+    """The ``k`` profiled slices most worth a picture, kept with their HU and map while profiling runs.
+
+    Order: errors first, then flagged slices, then by probability (highest first), ties in profiling
+    order; the same as sorting the whole findings table, without holding every map in memory.
+    """
+
+    def __init__(self, k: int, threshold: float) -> None:
+        self.k, self.threshold = int(k), float(threshold)
+        self._kept: list[tuple[tuple[float, float, int], dict[str, Any], np.ndarray, np.ndarray]] = []
+        self._seen = 0
+
+    def __call__(self, table: Any, hu: np.ndarray, maps: np.ndarray) -> None:
+        if self.k <= 0:
+            return
+        flagged = table[list(FLAGS)].fillna(False).astype(bool).any(axis=1).to_numpy()
+        called = table["probability"].to_numpy() >= self.threshold
+        error = called != table["label"].to_numpy().astype(bool)
+        rank = error.astype(int) * 2 + flagged.astype(int)
+        for i, row in enumerate(table.to_dict("records")):
+            self._kept.append(((-rank[i], -row["probability"], self._seen), row, hu[i], maps[i]))
+            self._seen += 1
+        self._kept.sort(key=lambda item: item[0])
+        del self._kept[self.k :]
+
+    @property
+    def kept(self) -> list[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
+        """``(profile row, HU (S, S), map (S, S))`` of the kept slices, most worth a picture first."""
+        return [(row, hu, cam) for _, row, hu, cam in self._kept]
+
+
 def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     """The adversarial audit: Grad-CAM over validation, and hard negatives mined from train."""
-    import pandas as pd
 
 
     plan = config.phase3
-    paths = RunPaths(Path(config.out_dir))
-    src = paths.phase(2) / "model.keras"
+    paths = RunPaths(config.out_dir)
+    src = paths.model(2)
     _require(src, 2)
     out = paths.phase(3)
     model = load_model(src, compile=False)
@@ -262,11 +312,12 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     ids = [val_ids[i] for i in order]
     y = y_val[order]
     p = predict_ids(model, cache, ids, column)
-    rows = profile_slices(model, cache, ids, y, p, threshold, _truth_lesions(config, ids, cache.size),
-                          output_index=column, batch_size=plan.batch_size)
-    findings = pd.DataFrame(rows)
+    worst = _WorstFindings(plan.overlays, threshold)
+    findings = profile_cached(model, cache, ids, y, p, threshold, _truth_lesions(config, ids, cache.size),
+                              output_index=column, batch_size=plan.batch_size, on_batch=worst)
     if len(findings):
         findings.insert(1, "patient_id", cache.table.loc[findings["image_id"], "patient_id"].to_numpy())
+        findings.insert(4, "cam_empty", findings["peak_region"] == "none")  # no positive evidence at all
         findings["predicted"] = (findings["probability"] >= threshold).astype(int)
         findings["error"] = np.where(findings["predicted"] == findings["label"], "",
                                      np.where(findings["label"] == 1, "false_negative", "false_positive"))
@@ -275,41 +326,17 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     # (2) hard negatives from TRAIN (never validation: Phase 4 trains on them and is judged on validation)
     tr_ids = cache.ids("train", "phase2")
     y_tr = cache.table.loc[tr_ids, "any"].to_numpy().astype(int)
-    neg_ids = [tr_ids[i] for i in np.flatnonzero(y_tr == 0)]
-    p_neg = predict_ids(model, cache, neg_ids, column) if neg_ids else np.empty(0)
-    confident = p_neg >= plan.hard_negative_probability
-    # Grad-CAM on the most suspicious negatives (highest probability first), at most max_slices
-    top = np.argsort(-p_neg, kind="stable")[: plan.max_slices]
-    cam_rows = profile_slices(model, cache, [neg_ids[i] for i in top], np.zeros(len(top), dtype=int),
-                              p_neg[top], threshold, output_index=column, batch_size=plan.batch_size)
-    off_brain = {r["image_id"]: 1.0 - r["energy_intracranial"] for r in cam_rows if not r["cam_empty"]}
-    hard = []
-    for i, image_id in enumerate(neg_ids):
-        reasons = []
-        if confident[i]:
-            reasons.append(f"false positive p={p_neg[i]:.3f} >= {plan.hard_negative_probability}")
-        share = off_brain.get(image_id)
-        if share is not None and share >= plan.off_brain_share:
-            reasons.append(f"attention {share:.0%} outside the intracranial space")
-        if reasons:
-            hard.append({"image_id": image_id, "probability": float(p_neg[i]), "reason": "; ".join(reasons)})
-    hard_df = pd.DataFrame(hard, columns=["image_id", "probability", "reason"])
+    hard_df = mine_hard_negatives(
+        model, cache, [tr_ids[i] for i in np.flatnonzero(y_tr == 0)], output_index=column, threshold=threshold,
+        probability=plan.hard_negative_probability, off_brain_share=plan.off_brain_share,
+        max_profiled=plan.max_slices, batch_size=plan.batch_size,
+    )
     write_csv(out / "hard_negatives.csv", hard_df)
 
-    # (3) overlays of the worst findings: errors and flagged slices first
-    if len(findings) and plan.overlays:
-        flagged = findings[list(FLAGS)].fillna(False).astype(bool).any(axis=1)
-        worst = findings.assign(_k=(findings["error"] != "").astype(int) * 2 + flagged.astype(int))
-        worst = worst.sort_values(["_k", "probability"], ascending=[False, False]).head(plan.overlays)
-
-        hu = cache.hu_int16(list(worst["image_id"])).astype(np.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # empty maps are counted in metrics.json
-            cams = grad_cam(model, hu[..., None], output_index=column)  # one batched pass
-        for k, (_, r) in enumerate(worst.iterrows()):
-            flags = {f: r[f] for f in FLAGS}
-            save_overlay(out / "overlays" / f"{r['image_id']}.png", hu[k], cams[k],
-                         title=overlay_title(r["image_id"], r["probability"], flags))
+    # (3) overlays of the worst findings (errors first, then flagged slices), maps from the pass above
+    for row, hu, cam in worst.kept:
+        save_overlay(out / "overlays" / f"{row['image_id']}.png", hu, cam,
+                     title=overlay_title(row["image_id"], row["probability"], row))
 
     summary: dict[str, Any] = {"audited_validation_slices": int(len(findings)), "threshold": threshold}
     if len(findings):
@@ -331,7 +358,7 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
                     "hit_rate": float(les["pointing_hit"].astype(bool).mean()),
                 }
     summary["hard_negatives"] = int(len(hard_df))
-    summary["train_negatives_scored"] = int(len(neg_ids))
+    summary["train_negatives_scored"] = int(hard_df.attrs["scored"])
     write_json(out / "metrics.json", summary)
     write_json(out / "run.json", run_record(config, seeds={"run": config.seed}, phase=3,
                                              inputs={"phase2_model": file_sha256(src)}))
@@ -346,8 +373,8 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
 
 
     plan = config.phase4
-    paths = RunPaths(Path(config.out_dir))
-    src = paths.phase(2) / "model.keras"
+    paths = RunPaths(config.out_dir)
+    src = paths.model(2)
     _require(src, 2)
     _require(paths.phase(3) / "hard_negatives.csv", 3)
     hard = pd.read_csv(paths.phase(3) / "hard_negatives.csv", dtype={"image_id": str})
@@ -399,13 +426,13 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     if not scored:
         raise ConfigError("phase 4 cannot choose: the validation split needs both positive and negative slices")
     chosen = max(scored, key=lambda c: (c["specificity"], c["average_precision"], c["dropout"]))
-    atomic_write_bytes(paths.phase(4) / "model.keras", Path(chosen["model"]).read_bytes())
+    atomic_write_bytes(paths.model(4), Path(chosen["model"]).read_bytes())
     operating = {"threshold": chosen["threshold"], "target_sensitivity": plan.target_sensitivity,
                  "dropout": chosen["dropout"], "validation_sensitivity": chosen["sensitivity"],
                  "validation_specificity": chosen["specificity"]}
     operating.update(_patient_operating_point(predictions[chosen["dropout"]], cache, val_ids, y_val,
                                               plan.target_sensitivity))
-    write_json(paths.phase(4) / "operating_point.json", operating)
+    write_json(paths.operating_point, operating)
 
     fig, ax = _pyplot().subplots(figsize=(5, 4.5))
     for rate, rec, prec, ap in curves:
@@ -454,9 +481,10 @@ def run_phase(config: RunConfig, phase: int, *, strategy: Any = None, verbose: i
     """
     if phase not in (1, 2, 3, 4):
         raise ConfigError(f"`phase` must be 1, 2, 3 or 4. Got {phase!r} instead.")
-    out = RunPaths(Path(config.out_dir)).phase(phase)
+    paths = RunPaths(config.out_dir)
+    out = paths.phase(phase)
     done = (out / "metrics.json").is_file() and (
-        (out / "hard_negatives.csv").is_file() if phase == 3 else (out / "model.keras").is_file()
+        (out / "hard_negatives.csv").is_file() if phase == 3 else paths.model(phase).is_file()
     )
     if done and not force:
         return json.loads((out / "metrics.json").read_text())

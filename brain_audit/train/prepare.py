@@ -1,4 +1,8 @@
-"""prepare"""
+"""The data of one run: labels -> header index -> patient splits and phase cohorts -> HU cache.
+
+Every step resumes and skips what is done; the audit patients are chosen first and never enter a
+training, validation or pretraining cohort.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def prepare_data(config: RunConfig, progress: bool = True) -> Any:
     root = Path(config.data_root)
     if not (root / TRAIN_CSV).is_file():
         raise ConfigError(f"`data_root` must hold {TRAIN_CSV}. Got {str(root)!r} instead.")
-    paths = RunPaths(Path(config.out_dir))
+    paths = RunPaths(config.out_dir)
     labels = read_labels(root / TRAIN_CSV)
     index = build_index(root, paths.index, labels.index, workers=config.workers, progress=progress)
     images = join_images(labels, index)
@@ -60,5 +64,5 @@ def prepare_data(config: RunConfig, progress: bool = True) -> Any:
 
 def _open_cache(config: RunConfig) -> Any:
 
-    return open_cache(RunPaths(Path(config.out_dir)).cache, size=config.image_size)
+    return open_cache(RunPaths(config.out_dir).cache, size=config.image_size)
 

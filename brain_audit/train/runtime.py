@@ -1,4 +1,10 @@
-"""runtime"""
+"""What every training phase runs on: devices, precision, seeds and the resumable fit loop.
+
+:func:`distribution_strategy` mirrors over two or more GPUs (Kaggle T4 x2) with hierarchical-copy
+all-reduce; :func:`precision_for_devices` picks mixed float16 on GPUs of compute capability >= 7 (T4) and
+float32 on P100 and CPU. :func:`fit_resumable` checkpoints after every epoch and reseeds each epoch from
+``(seed, epoch)``, so a run resumed after a kill ends with the same weights as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
