@@ -53,7 +53,7 @@ path, which = sys.argv[1], sys.argv[2]
 import numpy as np, pandas as pd
 t0 = time.perf_counter()
 if which == "read_labels":
-    from brain_audit.labels import read_labels
+    from brain_audit.dataset.labels import read_labels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         df = read_labels(path)
