@@ -1,18 +1,17 @@
 """Feed throughput: the HU cache versus reading every DICOM per step; and the cache build rate.
 
-Writes a synthetic RSNA-layout cohort of 512 x 512 slices (brain_audit.dicom.encode_slice,
-head-like HU with noise, so file sizes match real RSNA files), builds the HU cache at 256 x 256
-(slices / s, in one process and in a pool), then times two tf.data feeds with the same batch
-size, both with parallel map and prefetch:
+Inputs: a synthetic RSNA-layout cohort of ``--slices`` 512 x 512 files written once under ``--dir`` with
+brain_audit.dicom.encode_slice (head-like HU with noise, so file sizes match real RSNA files).
+Measures, wall-clock and per CPU-second, at ``--size`` px and ``--batch`` images per batch:
 
-* cached  : brain_audit.feed.make_feed (memory-mapped int16 shards; with and without augmentation);
-* DICOM   : every step reads each file with brain_audit.dicom.read_hu and resizes it
-            (brain_audit.cache.preprocess_slice) inside tf.data, as a notebook without a cache does.
+* the cache build (brain_audit.dataset.cache.build_cache), slices / s in one process and in a pool;
+* cached : brain_audit.dataset.feed.make_feed (memory-mapped int16 shards), with and without augmentation;
+* DICOM  : a tf.data feed that reads each file with brain_audit.dicom.read_hu and resizes it
+  (brain_audit.dataset.cache.preprocess_slice) every step, as a notebook without a cache does;
 
-Prints images / s of each and their ratio. Targets (issue 4): cached >= 10x the DICOM feed;
-> 1,000 images / s on 4 cores (Kaggle). This machine's core count is printed with the figures.
+and the cached / DICOM ratio (target >= 10x). Core count and load average are printed with the figures.
 
-    python benchmarks/bench_feed.py [--slices 768] [--batch 64] [--seconds 8]
+    python benchmarks/bench_feed.py [--slices 768] [--batch 64] [--size 256] [--seconds 8] [--dir DIR]
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Grad-CAM speed: one gradient pass per batch against a loop of single images; maps / s on CPU.
 
-Builds brain_audit.model.build_model(weights=None) (the real graph: HU -> MultiWindow -> nested
-EfficientNetB0 -> GAP -> Dropout -> Dense) at each input size, traces brain_audit.gradcam.GradCAM
-once (tracing is not timed), then times
+Inputs: synthetic head-like HU slices (air, skull ring, brain, noise) at each of ``--sizes``, and
+brain_audit.model.build_model(weights=None) (HU -> MultiWindow -> nested EfficientNetB0 -> GAP ->
+Dropout -> Dense). brain_audit.gradcam.GradCAM is traced once (not timed), then timed
 
-* batched : ``GradCAM(model)(hu[i:i + batch])`` over the images, one pass per batch;
-* loop    : ``GradCAM(model)(hu[i:i + 1])`` for every image (the same traced function).
+* batched : ``GradCAM(model)(hu[i:i + batch])``, one pass per batch;
+* loop    : ``GradCAM(model)(hu[i:i + 1])`` for every image (the same traced function);
 
-Prints maps / s of each and their ratio. Target (issue 6): batched at batch 32 >= 5x the loop on CPU.
-Also times :func:`brain_audit.skull.region_masks` (slices / s at 512 px), which the audit runs per slice.
+printing maps / s of each and their ratio (target: batched >= 5x the loop at batch 32), and
+slices / s of brain_audit.skull.region_masks at 512 px. Runs TensorFlow on the CPU for minutes.
 
     python benchmarks/bench_gradcam.py [--sizes 128 256] [--batch 32] [--images 64]
 """

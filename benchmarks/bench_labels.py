@@ -1,11 +1,10 @@
-"""Label parsing at full RSNA size: brain_audit.labels.read_labels versus naive rsplit + pivot_table.
+"""Label parsing at full RSNA size: brain_audit.dataset.labels.read_labels versus naive rsplit + pivot_table.
 
-Generates (once, cached) a label file of the real size: 752,803 images x 6 subtypes plus 4
-images duplicated (24 agreeing duplicate rows) = 4,516,842 data rows, with RSNA-like
-prevalences. Each reader runs in its own process pinned to one core; the script prints
-wall time and peak resident memory of each, their ratio, and checks both give the same table.
-
-Target (issue 4): read_labels under 10 s and under 1.5 GB peak on one core.
+Inputs: a label file of the real size, generated once at ``--file`` and reused: 752,803 images x 6
+subtypes plus 4 duplicated images (24 agreeing duplicate rows) = 4,516,842 data rows, RSNA-like
+prevalences. Each reader runs in its own process pinned to one core; prints wall time and peak
+resident memory of each (read_labels target: < 10 s and < 1,500 MB, printed PASS / FAIL), their
+ratios, and whether both give the same table.
 
     python benchmarks/bench_labels.py [--file PATH] [--skip-naive]
 """
@@ -53,7 +52,7 @@ path, which = sys.argv[1], sys.argv[2]
 import numpy as np, pandas as pd
 t0 = time.perf_counter()
 if which == "read_labels":
-    from brain_audit.labels import read_labels
+    from brain_audit.dataset.labels import read_labels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         df = read_labels(path)

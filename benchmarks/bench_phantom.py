@@ -1,10 +1,10 @@
 """Speed of brain_audit.phantom.generate_cohort: slices per second at 512 x 512.
 
-Writes a 200-patient cohort with the default slices per patient on 2 worker processes,
-and a smaller one on 1 worker for the parallel ratio, into a temporary folder (deleted
-afterwards), and prints wall time, CPU time per slice and the projected time of the
-200-patient cohort. The machine's load average is printed too: other processes on the
-same cores slow every figure down.
+Inputs: phantom cohorts written to a temporary folder (deleted afterwards): ``--patients`` patients
+with the default slices per patient on 2 worker processes, and ``--single`` patients on 1 worker for
+the parallel ratio. Prints wall time, slices / s, CPU time per slice, the 2 vs 1 worker speed-up and
+the projected time of a 200-patient cohort, with the load average before and after (other processes
+on the same cores slow every figure down).
 
     python benchmarks/bench_phantom.py [--patients 200] [--single 30] [--size 512]
 """

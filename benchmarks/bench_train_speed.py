@@ -1,13 +1,12 @@
 """Training speed of the brain_audit model: images / s of ``model.fit`` on random HU tensors.
 
-Measures Phase 1 (backbone frozen, head only) and Phase 2 (top blocks unfrozen, every
-BatchNormalization frozen) at 128 and 256 px, after a warm-up epoch that absorbs tracing
-and XLA compilation. The data are in-memory tensors fed through ``tf.data`` with
-prefetching, so the figure is the model's, not the input pipeline's; ``--feed`` also times
-the feed alone (it must be far faster than the model for the figure to mean anything).
-
-On a GPU it repeats each case in mixed precision (``mixed_float16``); on CPU it says that no
-GPU is visible and measures float32 only. Not a test: prints a table.
+Inputs: in-memory random HU tensors fed through ``tf.data`` with prefetching, so the figure is the
+model's, not the input pipeline's (``--feed`` also times the feed alone, which must be far faster).
+Measures Phase 1 (backbone frozen, head only), Phase 2 (top ``--unfreeze`` units unfrozen, every
+BatchNormalization frozen) and optionally ``all`` (whole network, BatchNormalization trainable) at
+each of ``--sizes``, after a warm-up epoch that absorbs tracing and XLA compilation. On a GPU each
+case is repeated in mixed precision (``mixed_float16``); on CPU it says no GPU is visible and
+measures float32 only. Trains TensorFlow for minutes on a CPU; prints a table.
 
 Usage::
 

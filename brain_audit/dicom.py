@@ -1,5 +1,8 @@
 """Read one CT slice exactly: DICOM -> Hounsfield units, and the header without pixels.
 
+:func:`read_hu` returns float32 (Rows, Columns) in HU; :func:`read_header` the
+non-identifying header fields; :func:`encode_slice` writes a slice in the RSNA form.
+
 Order of operations in :func:`read_hu` (each step names the DICOM rule it follows):
 
 1. Parse the file with pydicom; reject what cannot be one CT slice (see

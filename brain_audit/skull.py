@@ -160,10 +160,10 @@ def region_masks(hu: np.ndarray) -> dict[str, np.ndarray]:
     Order of operations: metal (threshold); head (tissue threshold, small opening, largest
     component, holes filled); skull (bone threshold inside the head, largest component, metal
     removed); head holder (dense, not bone-dense components outside the skull ring; the head is
-    then found again without them, so a holder touching the head is not head); intracranial (skull ring filled and bone removed; an open ring is
-    closed with discs of growing radius, then the convex hull is tried, with a warning);
-    calcification (small hyperdense islands inside, away from the inner table and metal streaks);
-    scalp (the rest of the head).
+    then found again without them, so a holder touching the head is not head); intracranial
+    (skull ring filled and bone removed; an open ring is closed with discs of growing radius,
+    then the convex hull is tried, with a warning); calcification (small hyperdense islands
+    inside, away from the inner table and metal streaks); scalp (the rest of the head).
 
     Args:
         hu: float array (H, W) in Hounsfield units, any resolution (thresholds are in HU; sizes

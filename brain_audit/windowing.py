@@ -14,6 +14,9 @@ Everything here works in float32 on full-precision HU; nothing is quantised to
 8 bits except :func:`to_uint8`, which is for pictures only. The model applies the
 same windows inside the network (``brain_audit.model.MultiWindow``), so the HU
 cache and a saved model never see an 8-bit image.
+
+References:
+    DICOM PS3.3 C.11.2.1.2 (Window Center / Width) and C.11.2.1.3 (VOI LUT Function).
 """
 
 from __future__ import annotations

@@ -158,16 +158,16 @@ def build_cache(
     """Build (or resume, or reuse) the HU cache of a cohort.
 
     Args:
-        cohort: the table of :func:`brain_audit.cohort.plan_cohorts` or the path of its
+        cohort: the table of :func:`brain_audit.dataset.cohort.plan_cohorts` or the path of its
             ``cohort.csv`` (needs split, patient_id, study_id, series_id, z, the labels).
         root: dataset root (``root/folder/<image_id>.dcm``).
         cache_dir: the cache folder (see module docstring).
         size: side of the stored slices in pixels (> 0); the model's input size.
         splits: only these splits of the cohort (``None``: all).
         context: also cache the ``context`` slices above and below every image in its
-            series (by z; 2.5D input of :func:`brain_audit.feed.make_feed`); needs ``index``.
+            series (by z; 2.5D input of :func:`brain_audit.dataset.feed.make_feed`); needs ``index``.
             They get ``role = "context"`` and are never yielded as samples.
-        index: the header index (:func:`brain_audit.index.read_index`), for ``context``.
+        index: the header index (:func:`brain_audit.dataset.index.read_index`), for ``context``.
         folder: DICOM sub-folder of ``root``.
         shard_size: slices per shard (> 0); also the unit of resumption.
         fix_rsna_defect: passed to :func:`brain_audit.dicom.read_hu`.

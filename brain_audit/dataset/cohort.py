@@ -9,12 +9,11 @@ function says which:
 * ``n_audit``, ``n_pretrain`` and ``unit="patient"`` cohort sizes count **patients**;
 * ``unit="slice"`` cohort sizes count **slices** (images, one DICOM file each).
 
-The seed notebook speaks of "1,600 patients" for Phase 1 while it samples rows of the
-label table, i.e. slices. :data:`DEFAULT_PHASE_COHORTS` takes the literal reading of the run
-configuration (:mod:`brain_audit.config`: 1,600 patients, ``unit="patient"``); because
-Phase 1 is drawn inside Phase 2's 20,000-slice cohort, a Phase-1 patient brings the slices
-of it that Phase 2 holds, not its whole study. ``CohortSpec("phase1", 1600, unit="slice")``
-gives the seed's actual practice (1,600 slices).
+:data:`DEFAULT_PHASE_COHORTS` reads Phase 1 as the run configuration states it
+(:mod:`brain_audit.config`: 1,600 patients, ``unit="patient"``); drawn inside Phase 2's
+20,000-slice cohort, a Phase-1 patient brings only the slices Phase 2 holds, not its whole
+study. ``CohortSpec("phase1", 1600, unit="slice")`` gives 1,600 slices instead (what the
+seed notebook's sampling of label rows actually does).
 
 Order of choice (each step only sees what the previous left):
 
@@ -29,7 +28,7 @@ Order of choice (each step only sees what the previous left):
 Stratification: a patient's stratum is the rarest subtype on any of its slices (or
 "negative"), a slice's the rarest subtype on it; allocations are proportional with at
 least one per (split, stratum) cell when the cell is not empty, so rare subtypes
-(epidural is ~0.4 % of positive RSNA slices) appear in every split. Randomness comes only
+(epidural: about 0.4 % of RSNA slices) appear in every split. Randomness comes only
 from a keyed BLAKE2 hash of (seed, ID): the same seed gives the same choice on any
 machine, and an image's rank does not depend on what else is in the pool.
 """
@@ -162,8 +161,8 @@ def join_images(labels: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     """Images that have both labels and a readable header.
 
     Args:
-        labels: from :func:`brain_audit.labels.read_labels` (indexed by image ID).
-        index: from :func:`brain_audit.index.build_index` / ``read_index``.
+        labels: from :func:`brain_audit.dataset.labels.read_labels` (indexed by image ID).
+        index: from :func:`brain_audit.dataset.index.build_index` / ``read_index``.
 
     Returns:
         DataFrame indexed by image ID (sorted): patient_id, study_id, series_id, z (mm),

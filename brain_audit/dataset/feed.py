@@ -6,10 +6,9 @@ and never quantises. Labels follow :data:`brain_audit.rsna.LABEL_COLUMNS`.
 
 Randomness is stateless and keyed by ``seed``: epoch ``e`` is shuffled with
 ``stateless_shuffle(seed=(seed, e))`` and its batch ``k`` augmented with
-``numpy.random.default_rng([seed, e, k])`` (:func:`augment_batch`, OpenCV warps: about five times
-faster on CPU than TensorFlow's projective-transform op, measured); the same seed gives the same stream,
-batch for batch, on any run, and ``make_feed(..., epoch=e)`` replays epoch ``e`` alone
-(what a training run resumed after a kill needs). Batches never straddle epochs.
+``numpy.random.default_rng([seed, e, k])`` (:func:`augment_batch`, OpenCV warps in numpy); the same
+seed gives the same stream, batch for batch, on any run, and ``make_feed(..., epoch=e)`` replays
+epoch ``e`` alone (what a training run resumed after a kill needs). Batches never straddle epochs.
 TensorFlow is imported inside the functions only.
 """
 
@@ -161,7 +160,7 @@ def make_feed(
     """A ``tf.data.Dataset`` of ``(hu, y, w)`` batches from the HU cache, for ``model.fit``.
 
     Args:
-        cache_dir: a folder of :func:`brain_audit.cache.build_cache` or an opened cache.
+        cache_dir: a folder of :func:`brain_audit.dataset.cache.build_cache` or an opened cache.
         split: "train", "validation", "audit" or "pretrain".
         batch_size: images per batch (> 0); with ``tf.distribute`` the global batch.
         labels: ``"any"`` -> y (B, 1); ``"six"`` -> y (B, 6) in :data:`LABEL_COLUMNS` order

@@ -57,8 +57,8 @@ def read_labels(csv_path: str | Path) -> pd.DataFrame:
         LabelFileError: the file is missing, has another header, or a malformed /
             conflicting line (the message names the file and the line).
 
-    Performance: the full-size file (4.5 M rows) in about 3 s and under 1 GB peak on
-    one core (``benchmarks/bench_labels.py``).
+    Speed and memory at full RSNA size: ``benchmarks/bench_labels.py`` (figures in
+    ``benchmarks/README.md``).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
