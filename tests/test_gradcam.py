@@ -607,3 +607,27 @@ def test_a_planted_coil_shortcut_is_caught_by_the_audit():
         delta[name] = counterfactual_effect(model, x_on, x_off).attrs["mean_delta"]
     assert focus["shortcut"] >= 0.5 and focus["shortcut"] >= focus["clean"] + 0.4, focus
     assert delta["shortcut"] >= 0.05 and delta["shortcut"] >= abs(delta["clean"]) + 0.05, delta
+
+
+def test_audit_files_feeds_the_model_what_the_cache_stores(tmp_path):
+    """A non-square DICOM slice: the probability audit_files reports is the model's on preprocess_slice's
+    output (padded to a square with air, resized, int16), not on a stretched resize, and the regions are
+    found in the same padded geometry (nothing lands in the padding but air)."""
+    from brain_audit.dataset.cache import preprocess_slice
+    from brain_audit.dicom import encode_slice, read_hu
+    from brain_audit.gradcam.files import audit_files
+    from brain_audit.model.network import build_model
+
+    rows, cols = 96, 64
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    hu = np.where(np.hypot((yy - 48) / 44, (xx - 32) / 30) < 1, 40.0, -1000.0)
+    hu[40:50, 20:30] = 3000.0  # a "coil", to make the prediction depend on geometry
+    path = tmp_path / "ID_0abc.dcm"
+    path.write_bytes(encode_slice(hu, sop_instance_uid="ID_0abc", patient_id="ID_p", study_instance_uid="ID_s",
+                                  series_instance_uid="ID_r"))
+    model = build_model(input_size=64, weights=None, seed=3)
+    table = audit_files(model, [path], tmp_path / "out", overlays=False, sanity_steps=0)
+    expected = model.predict(preprocess_slice(read_hu(path), 64).astype("float32")[None, ..., None], verbose=0)[0, 0]
+    assert table.loc[0, "probability"] == pytest.approx(float(expected), abs=1e-5)
+    # the padded square is 96 x 96 with 16 air columns each side: outside the head is >= that share
+    assert table.loc[0, "area_outside_head"] >= 2 * 16 * 96 / 96**2

@@ -27,6 +27,7 @@ from brain_audit.dataset.cache import (
     build_cache,
     load_split_arrays,
     open_cache,
+    pad_to_square,
     preprocess_slice,
 )
 from brain_audit.dataset.cohort import (
@@ -64,6 +65,7 @@ __all__ = [
     "HUCache",
     "open_cache",
     "load_split_arrays",
+    "pad_to_square",
     "preprocess_slice",
     "Augment",
     "make_feed",

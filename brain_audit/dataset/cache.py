@@ -53,7 +53,7 @@ from brain_audit.provenance import (
 from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
 from brain_audit.windowing import resize_hu
 
-__all__ = ["CACHE_FORMAT", "build_cache", "HUCache", "open_cache", "load_split_arrays", "preprocess_slice"]
+__all__ = ["CACHE_FORMAT", "build_cache", "HUCache", "open_cache", "load_split_arrays", "pad_to_square", "preprocess_slice"]
 
 #: Version of the cache layout; a cache of another version is rebuilt.
 CACHE_FORMAT = 1
@@ -61,12 +61,33 @@ CACHE_FORMAT = 1
 _SPLIT_ORDER = ("train", "validation", "audit", "pretrain", "context")
 
 
-def preprocess_slice(hu: np.ndarray, size: int) -> np.ndarray:
-    """One HU slice -> int16 (size, size) HU as the cache stores it.
+def pad_to_square(hu: np.ndarray) -> np.ndarray:
+    """One HU slice padded to a square with :data:`~brain_audit.dicom.AIR_HU`, centred.
 
-    Pads the shorter side with :data:`~brain_audit.dicom.AIR_HU` (centred) to a square,
-    resizes with :func:`brain_audit.windowing.resize_hu`, rounds half to even and clips to
-    the int16 range.
+    Args:
+        hu: float array (H, W) in HU.
+
+    Returns:
+        float32 (max(H, W), max(H, W)) in HU; a square slice is returned as float32 unchanged.
+    """
+    x = np.asarray(hu, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"`hu` must be 2-D (H, W). Got shape {x.shape} instead.")
+    h, w = x.shape
+    if h == w:
+        return x
+    side = max(h, w)
+    sq = np.full((side, side), AIR_HU, dtype=np.float32)
+    top, left = (side - h) // 2, (side - w) // 2
+    sq[top : top + h, left : left + w] = x
+    return sq
+
+
+def preprocess_slice(hu: np.ndarray, size: int) -> np.ndarray:
+    """One HU slice -> int16 (size, size) HU as the cache stores it: the one way into the model.
+
+    :func:`pad_to_square`, then :func:`brain_audit.windowing.resize_hu` to ``size``, rounded half
+    to even and clipped to the int16 range.
 
     Args:
         hu: float array (H, W) in HU.
@@ -77,17 +98,7 @@ def preprocess_slice(hu: np.ndarray, size: int) -> np.ndarray:
     """
     if size <= 0:
         raise ValueError(f"`size` must be > 0. Got {size} instead.")
-    x = np.asarray(hu, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"`hu` must be 2-D (H, W). Got shape {x.shape} instead.")
-    h, w = x.shape
-    if h != w:
-        side = max(h, w)
-        sq = np.full((side, side), AIR_HU, dtype=np.float32)
-        top, left = (side - h) // 2, (side - w) // 2
-        sq[top : top + h, left : left + w] = x
-        x = sq
-    x = resize_hu(x, size)
+    x = resize_hu(pad_to_square(hu), size)
     return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from brain_audit.dataset.cache import pad_to_square, preprocess_slice
 from brain_audit.dicom import read_hu
 from brain_audit.errors import BrainAuditError, ConfigError
 from brain_audit.gradcam.attention import audit_batch
@@ -21,7 +22,6 @@ from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, randomization_check
 from brain_audit.provenance import file_fingerprint, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.skull import region_masks
-from brain_audit.windowing import resize_hu
 
 __all__ = ['audit_files']
 
@@ -53,11 +53,12 @@ def audit_files(
 ) -> Any:
     """Grad-CAM audit of DICOM slices: an overlay PNG per slice and one table of attention profiles.
 
-    Each file is read to HU (:func:`brain_audit.dicom.read_hu`); regions are found at full
-    resolution (:func:`brain_audit.skull.region_masks`); the HU are resized to the model's input
-    size (:func:`brain_audit.windowing.resize_hu`) and explained in batches (:class:`GradCAM`, which
-    also gives the probability from the same pass); the map is resized back and profiled
-    (:func:`attention_profile`). Unreadable files are listed in ``skipped.csv`` with their reason and
+    Each file is read to HU (:func:`brain_audit.dicom.read_hu`) and padded to a square
+    (:func:`brain_audit.dataset.cache.pad_to_square`); regions are found at that full resolution
+    (:func:`brain_audit.skull.region_masks`); the model's input is the slice as the cache stores it
+    (:func:`brain_audit.dataset.cache.preprocess_slice`), explained in batches by
+    :func:`brain_audit.gradcam.attention.audit_batch` (probabilities from the same gradient pass); the
+    map is resized back and profiled. Unreadable files are listed in ``skipped.csv`` with their reason and
     the rest go on.
 
     Writes into ``out_dir``: ``overlays/<image_id>.png``, ``profiles.csv`` (one row per slice:
@@ -112,7 +113,7 @@ def audit_files(
         labs = [int(labels.loc[i, column]) if labels is not None and i in labels.index else None for i in ids]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # zero maps are recorded as peak_region "none"
-            small = np.stack([resize_hu(hu, size) for _, hu, _ in pending])
+            small = np.stack([preprocess_slice(hu, size[0]) for _, hu, _ in pending]).astype(np.float32)
             first.extend(small[: max(0, 8 - len(first))])
             part, maps = audit_batch(
                 model, small, masks=[m for _, _, m in pending],
@@ -128,7 +129,7 @@ def audit_files(
 
     for f in files:
         try:
-            hu = read_hu(f)
+            hu = pad_to_square(read_hu(f))  # regions and overlays in the geometry the model sees
         except (BrainAuditError, OSError) as exc:
             skipped.append({"file": str(f), "reason": str(exc)})
             continue
