@@ -24,6 +24,7 @@ HU as its MONOCHROME2 twin.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -31,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from brain_audit.errors import DicomReadError
 
@@ -80,8 +85,6 @@ HEADER_FIELDS: dict[str, tuple[str, str]] = {
 
 def _parse(path: str | Path, stop_before_pixels: bool) -> Any:
     """dcmread with every failure turned into a DicomReadError naming the file."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         size = os.path.getsize(path)
@@ -447,10 +450,7 @@ def encode_slice(
 
 def _encode(x, sop_instance_uid, patient_id, study_instance_uid, series_instance_uid, z,
             pixel_spacing, slice_thickness, window, wrap_defect, transfer_syntax) -> bytes:
-    import io
 
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     rows, cols = x.shape
     ds = Dataset()

@@ -8,7 +8,10 @@ pool is the parallelism, and nested thread pools would only fight over the cores
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from typing import Callable, Iterator, Sequence, TypeVar
+
+import cv2
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -18,7 +21,6 @@ __all__ = ["map_unordered"]
 
 def _one_thread_per_worker() -> None:
     """Pool initializer: one OpenCV thread per process."""
-    import cv2
 
     cv2.setNumThreads(1)
 
@@ -36,7 +38,6 @@ def map_unordered(fn: Callable[[T], R], tasks: Sequence[T], workers: int) -> Ite
         for task in tasks:
             yield fn(task)
         return
-    import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     with ctx.Pool(min(workers, len(tasks)), initializer=_one_thread_per_worker) as pool:

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
+from scipy import ndimage
 
 __all__ = [
     "TISSUE_HU",
@@ -102,14 +104,12 @@ DISJOINT_ORDER: tuple[str, ...] = (
 
 
 def _disk(radius: int) -> np.ndarray:
-    import cv2
 
     r = max(int(radius), 1)
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
 
     labels, n = ndimage.label(mask)
     if n == 0:
@@ -121,8 +121,6 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 def _head(hu: np.ndarray, scale: int, exclude: np.ndarray) -> np.ndarray:
     """Largest tissue component without ``exclude`` (a holder), thin contacts opened, holes filled."""
-    import cv2
-    from scipy import ndimage
 
     tissue = (hu > TISSUE_HU) & ~exclude
     r = max(1, scale // 128)  # 4 px at 512, 1 px at 128: breaks thin contacts with the holder
@@ -141,8 +139,6 @@ def _fill_ring(bone: np.ndarray, scale: int) -> tuple[np.ndarray, int | None]:
     Returns the filled ring (bone included) and the closing radius that closed it (0: closed as is),
     or ``(empty, None)`` when no radius up to 8 % of the image gives an interior.
     """
-    import cv2
-    from scipy import ndimage
 
     min_interior = max(4, int(0.002 * scale * scale))
     for frac in (0.0, 0.01, 0.02, 0.04, 0.08):
@@ -181,8 +177,6 @@ def region_masks(hu: np.ndarray) -> dict[str, np.ndarray]:
     References:
         Muschelli J et al. NeuroImage 2015 (threshold-fill-largest-component brain extraction on CT).
     """
-    import cv2
-    from scipy import ndimage
 
     x = np.asarray(hu, dtype=np.float32)
     if x.ndim != 2:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple, Sequence
 
+import cv2
 import numpy as np
 
 __all__ = [
@@ -133,7 +134,6 @@ def resize_hu(hu: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     Returns:
         float32 array (height, width) in HU.
     """
-    import cv2
 
     h_out, w_out = (size, size) if isinstance(size, (int, np.integer)) else size
     if h_out <= 0 or w_out <= 0:
@@ -188,7 +188,6 @@ def to_rgb(
             out[..., i] = window(x, c, w, function)
         if size is None:
             return out
-        import cv2
 
         h_out, w_out = (size, size) if isinstance(size, (int, np.integer)) else size
         interp = cv2.INTER_AREA if (h_out <= x.shape[0] and w_out <= x.shape[1]) else cv2.INTER_LINEAR

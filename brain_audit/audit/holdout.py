@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from brain_audit.audit.report import executive_summary
 from brain_audit.audit.statistics import calibration_bins, operating_point_report, patient_level
@@ -60,7 +61,6 @@ def audit_holdout(
     Returns:
         The summary (also ``summary.json``).
     """
-    import pandas as pd
 
 
     paths = RunPaths(config.out_dir)

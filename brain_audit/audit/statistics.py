@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
     "threshold_for_sensitivity",
@@ -271,7 +272,6 @@ def operating_point_report(
     95 % intervals for sensitivity and specificity (by patient when ``groups`` is given),
     PPV / NPV at each deployment prevalence, and the expected calibration error.
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
     y, p = _validate(y_true, y_prob)
     both = len(np.unique(y)) == 2

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from brain_audit.audit.statistics import confusion_at
 
@@ -49,8 +51,6 @@ def stratified_metrics(
         DeGrave AJ et al. AI for radiographic COVID-19 detection selects shortcuts over signal.
         Nat Mach Intell 2021.
     """
-    import pandas as pd
-    from sklearn.metrics import roc_auc_score
 
 
     y = np.asarray(y_true).astype(np.int64).ravel()

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from brain_audit.dataset.cohort import read_cohort
 from brain_audit.dicom import AIR_HU, read_hu
@@ -190,7 +191,6 @@ def build_cache(
         ``skipped.csv`` with their reason (and in ``HUCache.skipped``); they never stop
         the build.
     """
-    from tqdm.auto import tqdm
 
 
     if size <= 0:

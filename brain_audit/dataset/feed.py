@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+import cv2
 import numpy as np
 
 from brain_audit.dataset.cache import HUCache, open_cache
@@ -187,6 +188,7 @@ def make_feed(
         (B, 1) or (B, 6) in {0, 1}; w float32 (B,). Without ``repeat`` its cardinality is
         :func:`feed_length`.
     """
+    # deferred: the data steps (labels, index, cache, their worker processes) never load TensorFlow
     import tensorflow as tf
 
     if batch_size <= 0:
@@ -289,7 +291,6 @@ def augment_batch(hu: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.
 
 def _augment_chw(x: np.ndarray, aug: Augment, rng: np.random.Generator) -> None:
     """In place on float32 (B, C, H, W): the work of :func:`augment_batch`."""
-    import cv2
 
     b, c, h, w = x.shape
     u = rng.uniform(-1.0, 1.0, size=(b, 7))

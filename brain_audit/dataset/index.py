@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from brain_audit.dicom import has_rsna_wrap_defect, read_header
 from brain_audit.errors import CacheError, DicomReadError
@@ -190,7 +191,6 @@ def build_index(
     patient, study, series, size or position) never stop the run: each lands in
     ``skipped.csv`` with its reason.
     """
-    from tqdm.auto import tqdm
 
     if block_size <= 0:
         raise ValueError(f"`block_size` must be > 0. Got {block_size} instead.")

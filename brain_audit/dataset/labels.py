@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from brain_audit.errors import LabelFileError
 from brain_audit.rsna import LABEL_COLUMNS
@@ -60,9 +63,6 @@ def read_labels(csv_path: str | Path) -> pd.DataFrame:
     Speed and memory at full RSNA size: ``benchmarks/bench_labels.py`` (figures in
     ``benchmarks/README.md``).
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
 
     path = Path(csv_path)
     name = path.name

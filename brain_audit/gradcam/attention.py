@@ -18,6 +18,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from brain_audit.gradcam.maps import Method, cached_cam, resize_map
 from brain_audit.skull import DISJOINT_ORDER, disjoint_regions, region_masks
@@ -230,7 +231,6 @@ def audit_batch(
         :func:`profile_columns` and ``has_metal`` / ``has_calcification`` / ``has_head_holder``; and the
         float32 (N, S, S) maps. Zero maps are kept (``peak_region`` "none") and warned about once.
     """
-    import pandas as pd
 
 
     x = np.asarray(hu_batch, dtype=np.float32)
@@ -301,7 +301,6 @@ def profile_cached(
     Returns:
         pandas.DataFrame: the rows of :func:`audit_batch`, in the order of ``ids``.
     """
-    import pandas as pd
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an int >= 1. Got {batch_size!r} instead.")

@@ -8,9 +8,11 @@ files are listed with their reason and the rest go on.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from brain_audit.dataset.cache import pad_to_square, preprocess_slice
 from brain_audit.dicom import read_hu
@@ -27,7 +29,6 @@ __all__ = ['audit_files']
 
 
 def _dicom_files(images: Sequence[Any]) -> list[Any]:
-    from pathlib import Path
 
     files: list[Path] = []
     for item in images:
@@ -83,9 +84,7 @@ def audit_files(
         pandas.DataFrame of the profiles (as written to ``profiles.csv``); ``attrs["n_skipped"]`` counts
         the unreadable files.
     """
-    from pathlib import Path
 
-    import pandas as pd
 
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:

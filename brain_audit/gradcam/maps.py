@@ -23,7 +23,10 @@ import warnings
 import weakref
 from typing import Any, Literal
 
+import cv2
+import keras
 import numpy as np
+import tensorflow as tf
 
 __all__ = ['DEFAULT_LAYERS', 'layer_names', 'find_layer', 'GradCAM', 'grad_cam']
 
@@ -40,7 +43,6 @@ def _sublayers(model: Any) -> list[Any]:
 
 
 def _is_model(layer: Any) -> bool:
-    import keras
 
     return isinstance(layer, keras.Model)
 
@@ -125,7 +127,6 @@ def _node_of(model: Any, layer: Any) -> Any:
 
 def _final_dense(model: Any) -> tuple[Any, Any]:
     """The final Dense layer and its input tensor in the model's graph (the logit is recomputed from it)."""
-    import keras
 
     last = model.outputs[0]._keras_history.operation
     if isinstance(last, keras.layers.Activation):  # Dense(linear) followed by Activation("sigmoid")
@@ -140,7 +141,6 @@ def _final_dense(model: Any) -> tuple[Any, Any]:
 
 def _two_outputs(model: Any, path: list[Any], final: Any) -> Any:
     """A callable ``x -> (path[-1] output, final)`` sharing ``model``'s layers (see module docstring)."""
-    import keras
 
     target = path[0]
     if len(path) == 1:
@@ -189,7 +189,6 @@ class GradCAM:
         output_index: int = 0,
         method: Method = "gradcam",
     ) -> None:
-        import tensorflow as tf
 
         if method not in ("gradcam", "gradcam++"):
             raise ValueError(f"`method` must be 'gradcam' or 'gradcam++'. Got {method!r} instead.")
@@ -216,7 +215,6 @@ class GradCAM:
         return self._model()
 
     def _maps_and_logits(self, x: Any) -> tuple[Any, Any]:
-        import tensorflow as tf
 
         kernel = tf.cast(self._dense.kernel, tf.float32)
         bias = tf.cast(self._dense.bias, tf.float32) if self._dense.use_bias else 0.0
@@ -260,7 +258,6 @@ class GradCAM:
         return self._maps(hu_batch, return_logits, stacklevel=3)
 
     def _maps(self, hu_batch: np.ndarray, return_logits: bool, stacklevel: int) -> Any:
-        import tensorflow as tf
 
         x = np.asarray(hu_batch, dtype=np.float32)
         want = len(self.input_shape)
@@ -338,7 +335,6 @@ def cached_cam(model: Any, layer: str | None, output_index: int, method: Method 
 
 
 def resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    import cv2
 
     c = np.asarray(cam, dtype=np.float32)
     if c.shape == tuple(shape):

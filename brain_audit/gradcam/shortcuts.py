@@ -15,6 +15,8 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
 
 from brain_audit.gradcam.maps import _is_model, _sublayers, cached_cam, find_layer
 from brain_audit.model.predict import predict
@@ -49,7 +51,6 @@ def counterfactual_effect(
         pandas.DataFrame, one row per pair: ``p_with``, ``p_without``, ``delta`` (= p_with - p_without)
         and ``flipped`` (bool). Its ``attrs["mean_delta"]`` and ``attrs["flip_rate"]`` summarise it.
     """
-    import pandas as pd
 
     a, b = np.asarray(hu_with), np.asarray(hu_without)
     if a.shape != b.shape:
@@ -128,8 +129,6 @@ def randomization_check(
     References:
         Adebayo J et al. Sanity checks for saliency maps. NeurIPS 2018.
     """
-    import pandas as pd
-    from scipy.stats import spearmanr
 
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"`steps` must be an int >= 1. Got {steps!r} instead.")

@@ -27,7 +27,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import cv2
+import keras
 import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from brain_audit.audit.statistics import confusion_at, patient_level, threshold_for_sensitivity
 from brain_audit.config import RunConfig
@@ -71,7 +75,6 @@ def set_dropout(model: Any, rate: float) -> int:
 
     Recompile afterwards (the train function reads the rate when it is traced).
     """
-    import keras
 
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"`rate` must be in [0, 1). Got {rate!r} instead.")
@@ -85,7 +88,6 @@ def set_dropout(model: Any, rate: float) -> int:
 
 def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, target: float) -> dict[str, Any]:
     """Validation metrics of ``model`` on ``any``: slice- and patient-level, at the target sensitivity."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
 
     ids = list(cache.ids("validation", cohort))
@@ -236,7 +238,6 @@ def _truth_lesions(config: RunConfig, ids: Sequence[str], size: int) -> dict[str
     root = Path(config.data_root)
     if not (root / "phantom_truth").is_dir():
         return None
-    import cv2
 
 
     out = {}
@@ -368,8 +369,6 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
 def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, Any]:
     """Clinical correction: one candidate per dropout rate, hard negatives over-sampled; pick by
     specificity at the target sensitivity on validation and record the operating threshold."""
-    import pandas as pd
-    from sklearn.metrics import precision_recall_curve
 
 
     plan = config.phase4
@@ -409,7 +408,6 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
         predictions[rate] = p
         cand: dict[str, Any] = {"dropout": rate, "model": str(out_c / "model.keras")}
         if 0 < y_val.sum() < len(y_val):
-            from sklearn.metrics import average_precision_score
 
 
             thr = threshold_for_sensitivity(y_val, p, plan.target_sensitivity)

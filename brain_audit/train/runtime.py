@@ -13,7 +13,10 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import keras
 import numpy as np
+import pandas as pd
+import tensorflow as tf
 
 from brain_audit.config import RunConfig
 from brain_audit.model.weights import load_model, save_model
@@ -38,7 +41,6 @@ def distribution_strategy(devices: Sequence[str] | None = None, all_reduce: str 
         ``MirroredStrategy`` over ``devices`` when there are two or more, else the default
         strategy. Global batch = per-replica batch x ``strategy.num_replicas_in_sync``.
     """
-    import tensorflow as tf
 
     if devices is None:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -56,7 +58,6 @@ def distribution_strategy(devices: Sequence[str] | None = None, all_reduce: str 
 def precision_for_devices() -> str:
     """``"mixed_float16"`` when every visible GPU has compute capability >= 7.0 (T4, V100, A100),
     else ``"float32"`` (P100 has no fast float16 tensor cores; CPU gains nothing)."""
-    import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
@@ -71,7 +72,6 @@ def precision_for_devices() -> str:
 @contextlib.contextmanager
 def precision_policy(name: str) -> Iterator[str]:
     """Set the Keras dtype policy for the duration of a block, then restore the previous one."""
-    import keras
 
     previous = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(name)
@@ -97,7 +97,6 @@ def reseed_model(model: Any, seed: int) -> int:
     A ``.keras`` checkpoint does not carry these states, so without this a resumed run
     would draw other dropout masks than an uninterrupted one.
     """
-    import keras
 
     seen: set[int] = set()
     count = 0
@@ -142,8 +141,6 @@ def fit_resumable(
     Returns:
         (model, history): the trained model and one dict of logs per epoch (``epoch`` first).
     """
-    import keras
-    import tensorflow as tf
 
 
     if epochs < 0:
@@ -183,7 +180,6 @@ def fit_resumable(
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    import pandas as pd
 
     write_csv(path, pd.DataFrame(history))
 
