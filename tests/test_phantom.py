@@ -112,7 +112,7 @@ class TestLayout:
         assert all(v.dtype == bool and v.shape == (128, 128) for v in truth.values())
         assert truth["head"].sum() > truth["intracranial"].sum() > 0
         assert not (truth["skull"] & truth["intracranial"]).any()
-        with pytest.raises(BrainAuditError, match="ID_000000000.npz: no phantom truth"):
+        with pytest.raises(BrainAuditError, match=r"^ID_000000000\.npz: no masks for ID_000000000 in .*phantom_truth$"):
             load_truth(cohort, "ID_000000000")
 
 

@@ -12,11 +12,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from brain_audit import __version__, rsna
+from brain_audit.dataset.masks import mask_path
 from brain_audit.dicom import encode_slice
 from brain_audit.errors import ConfigError
 from brain_audit.phantom.anatomy import PAD_HU_FILE, build_patient, padding_mask, render
 from brain_audit.phantom.config import _CORRUPT_KINDS, GENERATOR_VERSION, PhantomConfig, _fail
-from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, _npz_bytes
+from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, write_truth
 from brain_audit.provenance import atomic_write_bytes, atomic_write_text, write_json
 
 __all__ = ['generate_cohort']
@@ -71,7 +72,7 @@ def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[st
             z=z, pixel_spacing=(cfg.pixel_spacing_mm, cfg.pixel_spacing_mm), slice_thickness=cfg.slice_spacing_mm,
             wrap_defect=defect)
         atomic_write_bytes(rsna.image_path(root, image_id), data)
-        atomic_write_bytes(root / TRUTH_DIR / f"{image_id}.npz", _npz_bytes(masks))
+        write_truth(root, image_id, masks)
         records.append({
             "image_id": image_id, "patient_id": ids["patient_id"], "patient_index": index, "slice_index": k,
             "study_instance_uid": ids["study_instance_uid"], "series_instance_uid": ids["series_instance_uid"],
@@ -241,7 +242,7 @@ def _complete_cohort(root: Path, params: dict[str, Any]) -> dict[str, Any] | Non
         return None
     for rec in manifest["images"]:
         if not (rsna.image_path(root, rec["image_id"]).is_file()
-                and (root / TRUTH_DIR / f"{rec['image_id']}.npz").is_file()):
+                and mask_path(root, rec["image_id"]).is_file()):
             return None
     return dict(manifest["counts"])
 
