@@ -7,8 +7,12 @@ numpy's own ``savez_compressed`` / ``np.load``; the file bytes must not depend o
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -76,3 +80,39 @@ def test_fixed_timestamps_and_same_bytes_on_a_second_run(cohort, tmp_path):
         assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest(), name
     with zipfile.ZipFile(cohort / MASK_DIR / names[0]) as zf:
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+class TestTrainingReadsTheMasks:
+    """Phase 3 takes lesion masks from the dataset format, never from brain_audit.phantom."""
+
+    def test_lesions_at_cache_resolution(self, cohort):
+        from brain_audit.train.phases import _truth_lesions
+
+        man = load_manifest(cohort)
+        ids = [r["image_id"] for r in man["images"]] + [man["corrupt"][0]["image_id"]]  # the corrupt file has none
+        lesions = _truth_lesions(SimpleNamespace(data_root=str(cohort)), ids, 32)
+        assert set(lesions) == set(ids[:-1])
+        for image_id in ids[:-1]:
+            _, rendered = render_image(cohort, image_id)
+            union = np.logical_or.reduce([rendered[s] for s in rsna.SUBTYPES])
+            # nearest-neighbour halving of a 64 x 64 mask keeps every second pixel
+            np.testing.assert_array_equal(lesions[image_id], union[::2, ::2], err_msg=image_id)
+        assert any(v.any() for v in lesions.values())
+
+    def test_no_mask_folder_and_unreadable_files(self, tmp_path):
+        from brain_audit.train.phases import _truth_lesions
+
+        config = SimpleNamespace(data_root=str(tmp_path))
+        assert _truth_lesions(config, ["ID_1"], 16) is None
+        (tmp_path / MASK_DIR).mkdir()
+        (tmp_path / MASK_DIR / "ID_1.npz").write_bytes(b"garbage")
+        with pytest.warns(RuntimeWarning, match=r"ID_1\.npz: not a mask file .*audited without its lesion mask"):
+            assert _truth_lesions(config, ["ID_1", "ID_2"], 16) == {}
+
+    def test_training_and_audit_do_not_import_the_phantom(self):
+        code = ("import sys, brain_audit.train.phases, brain_audit.audit, brain_audit.gradcam, brain_audit.model, "
+                "brain_audit.dataset; print(sorted(m for m in sys.modules if m.startswith('brain_audit.phantom')))")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                             cwd=Path(__file__).resolve().parents[2])
+        assert out.stdout.strip() == "[]"
