@@ -22,9 +22,9 @@ from brain_audit import rsna
 from brain_audit.cli import main
 from brain_audit.dicom import read_header, read_hu
 from brain_audit.errors import BrainAuditError, ConfigError, DicomReadError
-from brain_audit.phantom.anatomy import MIMICS
 from brain_audit.phantom.cohort import generate_cohort
 from brain_audit.phantom.config import DEFAULT_MIMIC_PROBABILITIES, PhantomConfig, parse_shortcut
+from brain_audit.phantom.lesions import MIMICS
 from brain_audit.phantom.render import preview, render_counterfactual, render_image, render_slice
 from brain_audit.phantom.truth import TRUTH_KEYS, load_manifest, load_truth
 

@@ -15,8 +15,9 @@ from brain_audit import __version__, rsna
 from brain_audit.dataset.masks import mask_path
 from brain_audit.dicom import encode_slice
 from brain_audit.errors import ConfigError
-from brain_audit.phantom.anatomy import PAD_HU_FILE, build_patient, padding_mask, render
+from brain_audit.phantom.anatomy import PAD_HU_FILE, padding_mask
 from brain_audit.phantom.config import _CORRUPT_KINDS, GENERATOR_VERSION, PhantomConfig, _fail
+from brain_audit.phantom.render import build_patient, render
 from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, write_truth
 from brain_audit.provenance import atomic_write_bytes, atomic_write_text, write_json
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from brain_audit import rsna
 from brain_audit.errors import ConfigError
-from brain_audit.phantom.anatomy import MIMICS
+from brain_audit.phantom.lesions import MIMICS
 
 __all__ = ['GENERATOR_VERSION', 'DEFAULT_SUBTYPE_MIX', 'DEFAULT_MIMIC_PROBABILITIES', 'PhantomConfig', 'parse_shortcut']
 

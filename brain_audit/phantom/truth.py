@@ -20,7 +20,7 @@ import numpy as np
 from brain_audit import rsna
 from brain_audit.dataset.masks import MASK_DIR, read_masks, write_masks
 from brain_audit.errors import BrainAuditError
-from brain_audit.phantom.anatomy import MIMICS, TRUTH_EXTRA
+from brain_audit.phantom.lesions import MIMICS, TRUTH_EXTRA
 
 __all__ = ["TRUTH_DIR", "MANIFEST", "TRUTH_KEYS", "write_truth", "load_manifest", "load_truth"]
 
