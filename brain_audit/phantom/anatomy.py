@@ -1,10 +1,10 @@
 """The head of the synthetic head-CT phantom: skull, scalp, brain, ventricles, exterior and noise.
 
-A patient's head is drawn once (:func:`_head_parameters`, from the patient's random stream)
-and cut at an anatomical height ``z`` (mm; 0 at the level of the lateral-ventricle bodies,
-the vertex near +75). Coordinates: the head frame is ``u`` lateral (to image right) and ``v``
-posterior, in mm; around the head centre every pixel has an angle ``psi`` (0 = anterior) and
-a radial distance ``r`` from the inner table (mm, negative inside).
+A patient's head is drawn once from the patient's random stream and cut at an anatomical
+height ``z`` (mm; 0 at the level of the lateral-ventricle bodies, the vertex near +75).
+Coordinates: the head frame is ``u`` lateral (to image right) and ``v`` posterior, in mm;
+around the head centre every pixel has an angle ``psi`` (0 = anterior) and a radial distance
+``r`` from the inner table (mm, negative inside).
 
 * **Shell and cortex in polar coordinates.** A table over (psi, r) holds, per slice, the
   subarachnoid CSF, cortex with sulci (gray matter lining CSF clefts, white matter beneath),
@@ -15,12 +15,12 @@ a radial distance ``r`` from the inner table (mm, negative inside).
   cisterns, interhemispheric fissure and falx, with midline shift from mass effect) are
   drawn with OpenCV ellipses and polylines in the rotated head frame.
 * **Exterior**: air, a curved head holder and sometimes a foam cushion, fixed per patient.
-* **Noise**: correlated scanner noise plus a faint tissue texture, per slice.
+* **Noise**: spatially correlated scanner noise plus a faint tissue texture, per slice.
 
-Tissue HU (non-contrast CT, ``../shared/reference/real_head_ct.md``): gray matter 35-39,
-white matter 25.5-29, CSF 4-9, diploe 440-600 and cortical bone 1,400-1,700 before partial
-volume, fat -110..-85, head holder 250-290. Pixels outside the reconstruction circle are
-padding: -1024 HU in the render (what :func:`brain_audit.dicom.read_hu` returns for them),
+Tissue HU drawn per patient, before blur and noise: gray matter 35-39, white matter 25.5-29,
+CSF 4-9, cortical bone 1,400-1,700 with diploe 440-600, fat -110..-85, head holder ~280
+(targets: ``../shared/reference/real_head_ct.md``). Pixels outside the reconstruction circle
+are padding: -1024 HU in the render (what :func:`brain_audit.dicom.read_hu` returns for them),
 :data:`PAD_HU_FILE` in the file. Nothing here draws a lesion or a mimic
 (:mod:`brain_audit.phantom.lesions`) or writes a file.
 """
@@ -72,7 +72,11 @@ def _bump(z: float, lo: float, hi: float) -> float:
 
 @dataclass
 class Patient:
-    """Everything fixed for one patient: grid, anatomy parameters, lesions, devices, per-slice draws."""
+    """Everything fixed for one patient: grid, anatomy parameters, lesions, devices, per-slice draws.
+
+    ``shape`` is (rows, columns) in pixels, ``spacing`` the pixel size and ``slice_spacing`` the
+    distance between slices, both in mm; ``p`` holds the head's parameters (mm, HU, radians).
+    """
 
     index: int
     shape: tuple[int, int]

@@ -80,7 +80,15 @@ _MIN_LESION_MM2 = 20.0  # a lesion cross-section smaller than this is not drawn 
 
 @dataclass
 class Lesion:
-    """One hemorrhage in 3-D (head-frame mm; psi in radians, 0 anterior)."""
+    """One hemorrhage in 3-D.
+
+    Attributes:
+        subtype: one of :data:`brain_audit.rsna.SUBTYPES`.
+        zc: anatomical z of its centre (the level of one slice of the study), mm.
+        hz: half its extent along z, mm; the cross-section scales as sqrt(1 - ((z - zc) / hz)^2).
+        hu: density before blur and noise, HU.
+        params: shape parameters of the subtype (head-frame mm; ``psi`` in radians, 0 anterior).
+    """
 
     subtype: str
     zc: float

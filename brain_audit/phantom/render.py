@@ -10,8 +10,9 @@ mimic geometry (:mod:`~brain_audit.phantom.lesions`). :func:`render` cuts slice 
 2. head holder and cushion, then the deep structures, shifted away from collections;
 3. fissural subarachnoid, intraparenchymal and intraventricular blood;
 4. a mild 3 x 3 Gaussian blur (sigma 0.6 px), then the mimics as exact local additions,
-   coil streaks and noise (from ``spawn_key=(i, 1, k)``, so a slice does not depend on
-   the others); rounded to integers and clipped to [-1024, 3071] HU (12-bit CT).
+   coil streaks and noise (the patient's noise field, cropped and flipped per slice from
+   ``spawn_key=(i, 1, k)``, so a slice does not depend on the others); rounded to integers
+   and clipped to [-1024, 3071] HU (12-bit CT).
 
 :func:`render_slice`, :func:`render_image` and :func:`render_counterfactual` re-render
 slices of a cohort (from its parameters or its manifest), optionally forcing mimics on or
@@ -264,7 +265,6 @@ def preview(out_dir: str | Path, out_png: str | Path | None = None, n: int = 12)
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise _fail("n", "an integer >= 1", n)
-
     root = Path(out_dir)
     out_png = Path(out_png) if out_png is not None else root / "phantom_preview.png"
     manifest = load_manifest(root)
