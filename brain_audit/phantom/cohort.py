@@ -11,9 +11,9 @@ Layout written by :func:`generate_cohort` under ``out_dir``::
 Study geometry: each patient has one study of ``slices_per_patient`` contiguous axial slices
 (Image Position (Patient) z increasing by ``slice_spacing_mm``), centred on the lateral
 ventricles and starting no lower than the basal cisterns; the default 20 slices at 5 mm cover
-the head from the midbrain / basal cisterns to 7-15 mm below the vertex. The skull base
-(orbits, sinuses, petrous bones, posterior fossa) is not modelled: longer studies repeat the
-lowest modelled level. Corrupt files (truncated, header only) are listed in the label file,
+the head from the midbrain / basal cisterns to 7-15 mm below the vertex. RSNA studies hold
+~30-40 slices from the skull base, but the skull base itself (orbits, sinuses, petrous bones,
+posterior fossa) is not modelled: longer studies repeat the lowest modelled level. Corrupt files (truncated, header only) are listed in the label file,
 as RSNA lists its unreadable image, but have no truth.
 
 Mimic probabilities are per image: ``(p_given_bleed, p_given_no_bleed)`` is the chance that
