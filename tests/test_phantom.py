@@ -22,9 +22,9 @@ from brain_audit import rsna
 from brain_audit.cli import main
 from brain_audit.dicom import read_header, read_hu
 from brain_audit.errors import BrainAuditError, ConfigError, DicomReadError
-from brain_audit.phantom.anatomy import MIMICS
 from brain_audit.phantom.cohort import generate_cohort
 from brain_audit.phantom.config import DEFAULT_MIMIC_PROBABILITIES, PhantomConfig, parse_shortcut
+from brain_audit.phantom.lesions import MIMICS
 from brain_audit.phantom.render import preview, render_counterfactual, render_image, render_slice
 from brain_audit.phantom.truth import TRUTH_KEYS, load_manifest, load_truth
 
@@ -112,7 +112,7 @@ class TestLayout:
         assert all(v.dtype == bool and v.shape == (128, 128) for v in truth.values())
         assert truth["head"].sum() > truth["intracranial"].sum() > 0
         assert not (truth["skull"] & truth["intracranial"]).any()
-        with pytest.raises(BrainAuditError, match="ID_000000000.npz: no phantom truth"):
+        with pytest.raises(BrainAuditError, match=r"^ID_000000000\.npz: no masks for ID_000000000 in .*phantom_truth$"):
             load_truth(cohort, "ID_000000000")
 
 

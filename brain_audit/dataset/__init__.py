@@ -44,6 +44,7 @@ from brain_audit.dataset.cohort import (
 from brain_audit.dataset.feed import Augment, feed_length, feed_plan, make_feed
 from brain_audit.dataset.index import INDEX_COLUMNS, build_index, read_index, read_skipped
 from brain_audit.dataset.labels import read_labels
+from brain_audit.dataset.masks import MASK_DIR, encode_masks, has_masks, lesion_mask, mask_path, read_masks, write_masks
 
 __all__ = [
     "read_labels",
@@ -71,4 +72,11 @@ __all__ = [
     "make_feed",
     "feed_length",
     "feed_plan",
+    "MASK_DIR",
+    "mask_path",
+    "has_masks",
+    "read_masks",
+    "lesion_mask",
+    "encode_masks",
+    "write_masks",
 ]

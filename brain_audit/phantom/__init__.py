@@ -1,13 +1,28 @@
 """Synthetic head-CT cohorts in the RSNA 2019 layout, with ground truth for every lesion and device.
 
-``config`` (what to generate), ``anatomy`` (one patient's anatomy and its slices in HU),
-``cohort`` (the writer: DICOM files, labels, manifest), ``truth`` (masks and manifest read back)
-and ``render`` (re-rendered and counterfactual slices, previews).
+The RSNA data cannot be shipped, so brain_audit brings its own: axial non-contrast head-CT
+slices in Hounsfield units with the five RSNA hemorrhage subtypes, hemorrhage mimics and
+devices, and plantable Clever-Hans shortcuts, written as the Kaggle dataset is laid out
+(:mod:`brain_audit.rsna`) plus per-slice truth masks in the dataset mask format
+(:mod:`brain_audit.dataset.masks`). Because the generator knows where every lesion and device
+is, Grad-CAM and the audit can be scored against truth.
+
+Modules: ``config`` (what to generate), ``anatomy`` (the head), ``lesions`` (bleeds, mimics,
+devices), ``render`` (a patient and its slices; re-renders, counterfactuals, previews),
+``cohort`` (the writer: DICOM files, labels, truth, manifest) and ``truth`` (read back).
+
+HU targets, from one real 512 x 512 supratentorial head-CT slice and the literature
+(``../shared/reference/real_head_ct.md``; ``tests/test_phantom.py`` checks the ranges):
+intracranial 12 / 43 HU at p5 / p95, skull median ~750 HU and p95 ~1,300 after partial
+volume (not a flat 1,500), scalp with subcutaneous fat (median about -30 HU), air about
+-990 HU with ~5 HU noise, a curved head holder of ~280 HU under the occiput, and padding
+outside the reconstruction circle stored as -3,024 HU (read back as air by
+:func:`brain_audit.dicom.read_hu`). Lesion and mimic densities: :mod:`brain_audit.phantom.lesions`.
 """
 
 from __future__ import annotations
 
-from brain_audit.phantom.anatomy import MIMICS, PAD_HU_FILE, TRUTH_EXTRA, Patient, build_patient, padding_mask, render
+from brain_audit.phantom.anatomy import PAD_HU_FILE, Patient, padding_mask
 from brain_audit.phantom.cohort import generate_cohort
 from brain_audit.phantom.config import (
     DEFAULT_MIMIC_PROBABILITIES,
@@ -16,17 +31,18 @@ from brain_audit.phantom.config import (
     PhantomConfig,
     parse_shortcut,
 )
-from brain_audit.phantom.render import preview, render_counterfactual, render_image, render_slice
-from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, load_manifest, load_truth
+from brain_audit.phantom.lesions import MIMICS, TRUTH_EXTRA, Lesion
+from brain_audit.phantom.render import build_patient, preview, render_counterfactual, render_image, render_slice
+from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, load_manifest, load_truth, write_truth
 
 __all__ = [
     "MIMICS",
     "TRUTH_EXTRA",
     "PAD_HU_FILE",
     "Patient",
+    "Lesion",
     "build_patient",
     "padding_mask",
-    "render",
     "generate_cohort",
     "GENERATOR_VERSION",
     "DEFAULT_SUBTYPE_MIX",
@@ -40,6 +56,7 @@ __all__ = [
     "TRUTH_DIR",
     "MANIFEST",
     "TRUTH_KEYS",
+    "write_truth",
     "load_manifest",
     "load_truth",
 ]

@@ -1,80 +1,40 @@
-"""The 3-D head model of the synthetic head-CT phantom and its axial renderer.
+"""The head of the synthetic head-CT phantom: skull, scalp, brain, ventricles, exterior and noise.
 
-Used by :mod:`brain_audit.phantom` (the public API: cohorts, truth, counterfactuals,
-preview); nothing here writes files.
+A patient's head is drawn once from the patient's random stream and cut at an anatomical
+height ``z`` (mm; 0 at the level of the lateral-ventricle bodies, the vertex near +75).
+Coordinates: the head frame is ``u`` lateral (to image right) and ``v`` posterior, in mm;
+around the head centre every pixel has an angle ``psi`` (0 = anterior) and a radial distance
+``r`` from the inner table (mm, negative inside).
 
-One patient is one :class:`Patient`: a 3-D head drawn once from the patient's own
-random stream (``numpy.random.SeedSequence(seed, spawn_key=(patient, 0, 0))``), whose
-axial cross-section varies with the anatomical height ``z`` (mm; 0 at the level of the
-lateral-ventricle bodies, the vertex near +75). :func:`render` cuts it at one slice.
+* **Shell and cortex in polar coordinates.** A table over (psi, r) holds, per slice, the
+  subarachnoid CSF, cortex with sulci (gray matter lining CSF clefts, white matter beneath),
+  the sylvian fissure at low levels, the inner table, diploe, outer table (thicker frontally
+  and obliquely cut near the vertex), galea, temporalis muscle, fat and skin. It is smoothed
+  radially (partial volume of the slab) and gathered per pixel with one index.
+* **Deep structures** (basal ganglia, thalami, lateral / third ventricles, midbrain and
+  cisterns, interhemispheric fissure and falx, with midline shift from mass effect) are
+  drawn with OpenCV ellipses and polylines in the rotated head frame.
+* **Exterior**: air, a curved head holder and sometimes a foam cushion, fixed per patient.
+* **Noise**: spatially correlated scanner noise plus a faint tissue texture, per slice.
 
-How a slice is rendered (all vectorised; one slice of 512 x 512 takes a few ms):
-
-1. **Shell and cortex in polar coordinates.** Around the head centre every pixel has an
-   angle ``psi`` (0 = anterior) and a radial distance ``r`` from the inner table (mm,
-   negative inside). A table over (psi, r) holds, per slice, the subarachnoid CSF,
-   cortex with sulci (gray matter lining CSF clefts, white matter beneath), the
-   sylvian fissure at low levels, the inner table, diploe, outer table (thicker
-   frontally and obliquely cut near the vertex), galea, temporalis muscle, fat and
-   skin; epidural / subdural collections and sulcal subarachnoid blood live in the
-   same table and push the cortex inward. The table is smoothed radially
-   (partial volume of the 5 mm slab) and gathered per pixel with one index.
-2. **Deep structures** (basal ganglia, thalami, lateral / third ventricles, midbrain
-   and cisterns, interhemispheric fissure and falx, with midline shift from mass effect)
-   are drawn with OpenCV ellipses and polylines in the rotated head frame.
-3. Intraparenchymal (irregular blob with an edema rim) and intraventricular (dependent
-   layering in a ventricle) blood are painted in local patches.
-4. Exterior: air, a curved head holder and sometimes a foam cushion, fixed per patient.
-5. Mild Gaussian blur (3 x 3), then the mimics / devices (calcifications, coil,
-   catheter) as exact local additions to the blurred image, coil streaks, then
-   noise; values rounded to integers and clipped to [-1024, 3071] HU (12-bit CT).
-
-Pixels outside the reconstruction circle are padding: -1024 HU in the render (what
-:func:`brain_audit.dicom.read_hu` returns for them), written as -3024 HU in the file.
+Tissue HU drawn per patient, before blur and noise: gray matter 35-39, white matter 25.5-29,
+CSF 4-9, cortical bone 1,400-1,700 with diploe 440-600, fat -110..-85, head holder ~280
+(targets: ``../shared/reference/real_head_ct.md``). Pixels outside the reconstruction circle
+are padding: -1024 HU in the render (what :func:`brain_audit.dicom.read_hu` returns for them),
+:data:`PAD_HU_FILE` in the file. Nothing here draws a lesion or a mimic
+(:mod:`brain_audit.phantom.lesions`) or writes a file.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
 
-from brain_audit.rsna import SUBTYPES
-
-__all__ = [
-    "MIMICS",
-    "TRUTH_EXTRA",
-    "PAD_HU_FILE",
-    "Patient",
-    "build_patient",
-    "padding_mask",
-    "render",
-]
-
-#: Hemorrhage mimics and devices the phantom can plant, in drawing order:
-#:
-#: * ``choroid_plexus_calcification``: physiologic calcified glomus in the atrium of one or
-#:   both lateral ventricles, 2-6 mm, 100-400 HU.
-#: * ``pineal_calcification``: midline dot behind the third ventricle, 2-6 mm, 100-400 HU.
-#: * ``falx_calcification``: dural plaque on the falx, 1.5 x 4-10 mm, 100-400 HU.
-#: * ``coil``: aneurysm coil pack near the circle of Willis / anterior communicating
-#:   artery, metal (saturates at 3071 HU) with radiating bright and dark streak artefacts.
-#: * ``catheter``: ventricular shunt catheter, a dense tube (500-900 HU wall, CSF lumen)
-#:   from a right frontal entry through the skull into the right lateral ventricle.
-MIMICS: tuple[str, ...] = (
-    "choroid_plexus_calcification",
-    "pineal_calcification",
-    "falx_calcification",
-    "coil",
-    "catheter",
-)
-
-#: Truth masks besides head / skull / intracranial / subtypes / mimics: pixels where
-#: the coil's streak artefact changes the HU (at least 1 HU before rounding).
-TRUTH_EXTRA: tuple[str, ...] = ("coil_streaks",)
+__all__ = ["PAD_HU_FILE", "Patient", "padding_mask"]
 
 #: HU written to the file outside the reconstruction circle (stored -2000 with
 #: intercept -1024, as many scanners do); read back as AIR_HU.
@@ -101,7 +61,6 @@ _INTRACRANIAL_MAX = _SDH
 _D_GRAY, _D_VENT_R, _D_VENT_L, _D_VENT3, _D_FISSURE, _D_FALX, _D_CISTERN, _D_MIDBRAIN = range(1, 9)
 
 _BLUR_SIGMA_PX = 0.6  # mild blur, 3 x 3 kernel
-_MIN_LESION_MM2 = 20.0  # a lesion cross-section smaller than this is not drawn on the slice (5 px at 128 x 128)
 
 
 def _bump(z: float, lo: float, hi: float) -> float:
@@ -112,24 +71,12 @@ def _bump(z: float, lo: float, hi: float) -> float:
 
 
 @dataclass
-class Lesion:
-    """One hemorrhage in 3-D (head-frame mm; psi in radians, 0 anterior)."""
-
-    subtype: str
-    zc: float
-    hz: float
-    hu: float
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def scale(self, z: float) -> float:
-        """Cross-section scale at height z (0 outside the lesion)."""
-        t = (z - self.zc) / self.hz
-        return math.sqrt(1.0 - t * t) if abs(t) < 1.0 else 0.0
-
-
-@dataclass
 class Patient:
-    """Everything fixed for one patient: grid, anatomy parameters, lesions, devices, per-slice draws."""
+    """Everything fixed for one patient: grid, anatomy parameters, lesions, devices, per-slice draws.
+
+    ``shape`` is (rows, columns) in pixels, ``spacing`` the pixel size and ``slice_spacing`` the
+    distance between slices, both in mm; ``p`` holds the head's parameters (mm, HU, radians).
+    """
 
     index: int
     shape: tuple[int, int]
@@ -137,7 +84,7 @@ class Patient:
     slice_spacing: float
     z_anat: np.ndarray  # anatomical z of each slice, mm
     p: dict[str, Any]
-    lesions: list[Lesion]
+    lesions: list[Any]  # brain_audit.phantom.lesions.Lesion, one per bleed
     mimic_geometry: dict[str, Any]
     mimic_draws: np.ndarray  # (len(MIMICS), K) uniform draws deciding per-slice presence
     defect: np.ndarray  # (K,) bool, slice written with the RSNA wrap defect
@@ -146,16 +93,8 @@ class Patient:
     _g: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
-# ----------------------------------------------------------------------------- patient
-def build_patient(cfg: Any, index: int) -> Patient:
-    """Draw patient ``index`` of a cohort from ``(cfg.seed, index)``.
-
-    Args:
-        cfg: a :class:`brain_audit.phantom.PhantomConfig` (read only).
-        index: patient number, 0-based.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, 0, 0)))
-    k = cfg.slices_per_patient
+def _head_parameters(rng: np.random.Generator, cfg: Any) -> dict[str, Any]:
+    """Draw one head (shape, skull, scalp, brain, sulci, exterior); ``cfg`` is a PhantomConfig."""
     p: dict[str, Any] = {}
     # head shape (inner table at the widest level), mm
     p["a"] = rng.uniform(60.0, 68.0)  # lateral semi-axis (skin-to-skin width ~150-170 mm)
@@ -226,7 +165,12 @@ def build_patient(cfg: Any, index: int) -> Patient:
     p["holder_thick"] = rng.uniform(3.5, 6.0)
     p["holder_hu"] = rng.uniform(250.0, 290.0)
     p["holder_span"] = rng.uniform(50.0, 75.0)  # half-angle of the arc, degrees
+    return p
 
+
+def _slice_levels(rng: np.random.Generator, p: dict[str, Any], cfg: Any) -> np.ndarray:
+    """Anatomical z (mm) of every slice of the study; sets ``p["z_table0"]``, the scanner z of the first."""
+    k = cfg.slices_per_patient
     # slices: centred on the lateral-ventricle bodies, starting no lower than the basal cisterns
     # (-35 mm) unless the study is longer than the head, and ending below the vertex
     span = (k - 1) * cfg.slice_spacing_mm
@@ -235,32 +179,7 @@ def build_patient(cfg: Any, index: int) -> Patient:
     z_anat = z_top_slice - (k - 1 - np.arange(k)) * cfg.slice_spacing_mm
     z_anat = np.maximum(z_anat, -60.0)  # below the modelled range the anatomy is held at -60 mm
     p["z_table0"] = -float(rng.uniform(60.0, 160.0))  # scanner z of the first slice
-
-    # bleed and lesions
-    bleed = rng.random() < cfg.prevalence
-    lesions: list[Lesion] = []
-    if bleed:
-        n_les = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-        weights = np.array([cfg.subtype_mix[s] for s in SUBTYPES], float)
-        chosen: list[str] = []
-        for _ in range(n_les):
-            w = weights.copy()
-            for s in chosen:
-                w[SUBTYPES.index(s)] = 0.0
-            if w.sum() <= 0:
-                break
-            chosen.append(SUBTYPES[int(rng.choice(len(SUBTYPES), p=w / w.sum()))])
-        for s in chosen:
-            les = _make_lesion(s, rng, p, z_anat, cfg.chronic_subdural_fraction)
-            if les is not None:
-                lesions.append(les)
-    p["bleed_patient"] = bleed
-
-    geometry = _mimic_geometry(rng, p)
-    draws = rng.random((len(MIMICS), k))
-    defect = rng.random(k) < cfg.defect_fraction
-    return Patient(index, (cfg.size, cfg.size), cfg.pixel_spacing_mm, cfg.slice_spacing_mm, z_anat, p,
-                   lesions, geometry, draws, defect, cfg.seed)
+    return z_anat
 
 
 def _fit_in_field_of_view(p: dict[str, Any], radius: float) -> None:
@@ -327,96 +246,6 @@ def _head_to_px(pat: Patient, u: np.ndarray | float, v: np.ndarray | float) -> t
     return x / pat.spacing + (w - 1) / 2.0, y / pat.spacing + (h - 1) / 2.0
 
 
-def _make_lesion(s: str, rng: np.random.Generator, p: dict[str, Any], z_anat: np.ndarray,
-                 chronic_fraction: float) -> Lesion | None:
-    """Draw one lesion of subtype ``s`` centred on a slice of the study."""
-    def centre_on_slice(lo: float, hi: float) -> float | None:
-        ok = z_anat[(z_anat >= lo) & (z_anat <= hi)]
-        return float(rng.choice(ok)) if ok.size else None
-
-    side = 1.0 if rng.random() < 0.5 else -1.0
-    if s == "epidural":
-        zc = centre_on_slice(-25.0, p["ztop"] - 25.0)
-        if zc is None:
-            return None
-        return Lesion(s, zc, rng.uniform(14.0, 26.0), rng.uniform(62.0, 85.0), {
-            "psi": side * math.radians(rng.uniform(50.0, 130.0)),
-            "half_span": math.radians(rng.uniform(16.0, 28.0)),
-            "thick": rng.uniform(9.0, 18.0)})
-    if s == "subdural":
-        zc = centre_on_slice(-20.0, p["ztop"] - 22.0)
-        if zc is None:
-            return None
-        chronic = rng.random() < chronic_fraction
-        return Lesion(s, zc, rng.uniform(22.0, 40.0),
-                      rng.uniform(14.0, 28.0) if chronic else rng.uniform(55.0, 78.0), {
-            "psi": side * math.radians(rng.uniform(70.0, 115.0)),
-            "half_span": math.radians(rng.uniform(45.0, 75.0)),
-            "thick": rng.uniform(5.0, 13.0), "chronic": chronic})
-    if s == "intraparenchymal":
-        basal = rng.random() < 0.5
-        zc = centre_on_slice(-20.0, 4.0) if basal else None
-        if zc is not None:
-            u, v = side * rng.uniform(17.0, 26.0), rng.uniform(-8.0, 8.0)
-        else:
-            zc = centre_on_slice(-25.0, p["ztop"] - 22.0)
-            if zc is None:
-                return None
-            psi = rng.uniform(-np.pi, np.pi)
-            s_z, _ = _z_scale(p, zc)
-            j = int((psi + np.pi) / (2 * np.pi) * _NPSI) % _NPSI
-            radius = float(p["R0"][j]) * s_z - rng.uniform(18.0, 30.0)
-            u, v = math.sin(psi) * radius, -math.cos(psi) * radius
-        rx, ry = rng.uniform(7.0, 16.0), rng.uniform(7.0, 16.0)
-        harm = [(int(k), rng.normal(0, 0.07), rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4, 5)]
-        return Lesion(s, zc, rng.uniform(8.0, 18.0), rng.uniform(62.0, 82.0), {
-            "u": u, "v": v, "rx": rx, "ry": ry, "angle": rng.uniform(0, 180), "harm": harm,
-            "rim": rng.uniform(2.0, 5.0), "rim_hu": rng.uniform(14.0, 21.0)})
-    if s == "intraventricular":
-        zc = centre_on_slice(-12.0, 12.0)
-        if zc is None:
-            return None
-        sides = [side] if rng.random() < 0.5 else [1.0, -1.0]
-        return Lesion(s, zc, rng.uniform(12.0, 22.0), rng.uniform(55.0, 75.0), {
-            "sides": sides, "level": rng.uniform(6.0, 12.0), "cast": rng.random() < 0.35})
-    if s == "subarachnoid":
-        zc = centre_on_slice(-25.0, p["ztop"] - 15.0)
-        if zc is None:
-            return None
-        return Lesion(s, zc, rng.uniform(12.0, 25.0), rng.uniform(60.0, 76.0), {
-            "psi": rng.uniform(-np.pi, np.pi), "half_span": math.radians(rng.uniform(25.0, 55.0)),
-            "fissure": rng.random() < 0.5, "widen": rng.uniform(0.8, 1.6)})
-    raise ValueError(f"unknown subtype {s!r}")
-
-
-def _mimic_geometry(rng: np.random.Generator, p: dict[str, Any]) -> dict[str, Any]:
-    """Fixed per-patient geometry of every mimic (used on the slices where it is present)."""
-    vs = p["vent_scale"]
-    g: dict[str, Any] = {}
-    both = rng.random() < 0.7
-    g["choroid_plexus_calcification"] = [
-        (sd * rng.uniform(17.0, 22.0) * min(vs, 1.3), rng.uniform(20.0, 27.0), rng.uniform(1.2, 2.6),
-         rng.uniform(170.0, 380.0))
-        for sd in ((1.0, -1.0) if both else ((1.0,) if rng.random() < 0.5 else (-1.0,)))
-    ]
-    g["pineal_calcification"] = [(rng.normal(0, 0.7), rng.uniform(8.0, 13.0), rng.uniform(1.2, 2.6),
-                                  rng.uniform(170.0, 380.0))]
-    g["falx_calcification"] = {"v": rng.choice([-1.0, 1.0]) * rng.uniform(25.0, 45.0),
-                               "len": rng.uniform(4.0, 10.0), "width": rng.uniform(1.3, 2.0),
-                               "hu": rng.uniform(180.0, 400.0)}
-    cu, cv_ = rng.uniform(-14.0, 14.0), rng.uniform(-22.0, -8.0)
-    g["coil"] = {"blobs": [(cu + rng.normal(0, 1.5), cv_ + rng.normal(0, 1.5), rng.uniform(1.0, 2.4))
-                           for _ in range(int(rng.integers(4, 9)))],
-                 "u": cu, "v": cv_,
-                 "streak_angles": rng.uniform(0, np.pi, int(rng.integers(4, 9))),
-                 "streak_amp": rng.uniform(250.0, 450.0)}
-    g["catheter"] = {"psi": -math.radians(rng.uniform(20.0, 40.0)), "hu": rng.uniform(500.0, 900.0),
-                     "diam": rng.uniform(2.2, 3.0), "tip_u": -rng.uniform(6.0, 10.0),
-                     "tip_v": rng.uniform(-20.0, -8.0)}
-    return g
-
-
-# ----------------------------------------------------------------------------- grids
 def _grids(pat: Patient) -> dict[str, np.ndarray]:
     if pat._g:
         return pat._g
@@ -483,188 +312,14 @@ def padding_mask(pat: Patient) -> np.ndarray:
     return _grids(pat)["outside_fov"]
 
 
-# ----------------------------------------------------------------------------- render
-def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, float]],
-           mimics: Mapping[str, bool] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
-    """Render slice ``k`` of patient ``pat``.
-
-    Args:
-        pat: from :func:`build_patient`.
-        k: slice index, 0-based (increasing z).
-        mimic_probabilities: mimic -> (p_given_bleed, p_given_no_bleed), per image.
-        mimics: override of the per-slice presence of some mimics (counterfactuals).
+def _cortex_table(pat: Patient, z: float, s_z: float) -> tuple[np.ndarray, ...]:
+    """Tissue codes over (psi, depth inside the inner table) for one slice, and the sulcal geometry.
 
     Returns:
-        ``(hu, truth, info)``: float32 (H, W) integer-valued HU in [-1024, 3071]; bool (H, W)
-        masks; ``info`` with ``labels`` (subtype -> 0/1, ``any``), ``mimics`` (present
-        names), ``z`` (anatomical z, mm).
+        ``(code_in, depth, dk, half, arc)``: uint8 (psi, r) codes (WM / GM / CSF), and per cell the
+        depth below the inner table, the depth and half-width of its sulcus, and the arc distance
+        to the sulcus (all mm), for painting subarachnoid blood into the sulci.
     """
-    g = _grids(pat)
-    p = pat.p
-    z = float(pat.z_anat[k])
-    rng = np.random.default_rng(np.random.SeedSequence(pat.seed, spawn_key=(pat.index, 1, k)))
-    h, w = pat.shape
-    s_z, slope = _z_scale(p, z)
-    Rz = p["R0"] * np.float32(s_z)
-
-    # --- lesion geometry on this slice (table space)
-    t_edh = np.zeros(_NPSI, np.float32)
-    t_sdh = np.zeros(_NPSI, np.float32)
-    sdh_hu = np.float32(0)
-    edh_hu = np.float32(0)
-    sah: list[Lesion] = []
-    px_area = pat.spacing ** 2
-    for les in pat.lesions:
-        sc = les.scale(z)
-        if sc <= 0:
-            continue
-        if les.subtype in ("epidural", "subdural"):
-            dpsi = np.abs(np.mod(_PSI - les.params["psi"] + np.pi, 2 * np.pi) - np.pi)
-            uu = dpsi / (les.params["half_span"] * (0.35 + 0.65 * sc))
-            inside = uu < 1.0
-            if les.subtype == "epidural":
-                prof = np.where(inside, (1.0 - uu ** 2), 0.0) * les.params["thick"] * sc
-            else:
-                prof = (np.where(inside, np.sqrt(np.clip(1.0 - uu ** 4, 0, 1)), 0.0)
-                        * les.params["thick"] * (0.3 + 0.7 * sc))
-            area = float(np.sum(prof * np.maximum(Rz - prof / 2, 1.0)) * (2 * np.pi / _NPSI))
-            if area < _MIN_LESION_MM2:
-                continue
-            if les.subtype == "epidural":
-                t_edh = np.maximum(t_edh, prof.astype(np.float32))
-                edh_hu = np.float32(les.hu)
-            else:
-                t_sdh = np.maximum(t_sdh, prof.astype(np.float32))
-                sdh_hu = np.float32(les.hu)
-        elif les.subtype == "subarachnoid":
-            sah.append(les)
-
-    table_hu, table_code = _slice_table(pat, z, s_z, slope, t_edh, t_sdh, edh_hu, sdh_hu, sah)
-
-    # --- gather per pixel
-    col = np.multiply(g["R0_s"], np.float32(-s_z))
-    col += g["rho_s"]
-    np.clip(col, 0, _NR - 1, out=col)
-    ridx = col.astype(np.int32)
-    ridx += g["psi_base"]
-    hu = table_hu.ravel().take(ridx)
-    code = table_code.ravel().take(ridx)
-    # head holder and cushion where no head is
-    ei = g["ext_idx"]
-    free = code.ravel()[ei] == _OUT
-    hu.ravel()[ei[free]] += g["ext_delta"][free]
-
-    # --- deep structures
-    shift = _midline_shift(pat, z, t_edh, t_sdh)
-    deep = np.zeros((h, w), np.uint8)
-    _draw_deep(pat, deep, z, Rz, shift)
-    bx, by, bw, bh = cv2.boundingRect(deep)
-    box = (slice(by, by + bh), slice(bx, bx + bw))
-    dm = np.zeros((h, w), bool)
-    dm[box] = (deep[box] > 0) & (code[box] <= _BRAIN_CODES_MAX)
-    lut = np.zeros(9, np.float32)
-    lut[_D_GRAY] = p["deep_gm_hu"]
-    lut[[_D_VENT_R, _D_VENT_L, _D_VENT3, _D_FISSURE, _D_CISTERN]] = p["csf_hu"]
-    lut[_D_FALX] = p["falx_hu"]
-    lut[_D_MIDBRAIN] = p["deep_gm_hu"] - 3.0
-    hu_box = hu[box]
-    hard = dm[box] & (deep[box] != _D_GRAY)
-    hu_box[hard] = lut[deep[box][hard]]
-    # deep gray nuclei blend into the white matter (soft edges, modest contrast)
-    gray = (deep[box] == _D_GRAY).astype(np.float32)
-    if gray.any():
-        soft = cv2.GaussianBlur(gray, (0, 0), 1.6 / pat.spacing)
-        wm_box = code[box] == _WM
-        hu_box[wm_box] += (np.float32(p["deep_gm_hu"] - p["wm_hu"]) * soft)[wm_box]
-
-    intracranial = code <= _INTRACRANIAL_MAX
-    masks: dict[str, np.ndarray] = {s: np.zeros((h, w), bool) for s in SUBTYPES}
-    masks["epidural"] = code == _EDH
-    masks["subdural"] = code == _SDH
-    masks["subarachnoid"] = (code == _SAH) & ~dm
-    # SAH in the interhemispheric fissure
-    for les in sah:
-        sc = les.scale(z)
-        if sc > 0 and les.params["fissure"]:
-            fis = (deep == _D_FISSURE) & intracranial
-            fis &= (g["V"] < 0) if math.cos(les.params["psi"]) > 0 else (g["V"] > 0)
-            if fis.sum() * px_area >= _MIN_LESION_MM2:
-                masks["subarachnoid"] |= fis
-                hu[fis] = np.float32(les.hu)
-    if masks["subarachnoid"].sum() * px_area < _MIN_LESION_MM2 and masks["subarachnoid"].any():
-        # too little blood on this slice to call: restore CSF
-        hu[masks["subarachnoid"]] = p["csf_hu"]
-        masks["subarachnoid"][:] = False
-
-    # --- intraparenchymal and intraventricular blood
-    for les in pat.lesions:
-        sc = les.scale(z)
-        if sc <= 0:
-            continue
-        if les.subtype == "intraparenchymal":
-            brain = intracranial & (code != _EDH) & (code != _SDH)
-            _paint_iph(pat, hu, masks["intraparenchymal"], brain, les, sc, shift)
-        elif les.subtype == "intraventricular":
-            _paint_ivh(pat, hu, masks["intraventricular"], deep, les)
-
-    # --- blur, mimics, streaks, noise
-    pre = hu
-    hu = cv2.GaussianBlur(pre, (3, 3), _BLUR_SIGMA_PX)
-    labels = {s: int(masks[s].any()) for s in SUBTYPES}
-    labels["any"] = int(any(labels.values()))
-    present = []
-    for i, m in enumerate(MIMICS):
-        pb, pn = mimic_probabilities[m]
-        on = bool(pat.mimic_draws[i, k] < (pb if labels["any"] else pn))
-        if mimics is not None and m in mimics:
-            on = bool(mimics[m])
-        masks[m] = np.zeros((h, w), bool)
-        if on:
-            _add_mimic(pat, m, pre, hu, masks[m], s_z, Rz, shift)
-            if masks[m].any():
-                present.append(m)
-    streaks = np.zeros((h, w), bool)
-    if "coil" in present:
-        _add_streaks(pat, hu, streaks, s_z, shift)
-    masks["coil_streaks"] = streaks
-
-    hu += _noise(pat, rng)
-    np.copyto(hu, np.float32(_PAD_HU), where=g["outside_fov"])
-    np.rint(hu, out=hu)
-    np.clip(hu, _PAD_HU, _MAX_HU, out=hu)
-
-    masks["head"] = (code <= _SCALP) & ~g["outside_fov"]
-    masks["skull"] = code == _SKULL
-    masks["intracranial"] = intracranial
-    info = {"labels": labels, "mimics": present, "z_anat": z}
-    return hu, masks, info
-
-
-_NOISE_MARGIN = 32
-
-
-def _noise(pat: Patient, rng: np.random.Generator) -> np.ndarray:
-    """Scanner noise of one slice (float32 (H, W), SD ``noise_sd``): a random crop and flip of
-    the patient's noise field, which costs a fraction of drawing fresh normals per slice."""
-    g = _grids(pat)
-    if "noise" not in g:
-        h, w = pat.shape
-        bank = np.random.default_rng(np.random.SeedSequence(pat.seed, spawn_key=(pat.index, 2, 0)))
-        white = bank.standard_normal((h + 2 * _NOISE_MARGIN, w + 2 * _NOISE_MARGIN), dtype=np.float32)
-        grain = cv2.GaussianBlur(white, (3, 3), 0.6)  # CT noise is spatially correlated
-        # plus a low-frequency tissue texture of +-1.2 HU
-        tex = cv2.resize(bank.standard_normal((24, 24)).astype(np.float32), grain.shape[::-1],
-                         interpolation=cv2.INTER_CUBIC)
-        g["noise"] = grain * np.float32(pat.p["noise_sd"] / max(float(grain.std()), 1e-6)) + np.float32(1.2) * tex
-    h, w = pat.shape
-    oy, ox, flip = rng.integers(0, 2 * _NOISE_MARGIN + 1, 3)
-    crop = g["noise"][oy:oy + h, ox:ox + w]
-    return crop[::-1] if flip % 2 else crop
-
-
-def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.ndarray, t_sdh: np.ndarray,
-                 edh_hu: np.float32, sdh_hu: np.float32, sah: list[Lesion]) -> tuple[np.ndarray, np.ndarray]:
-    """HU and tissue code over (psi, r) for one slice."""
     p = pat.p
     sul = p["sulci"]
     nearest, arc = p["sulcal_table"]
@@ -699,27 +354,17 @@ def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.nda
     is_csf = (depth < csf_s) | ((arc < half) & (depth < dk))
     is_gm = (depth < csf_s + gm_t) | ((arc < half + gm_t) & (depth < dk + gm_t))
     code_in = np.where(is_csf, _CSF, np.where(is_gm, _GM, _WM)).astype(np.uint8)
+    return code_in, depth, dk, half, arc
 
-    # subarachnoid blood: CSF cells of a sector
-    for les in sah:
-        sc = les.scale(z)
-        dps = np.abs(np.mod(_PSI - les.params["psi"] + np.pi, 2 * np.pi) - np.pi)
-        sector = dps < les.params["half_span"] * (0.4 + 0.6 * sc)
-        # blood fills (and distends) the sulci of the sector, below the thin CSF film over the cortex
-        blood = sector[:, None] & (arc < half * les.params["widen"] + 0.3) & (depth < dk * 0.9) & (depth > 1.0)
-        code_in[blood] = _SAH
 
-    # extra-axial collections push the cortex inward
-    t_all = t_edh + t_sdh
-    rows = np.nonzero(t_all > 0)[0]
-    if rows.size:
-        n_shift = np.rint(t_all[rows] / _DR).astype(np.int32)
-        jj = np.arange(_N_IN)[None, :] + n_shift[:, None]
-        src = np.take_along_axis(code_in[rows], np.minimum(jj, _N_IN - 1), axis=1)
-        r_here = _R_COL[:_N_IN][None, :]
-        coll = np.where(r_here >= -t_edh[rows][:, None], _EDH, _SDH).astype(np.uint8)
-        code_in[rows] = np.where(jj >= _N_IN, coll, src)
+def _shell_table(pat: Patient, z: float, slope: float, code_in: np.ndarray, edh_hu: np.float32,
+                 sdh_hu: np.float32, sah_hu: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """HU and tissue code over (psi, r) for one slice: ``code_in`` inside, skull and scalp outside.
 
+    ``edh_hu`` / ``sdh_hu`` / ``sah_hu`` are the HU of the epidural, subdural and subarachnoid
+    cells of ``code_in`` (``sah_hu`` None: none). The table is blurred radially for partial volume.
+    """
+    p = pat.p
     # skull and scalp
     cpsi, spsi = np.cos(_PSI), np.sin(_PSI)
     low = _bump(z, -60.0, 45.0)
@@ -753,8 +398,8 @@ def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.nda
 
     lut = np.array([p["wm_hu"], p["gm_hu"], p["csf_hu"], 0, edh_hu, sdh_hu, 0, 0, 0], np.float32)
     hu_in = lut[code_in]
-    if sah:
-        hu_in[code_in == _SAH] = np.float32(sah[0].hu)
+    if sah_hu is not None:
+        hu_in[code_in == _SAH] = np.float32(sah_hu)
     table_hu = np.concatenate([hu_in, hu_out], axis=1)
     table_code = np.concatenate([code_in, code_out], axis=1)
     # partial volume of the 5 mm slab across obliquely cut surfaces
@@ -763,6 +408,78 @@ def _slice_table(pat: Patient, z: float, s_z: float, slope: float, t_edh: np.nda
     sig = sigma_mm / _DR
     table_hu = cv2.GaussianBlur(table_hu, (2 * int(math.ceil(3 * sig)) + 1, 1), sig, borderType=cv2.BORDER_REPLICATE)
     return table_hu, table_code
+
+
+def _gather(pat: Patient, table_hu: np.ndarray, table_code: np.ndarray, s_z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel HU (float32 (H, W)) and tissue code from the (psi, r) table, with the head holder and cushion."""
+    g = _grids(pat)
+    col = np.multiply(g["R0_s"], np.float32(-s_z))
+    col += g["rho_s"]
+    np.clip(col, 0, _NR - 1, out=col)
+    ridx = col.astype(np.int32)
+    ridx += g["psi_base"]
+    hu = table_hu.ravel().take(ridx)
+    code = table_code.ravel().take(ridx)
+    # head holder and cushion where no head is
+    ei = g["ext_idx"]
+    free = code.ravel()[ei] == _OUT
+    hu.ravel()[ei[free]] += g["ext_delta"][free]
+    return hu, code
+
+
+def _paint_deep(pat: Patient, hu: np.ndarray, code: np.ndarray, z: float, Rz: np.ndarray,
+                shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Paint the deep structures into ``hu`` (in place) over brain and CSF pixels.
+
+    Returns:
+        ``(deep, dm)``: uint8 (H, W) deep-structure codes as drawn, and bool (H, W) where they
+        replaced brain tissue.
+    """
+    p = pat.p
+    h, w = pat.shape
+    deep = np.zeros((h, w), np.uint8)
+    _draw_deep(pat, deep, z, Rz, shift)
+    bx, by, bw, bh = cv2.boundingRect(deep)
+    box = (slice(by, by + bh), slice(bx, bx + bw))
+    dm = np.zeros((h, w), bool)
+    dm[box] = (deep[box] > 0) & (code[box] <= _BRAIN_CODES_MAX)
+    lut = np.zeros(9, np.float32)
+    lut[_D_GRAY] = p["deep_gm_hu"]
+    lut[[_D_VENT_R, _D_VENT_L, _D_VENT3, _D_FISSURE, _D_CISTERN]] = p["csf_hu"]
+    lut[_D_FALX] = p["falx_hu"]
+    lut[_D_MIDBRAIN] = p["deep_gm_hu"] - 3.0
+    hu_box = hu[box]
+    hard = dm[box] & (deep[box] != _D_GRAY)
+    hu_box[hard] = lut[deep[box][hard]]
+    # deep gray nuclei blend into the white matter (soft edges, modest contrast)
+    gray = (deep[box] == _D_GRAY).astype(np.float32)
+    if gray.any():
+        soft = cv2.GaussianBlur(gray, (0, 0), 1.6 / pat.spacing)
+        wm_box = code[box] == _WM
+        hu_box[wm_box] += (np.float32(p["deep_gm_hu"] - p["wm_hu"]) * soft)[wm_box]
+    return deep, dm
+
+
+_NOISE_MARGIN = 32
+
+
+def _noise(pat: Patient, rng: np.random.Generator) -> np.ndarray:
+    """Scanner noise of one slice (float32 (H, W), SD ``noise_sd``): a random crop and flip of
+    the patient's noise field, which costs a fraction of drawing fresh normals per slice."""
+    g = _grids(pat)
+    if "noise" not in g:
+        h, w = pat.shape
+        bank = np.random.default_rng(np.random.SeedSequence(pat.seed, spawn_key=(pat.index, 2, 0)))
+        white = bank.standard_normal((h + 2 * _NOISE_MARGIN, w + 2 * _NOISE_MARGIN), dtype=np.float32)
+        grain = cv2.GaussianBlur(white, (3, 3), 0.6)  # CT noise is spatially correlated
+        # plus a low-frequency tissue texture of +-1.2 HU
+        tex = cv2.resize(bank.standard_normal((24, 24)).astype(np.float32), grain.shape[::-1],
+                         interpolation=cv2.INTER_CUBIC)
+        g["noise"] = grain * np.float32(pat.p["noise_sd"] / max(float(grain.std()), 1e-6)) + np.float32(1.2) * tex
+    h, w = pat.shape
+    oy, ox, flip = rng.integers(0, 2 * _NOISE_MARGIN + 1, 3)
+    crop = g["noise"][oy:oy + h, ox:ox + w]
+    return crop[::-1] if flip % 2 else crop
 
 
 def _midline_shift(pat: Patient, z: float, t_edh: np.ndarray, t_sdh: np.ndarray) -> float:
@@ -861,157 +578,20 @@ def _patch(pat: Patient, u: float, v: float, radius_mm: float) -> tuple[slice, s
     return slice(r0, r1), slice(c0, c1)
 
 
-def _paint_iph(pat: Patient, hu: np.ndarray, mask: np.ndarray, allowed: np.ndarray, les: Lesion, sc: float,
-               shift: float) -> None:
-    q = les.params
-    u0, v0 = q["u"] + 0.5 * shift, q["v"]
-    rad = max(q["rx"], q["ry"]) * 1.35 + q["rim"] + 2
-    sl = _patch(pat, u0, v0, rad)
-    if sl is None:
-        return
-    g = _grids(pat)
-    du, dv = g["U"][sl] - u0, g["V"][sl] - v0
-    a = math.radians(q["angle"])
-    cu, su = math.cos(a), math.sin(a)
-    x, y = cu * du + su * dv, -su * du + cu * dv
-    rx, ry = q["rx"] * sc, q["ry"] * sc
-    if rx * ry * math.pi < _MIN_LESION_MM2:
-        return
-    qq = np.hypot(x / rx, y / ry)
-    gam = np.arctan2(y, x)
-    mod = np.ones_like(qq)
-    for k, amp, ph in q["harm"]:
-        mod += amp * np.cos(k * gam + ph)
-    ok = allowed[sl]
-    blood = (qq < mod) & ok
-    if blood.sum() * pat.spacing ** 2 < _MIN_LESION_MM2:
-        return
-    rim = (qq < mod + q["rim"] / min(rx, ry)) & ok & ~blood
-    sub = hu[sl]
-    sub[rim] = np.minimum(sub[rim], q["rim_hu"])
-    sub[blood] = les.hu + 4.0 * (1.0 - qq[blood])  # slightly denser centre
-    mask[sl] |= blood
+_MOVED_TO_LESIONS = ("MIMICS", "TRUTH_EXTRA", "Lesion")
 
 
-def _paint_ivh(pat: Patient, hu: np.ndarray, mask: np.ndarray, deep: np.ndarray, les: Lesion) -> None:
-    q = les.params
-    g = _grids(pat)
-    for sd in q["sides"]:
-        code = _D_VENT_L if sd > 0 else _D_VENT_R
-        vent = deep == code
-        if not vent.any():
-            continue
-        rows = np.nonzero(vent.any(axis=1))[0]
-        if q["cast"]:
-            blood = vent
-        else:
-            # dependent layering: blood in the posterior (lowest, supine) part, level horizontal in the image
-            y_level = g["Y"][rows[-1], 0] - q["level"]
-            blood = vent & (g["Y"] > y_level)
-        if blood.sum() * pat.spacing ** 2 < _MIN_LESION_MM2:
-            continue
-        hu[blood] = les.hu
-        mask |= blood
+def __getattr__(name: str) -> Any:
+    """Names that moved to :mod:`brain_audit.phantom.lesions`, forwarded with a DeprecationWarning.
 
-
-def _add_local(pre: np.ndarray, hu: np.ndarray, mask: np.ndarray, sl: tuple[slice, slice], painted: np.ndarray,
-               value: np.ndarray | float) -> None:
-    """Paint ``value`` over ``painted`` (a patch) as if before the blur, by adding to the blurred ``hu``.
-
-    The render's blur is linear, so painting before the blur equals adding the blurred
-    difference afterwards; only pixels within one kernel radius of ``painted`` change, and
-    they form the mimic's truth mask. ``pre`` (the unblurred image) is updated in place so
-    that later mimics paint over this one.
+    Only for callers not yet updated (``tests/test_gradcam.py`` imports ``MIMICS`` from here);
+    importing lesions lazily keeps the import graph one-way (lesions -> anatomy).
     """
-    if not painted.any():
-        return
-    base = pre[sl]
-    val = np.broadcast_to(np.asarray(value, np.float32), base.shape)
-    delta = np.where(painted, val - base, np.float32(0)).astype(np.float32)
-    base[painted] = val[painted]
-    delta = cv2.GaussianBlur(delta, (3, 3), _BLUR_SIGMA_PX, borderType=cv2.BORDER_CONSTANT)
-    hu[sl] += delta
-    mask[sl] |= cv2.dilate(painted.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if name in _MOVED_TO_LESIONS:
+        import importlib
+        import warnings
 
-
-def _blob(pat: Patient, u: float, v: float, a: float, b: float, angle: float = 0.0
-          ) -> tuple[tuple[slice, slice], np.ndarray] | None:
-    """Patch and filled ellipse (head-frame mm, angle in degrees) inside it."""
-    sl = _patch(pat, u, v, max(a, b) + 2.0)
-    if sl is None:
-        return None
-    g = _grids(pat)
-    du, dv = g["U"][sl] - u, g["V"][sl] - v
-    t = math.radians(angle)
-    x, y = math.cos(t) * du + math.sin(t) * dv, -math.sin(t) * du + math.cos(t) * dv
-    inside = (x / a) ** 2 + (y / b) ** 2 < 1.0
-    if not inside.any():  # sub-pixel object: keep its nearest pixel
-        inside = (x / a) ** 2 + (y / b) ** 2 <= np.min((x / a) ** 2 + (y / b) ** 2)
-    return sl, inside
-
-
-def _add_mimic(pat: Patient, m: str, pre: np.ndarray, hu: np.ndarray, mask: np.ndarray, s_z: float,
-               Rz: np.ndarray, shift: float) -> None:
-    """Draw mimic ``m`` of ``pat`` on this slice (pre-blur image ``pre``, blurred image ``hu``)."""
-    geo = pat.mimic_geometry[m]
-    k = min(1.0, s_z / 0.85)  # keep midline structures inside small sections near the vertex
-    if m in ("choroid_plexus_calcification", "pineal_calcification"):
-        for (u, v, r, val) in geo:
-            for du, dv, f in ((0.0, 0.0, 1.0), (0.6 * r, 0.4 * r, 0.7)):
-                got = _blob(pat, k * u + shift + du, k * v + dv, r * f, r * f * 0.85)
-                if got is not None:
-                    _add_local(pre, hu, mask, got[0], got[1], val)
-    elif m == "falx_calcification":
-        got = _blob(pat, shift, k * geo["v"], geo["width"] / 2, geo["len"] / 2)
-        if got is not None:
-            _add_local(pre, hu, mask, got[0], got[1], geo["hu"])
-    elif m == "coil":
-        for (u, v, r) in geo["blobs"]:
-            got = _blob(pat, k * u + shift, k * v, r, r)
-            if got is not None:
-                _add_local(pre, hu, mask, got[0], got[1], 3.0 * _MAX_HU)
-    elif m == "catheter":
-        psi = geo["psi"]
-        j = int((psi + np.pi) / (2 * np.pi) * _NPSI) % _NPSI
-        r_skin = float(Rz[j]) + pat.p["T0"] * (1 + pat.p["frontal_bias"] * math.cos(psi) ** 2) + 6.0
-        u0, v0 = math.sin(psi) * r_skin, -math.cos(psi) * r_skin
-        u1, v1 = k * geo["tip_u"] + shift, k * geo["tip_v"]
-        sl = _patch(pat, (u0 + u1) / 2, (v0 + v1) / 2, math.hypot(u1 - u0, v1 - v0) / 2 + geo["diam"] + 2)
-        if sl is None:
-            return
-        g = _grids(pat)
-        du, dv = g["U"][sl] - u0, g["V"][sl] - v0
-        lu, lv = u1 - u0, v1 - v0
-        t = np.clip((du * lu + dv * lv) / (lu * lu + lv * lv), 0.0, 1.0)
-        dist = np.hypot(du - t * lu, dv - t * lv)
-        wall = dist < geo["diam"] / 2
-        value = np.where(dist < geo["diam"] / 6, np.float32(pat.p["csf_hu"]), np.float32(geo["hu"]))
-        _add_local(pre, hu, mask, sl, wall, value)
-    else:
-        raise ValueError(f"`mimic` must be one of {MIMICS}. Got {m!r} instead.")
-
-
-def _add_streaks(pat: Patient, hu: np.ndarray, mask: np.ndarray, s_z: float, shift: float) -> None:
-    """Metal streak artefact of the coil: bright and dark lines through it, fading with distance."""
-    geo = pat.mimic_geometry["coil"]
-    k = min(1.0, s_z / 0.85)
-    u, v = k * geo["u"] + shift, k * geo["v"]
-    sl = _patch(pat, u, v, 110.0)
-    if sl is None:
-        return
-    g = _grids(pat)
-    col, row = _head_to_px(pat, u, v)
-    ys = (np.arange(sl[0].start, sl[0].stop, dtype=np.float32) - np.float32(row))[:, None] * np.float32(pat.spacing)
-    xs = (np.arange(sl[1].start, sl[1].stop, dtype=np.float32) - np.float32(col))[None, :] * np.float32(pat.spacing)
-    d = np.hypot(xs, ys)
-    fade = geo["streak_amp"] / (1.0 + d / 5.0) * np.exp(-d / 45.0)
-    s = np.zeros(d.shape, np.float32)
-    for i, a in enumerate(geo["streak_angles"]):
-        perp = np.abs(xs * math.sin(a) - ys * math.cos(a))
-        sign = 1.0 if i % 2 == 0 else -1.0
-        s += sign * np.exp(-(perp / (0.6 + 0.015 * d)) ** 2)
-    s *= fade
-    s[np.abs(s) < 1.0] = 0.0
-    s[g["outside_fov"][sl]] = 0.0
-    hu[sl] += s
-    mask[sl] |= s != 0
+        warnings.warn(f"brain_audit.phantom.anatomy.{name} moved to brain_audit.phantom.lesions",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("brain_audit.phantom.lesions"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,31 @@
-"""cohort"""
+"""Writing a phantom cohort to disk in the RSNA 2019 layout, with truth and a manifest.
+
+Layout written by :func:`generate_cohort` under ``out_dir``::
+
+    stage_2_train/ID_<9 hex>.dcm      one slice per file (brain_audit.dicom.encode_slice)
+    stage_2_train.csv                 ID,Label; six rows per image (rsna.LABEL_COLUMNS order)
+    phantom_truth/ID_<9 hex>.npz      bool (H, W) masks, keys TRUTH_KEYS (brain_audit.dataset.masks format)
+    phantom_manifest.json             generator version, every parameter, per-image records,
+                                      corrupt files and what is wrong with them
+
+Study geometry: each patient has one study of ``slices_per_patient`` contiguous axial slices
+(Image Position (Patient) z increasing by ``slice_spacing_mm``), centred on the lateral
+ventricles and starting no lower than the basal cisterns; the default 20 slices at 5 mm cover
+the head from the midbrain / basal cisterns to 7-15 mm below the vertex. RSNA studies hold
+~30-40 slices from the skull base, but the skull base itself (orbits, sinuses, petrous bones,
+posterior fossa) is not modelled: longer studies repeat the lowest modelled level. Corrupt files (truncated, header only) are listed in the label file,
+as RSNA lists its unreadable image, but have no truth.
+
+Mimic probabilities are per image: ``(p_given_bleed, p_given_no_bleed)`` is the chance that
+an image labelled ``any`` = 1 or 0 shows the mimic (the labels and the CNN are per image, so
+that is where a shortcut acts); the mimic's geometry is fixed per patient.
+
+Determinism: patient ``i`` is drawn from ``numpy.random.SeedSequence(seed, spawn_key=(i, 0, 0))``
+and slice ``k`` adds noise from ``spawn_key=(i, 1, k)``, so the same config gives byte-identical
+files whatever the number of worker processes. A folder that already holds phantom output is
+refused unless it is a complete cohort of the same parameters and version, which is then left
+untouched (``summary["skipped"]``).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +39,16 @@ from typing import Any, Mapping
 import numpy as np
 
 from brain_audit import __version__, rsna
+from brain_audit.dataset.masks import mask_path
 from brain_audit.dicom import encode_slice
 from brain_audit.errors import ConfigError
-from brain_audit.phantom.anatomy import PAD_HU_FILE, build_patient, padding_mask, render
+from brain_audit.phantom.anatomy import PAD_HU_FILE, padding_mask
 from brain_audit.phantom.config import _CORRUPT_KINDS, GENERATOR_VERSION, PhantomConfig, _fail
-from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, _npz_bytes
+from brain_audit.phantom.render import build_patient, render
+from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, write_truth
 from brain_audit.provenance import atomic_write_bytes, atomic_write_text, write_json
 
-__all__ = ['generate_cohort']
+__all__ = ["generate_cohort"]
 
 
 def _hex(n: int, *parts: Any) -> str:
@@ -54,7 +83,6 @@ def _cohort_ids(cfg: PhantomConfig) -> tuple[list[dict[str, Any]], list[str]]:
 
 def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[str, Any]) -> dict[str, Any]:
     """Render, encode and write every slice of patient ``index``; return its manifest records."""
-
     pat = build_patient(cfg, index)
     root = Path(out_dir)
     records = []
@@ -71,7 +99,7 @@ def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[st
             z=z, pixel_spacing=(cfg.pixel_spacing_mm, cfg.pixel_spacing_mm), slice_thickness=cfg.slice_spacing_mm,
             wrap_defect=defect)
         atomic_write_bytes(rsna.image_path(root, image_id), data)
-        atomic_write_bytes(root / TRUTH_DIR / f"{image_id}.npz", _npz_bytes(masks))
+        write_truth(root, image_id, masks)
         records.append({
             "image_id": image_id, "patient_id": ids["patient_id"], "patient_index": index, "slice_index": k,
             "study_instance_uid": ids["study_instance_uid"], "series_instance_uid": ids["series_instance_uid"],
@@ -89,7 +117,7 @@ def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[st
 
 
 def _corrupt_file(cfg: PhantomConfig, j: int, image_id: str, ids: Mapping[str, Any], z: float) -> tuple[bytes, dict]:
-
+    """The bytes of corrupt file ``j`` (alternately truncated and header only) and its manifest record."""
     kind = _CORRUPT_KINDS[j % len(_CORRUPT_KINDS)]
     blank = np.full((cfg.size, cfg.size), -1024.0, np.float32)
     data = encode_slice(blank, sop_instance_uid=image_id, patient_id=ids["patient_id"],
@@ -177,7 +205,6 @@ def generate_cohort(out_dir: str | Path, config: PhantomConfig, *, workers: int 
     finally:
         bar.close()
 
-
     images = [rec for res in results for rec in res["images"]]  # type: ignore[index]
     corrupt = []
     for j, image_id in enumerate(corrupt_ids):
@@ -241,7 +268,7 @@ def _complete_cohort(root: Path, params: dict[str, Any]) -> dict[str, Any] | Non
         return None
     for rec in manifest["images"]:
         if not (rsna.image_path(root, rec["image_id"]).is_file()
-                and (root / TRUTH_DIR / f"{rec['image_id']}.npz").is_file()):
+                and mask_path(root, rec["image_id"]).is_file()):
             return None
     return dict(manifest["counts"])
 

@@ -1,4 +1,23 @@
-"""render"""
+"""Rendering phantom slices: a patient drawn from the cohort seed, one axial slice in HU with its truth.
+
+:func:`build_patient` draws patient ``i`` once from ``numpy.random.SeedSequence(seed,
+spawn_key=(i, 0, 0))``: head (:mod:`~brain_audit.phantom.anatomy`), slice levels, lesions and
+mimic geometry (:mod:`~brain_audit.phantom.lesions`). :func:`render` cuts slice ``k`` in this order:
+
+1. the (psi, r) table of the slice: cortex and sulci, subarachnoid blood in the sulci,
+   epidural / subdural collections pushing the cortex inward, skull and scalp; blurred
+   radially (partial volume of the slab) and gathered per pixel;
+2. head holder and cushion, then the deep structures, shifted away from collections;
+3. fissural subarachnoid, intraparenchymal and intraventricular blood;
+4. a mild 3 x 3 Gaussian blur (sigma 0.6 px), then the mimics as exact local additions,
+   coil streaks and noise (the patient's noise field, cropped and flipped per slice from
+   ``spawn_key=(i, 1, k)``, so a slice does not depend on the others); rounded to integers
+   and clipped to [-1024, 3071] HU (12-bit CT).
+
+:func:`render_slice`, :func:`render_image` and :func:`render_counterfactual` re-render
+slices of a cohort (from its parameters or its manifest), optionally forcing mimics on or
+off for intervention tests; :func:`preview` draws a grid of written slices.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +26,133 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+import cv2
 import numpy as np
 
 from brain_audit import rsna
 from brain_audit.dicom import read_hu
 from brain_audit.errors import BrainAuditError
 from brain_audit.figures import _pyplot, save_figure
-from brain_audit.phantom.anatomy import MIMICS, build_patient, render
+from brain_audit.phantom.anatomy import (
+    _BLUR_SIGMA_PX,
+    _EDH,
+    _INTRACRANIAL_MAX,
+    _MAX_HU,
+    _PAD_HU,
+    _SCALP,
+    _SDH,
+    _SKULL,
+    Patient,
+    _cortex_table,
+    _gather,
+    _grids,
+    _head_parameters,
+    _midline_shift,
+    _noise,
+    _paint_deep,
+    _shell_table,
+    _slice_levels,
+    _z_scale,
+)
 from brain_audit.phantom.config import PhantomConfig, _fail
+from brain_audit.phantom.lesions import (
+    MIMICS,
+    _draw_lesions,
+    _extra_axial,
+    _mimic_geometry,
+    _paint_parenchymal,
+    _paint_sah_table,
+    _plant_mimics,
+    _push_cortex,
+    _subarachnoid,
+)
 from brain_audit.phantom.truth import load_manifest, load_truth
+from brain_audit.rsna import SUBTYPES
 from brain_audit.windowing import BSB, window
 
-__all__ = ['render_slice', 'render_image', 'render_counterfactual', 'preview']
+__all__ = ["build_patient", "render", "render_slice", "render_image", "render_counterfactual", "preview"]
+
+
+def build_patient(cfg: PhantomConfig, index: int) -> Patient:
+    """Draw patient ``index`` of a cohort from ``(cfg.seed, index)``.
+
+    Args:
+        cfg: the cohort's parameters (read only).
+        index: patient number, 0-based.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, 0, 0)))
+    k = cfg.slices_per_patient
+    p = _head_parameters(rng, cfg)
+    z_anat = _slice_levels(rng, p, cfg)
+    bleed, lesions = _draw_lesions(rng, p, z_anat, cfg)
+    p["bleed_patient"] = bleed
+    geometry = _mimic_geometry(rng, p)
+    draws = rng.random((len(MIMICS), k))
+    defect = rng.random(k) < cfg.defect_fraction
+    return Patient(index, (cfg.size, cfg.size), cfg.pixel_spacing_mm, cfg.slice_spacing_mm, z_anat, p,
+                   lesions, geometry, draws, defect, cfg.seed)
+
+
+def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, float]],
+           mimics: Mapping[str, bool] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Render slice ``k`` of patient ``pat`` (the steps of the module docstring).
+
+    Args:
+        pat: from :func:`build_patient`.
+        k: slice index, 0-based (increasing z).
+        mimic_probabilities: mimic -> (p_given_bleed, p_given_no_bleed), per image.
+        mimics: override of the per-slice presence of some mimics (counterfactuals).
+
+    Returns:
+        ``(hu, truth, info)``: float32 (H, W) integer-valued HU in [-1024, 3071] (padding
+        outside the reconstruction circle -1024); bool (H, W) masks; ``info`` with ``labels``
+        (subtype -> 0/1, ``any``), ``mimics`` (present names), ``z_anat`` (anatomical z, mm).
+    """
+    g = _grids(pat)
+    p = pat.p
+    z = float(pat.z_anat[k])
+    rng = np.random.default_rng(np.random.SeedSequence(pat.seed, spawn_key=(pat.index, 1, k)))
+    h, w = pat.shape
+    s_z, slope = _z_scale(p, z)
+    Rz = p["R0"] * np.float32(s_z)
+
+    # 1. the (psi, r) table
+    t_edh, t_sdh, edh_hu, sdh_hu, sah = _extra_axial(pat, z, Rz)
+    code_in, depth, dk, half, arc = _cortex_table(pat, z, s_z)
+    _paint_sah_table(code_in, depth, dk, half, arc, sah, z)
+    _push_cortex(code_in, t_edh, t_sdh)
+    table_hu, table_code = _shell_table(pat, z, slope, code_in, edh_hu, sdh_hu, sah[0].hu if sah else None)
+    hu, code = _gather(pat, table_hu, table_code, s_z)
+
+    # 2. deep structures
+    shift = _midline_shift(pat, z, t_edh, t_sdh)
+    deep, dm = _paint_deep(pat, hu, code, z, Rz, shift)
+
+    # 3. blood outside the table
+    intracranial = code <= _INTRACRANIAL_MAX
+    masks: dict[str, np.ndarray] = {s: np.zeros((h, w), bool) for s in SUBTYPES}
+    masks["epidural"] = code == _EDH
+    masks["subdural"] = code == _SDH
+    masks["subarachnoid"] = _subarachnoid(pat, hu, code, deep, dm, intracranial, sah, z)
+    _paint_parenchymal(pat, hu, masks, code, intracranial, deep, z, shift)
+
+    # 4. blur, mimics, streaks, noise
+    pre = hu
+    hu = cv2.GaussianBlur(pre, (3, 3), _BLUR_SIGMA_PX)
+    labels = {s: int(masks[s].any()) for s in SUBTYPES}
+    labels["any"] = int(any(labels.values()))
+    present = _plant_mimics(pat, k, pre, hu, masks, bool(labels["any"]), mimic_probabilities, mimics, s_z, Rz,
+                            shift)
+    hu += _noise(pat, rng)
+    np.copyto(hu, np.float32(_PAD_HU), where=g["outside_fov"])
+    np.rint(hu, out=hu)
+    np.clip(hu, _PAD_HU, _MAX_HU, out=hu)
+
+    masks["head"] = (code <= _SCALP) & ~g["outside_fov"]
+    masks["skull"] = code == _SKULL
+    masks["intracranial"] = intracranial
+    info = {"labels": labels, "mimics": present, "z_anat": z}
+    return hu, masks, info
 
 
 @functools.lru_cache(maxsize=4)
@@ -131,7 +265,6 @@ def preview(out_dir: str | Path, out_png: str | Path | None = None, n: int = 12)
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise _fail("n", "an integer >= 1", n)
-
     root = Path(out_dir)
     out_png = Path(out_png) if out_png is not None else root / "phantom_preview.png"
     manifest = load_manifest(root)

@@ -36,7 +36,8 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from brain_audit.audit.statistics import confusion_at, patient_level, threshold_for_sensitivity
 from brain_audit.config import RunConfig
 from brain_audit.dataset.feed import make_feed
-from brain_audit.errors import ConfigError
+from brain_audit.dataset.masks import has_masks, lesion_mask, mask_path, read_masks
+from brain_audit.errors import BrainAuditError, ConfigError
 from brain_audit.figures import _pyplot, save_figure
 from brain_audit.gradcam.attention import FLAGS, profile_cached
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
@@ -50,9 +51,7 @@ from brain_audit.model.network import (
 )
 from brain_audit.model.predict import any_column, predict_ids
 from brain_audit.model.weights import load_model, save_model
-from brain_audit.phantom.truth import load_truth
 from brain_audit.provenance import atomic_write_bytes, file_sha256, run_record, write_csv, write_json
-from brain_audit.rsna import SUBTYPES
 from brain_audit.run_layout import RunPaths
 from brain_audit.train.hard_negatives import mine_hard_negatives
 from brain_audit.train.prepare import _open_cache, prepare_data
@@ -234,22 +233,24 @@ def _require(path: Path, phase: int) -> None:
 
 
 def _truth_lesions(config: RunConfig, ids: Sequence[str], size: int) -> dict[str, np.ndarray] | None:
-    """Lesion masks (any subtype) at cache resolution when the data are a phantom cohort with truth."""
-    root = Path(config.data_root)
-    if not (root / "phantom_truth").is_dir():
-        return None
+    """Lesion masks (union of the subtypes) at cache resolution, when the data ship segmentation masks.
 
+    Reads the dataset mask format (:mod:`brain_audit.dataset.masks`; a phantom cohort's truth is
+    in it); images without a mask file are left out, an unreadable one is left out with a warning.
+    """
+    root = Path(config.data_root)
+    if not has_masks(root):
+        return None
 
     out = {}
     for image_id in ids:
         try:
-            truth = load_truth(root, image_id)
-        except (OSError, KeyError, ValueError):
+            if not mask_path(root, image_id).is_file():
+                continue
+            lesion = lesion_mask(read_masks(root, image_id))
+        except BrainAuditError as exc:
+            warnings.warn(f"{exc}; audited without its lesion mask", RuntimeWarning, stacklevel=2)
             continue
-        lesion = np.zeros(next(iter(truth.values())).shape, dtype=bool)
-        for s in SUBTYPES:
-            if s in truth:
-                lesion |= truth[s].astype(bool)
         out[image_id] = cv2.resize(lesion.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
     return out
 
