@@ -15,7 +15,7 @@ import numpy as np
 from brain_audit.provenance import atomic_write_bytes
 from brain_audit.windowing import BSB, window
 
-__all__ = ["save_figure", "save_window_panel"]
+__all__ = ["pyplot", "save_figure", "save_window_panel"]
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
@@ -28,7 +28,12 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display), unless a backend was chosen already.
+
+    Deferred so that importing this module does not import matplotlib, and so that the backend is
+    chosen before pyplot's first import.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -47,7 +52,7 @@ def save_window_panel(path: str | Path, hu: np.ndarray, rgb: np.ndarray | None =
             computed from ``hu`` when omitted.
         title: figure title (never pass identifying DICOM fields).
     """
-    plt = _pyplot()
+    plt = pyplot()
     if rgb is None:
         rgb = np.stack([window(hu, c, w) for c, w in BSB], axis=-1)
     names = ("brain W80 L40", "subdural W200 L80", "bone W2800 L600")

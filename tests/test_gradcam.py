@@ -542,8 +542,8 @@ def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys)
 # ----------------------------------------------------------------------------- a planted shortcut
 def _phantom_slices(coil: tuple[float, float], seed: int, patients: int, slices: int, force=None):
     """HU at 128 px (for the region masks), at 64 px (for the model) and the slice labels."""
-    from brain_audit.phantom.anatomy import MIMICS
     from brain_audit.phantom.config import PhantomConfig
+    from brain_audit.phantom.lesions import MIMICS
     from brain_audit.phantom.render import render_slice
     from brain_audit.rsna import SUBTYPES
     from brain_audit.windowing import resize_hu

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from brain_audit.figures import _pyplot, save_figure
+from brain_audit.figures import pyplot, save_figure
 from brain_audit.gradcam.attention import FLAGS
 from brain_audit.gradcam.maps import resize_map
 from brain_audit.windowing import BRAIN, window
@@ -41,7 +41,7 @@ def save_overlay(path: Any, hu: np.ndarray, cam: np.ndarray, title: str = "", al
     x = np.asarray(hu, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"`hu` must be 2-D (H, W). Got shape {x.shape} instead.")
-    plt = _pyplot()
+    plt = pyplot()
     gray = window(x, *BRAIN)
     heat = np.clip(resize_map(cam, x.shape), 0.0, 1.0)
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))

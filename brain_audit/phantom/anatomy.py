@@ -576,22 +576,3 @@ def _patch(pat: Patient, u: float, v: float, radius_mm: float) -> tuple[slice, s
     if r0 >= r1 or c0 >= c1:
         return None
     return slice(r0, r1), slice(c0, c1)
-
-
-_MOVED_TO_LESIONS = ("MIMICS", "TRUTH_EXTRA", "Lesion")
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved to :mod:`brain_audit.phantom.lesions`, forwarded with a DeprecationWarning.
-
-    Only for callers not yet updated (``tests/test_gradcam.py`` imports ``MIMICS`` from here);
-    importing lesions lazily keeps the import graph one-way (lesions -> anatomy).
-    """
-    if name in _MOVED_TO_LESIONS:
-        import importlib
-        import warnings
-
-        warnings.warn(f"brain_audit.phantom.anatomy.{name} moved to brain_audit.phantom.lesions",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("brain_audit.phantom.lesions"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

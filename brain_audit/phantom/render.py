@@ -32,7 +32,7 @@ import numpy as np
 from brain_audit import rsna
 from brain_audit.dicom import read_hu
 from brain_audit.errors import BrainAuditError
-from brain_audit.figures import _pyplot, save_figure
+from brain_audit.figures import pyplot, save_figure
 from brain_audit.phantom.anatomy import (
     _BLUR_SIGMA_PX,
     _EDH,
@@ -269,7 +269,7 @@ def preview(out_dir: str | Path, out_png: str | Path | None = None, n: int = 12)
     out_png = Path(out_png) if out_png is not None else root / "phantom_preview.png"
     manifest = load_manifest(root)
     chosen = _pick_preview(manifest, n)
-    plt = _pyplot()
+    plt = pyplot()
     per_row = 2
     rows = math.ceil(len(chosen) / per_row)
     fig, axes = plt.subplots(rows, 3 * per_row, figsize=(3.0 * 3 * per_row, 3.25 * rows), squeeze=False)

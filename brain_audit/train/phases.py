@@ -38,7 +38,7 @@ from brain_audit.config import RunConfig
 from brain_audit.dataset.feed import make_feed
 from brain_audit.dataset.masks import has_masks, lesion_mask, mask_path, read_masks
 from brain_audit.errors import BrainAuditError, ConfigError
-from brain_audit.figures import _pyplot, save_figure
+from brain_audit.figures import pyplot, save_figure
 from brain_audit.gradcam.attention import FLAGS, profile_cached
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.model.network import (
@@ -433,7 +433,7 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
                                               plan.target_sensitivity))
     write_json(paths.operating_point, operating)
 
-    fig, ax = _pyplot().subplots(figsize=(5, 4.5))
+    fig, ax = pyplot().subplots(figsize=(5, 4.5))
     for rate, rec, prec, ap in curves:
         ax.plot(rec, prec, label=f"dropout {rate:g} (AP {ap:.3f})")
     ax.axvline(plan.target_sensitivity, color="grey", ls="--", lw=1, label=f"target sensitivity {plan.target_sensitivity:g}")
