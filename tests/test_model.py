@@ -399,9 +399,17 @@ class TestBackboneWeights:
         (tmp_path / "models" / IMAGENET_NOTOP_FILENAME).write_bytes(b"not the weights")
         assert imagenet_weights_available(tmp_path) is False  # Keras would re-download it
 
-    def test_cache_dir_follows_keras_home(self, tmp_path, monkeypatch):
-        monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    def test_cache_dir_is_where_keras_get_file_caches(self, tmp_path, monkeypatch):
+        """Keras' home ($KERAS_HOME or ~/.keras, read when Keras is imported) is patched to tmp_path;
+        keras.utils.get_file, given no cache_dir, must then put a file where keras_cache_dir says."""
+        from keras.src.backend import config as keras_config
+
+        monkeypatch.setattr(keras_config, "keras_home", lambda: str(tmp_path))
+        src = tmp_path / "source.bin"
+        src.write_bytes(b"x")
+        cached = keras.utils.get_file("probe.bin", origin=src.as_uri(), cache_subdir="models")
         assert bam.keras_cache_dir() == tmp_path
+        assert cached == str(bam.keras_cache_dir() / "models" / "probe.bin")
 
     def test_wrong_imagenet_file_is_refused(self, tmp_path):
         fake = tmp_path / IMAGENET_NOTOP_FILENAME
@@ -426,8 +434,7 @@ class TestBackboneWeights:
         md5 = hashlib.md5(src.read_bytes()).hexdigest()
         home = tmp_path / "keras_home"
         home.mkdir()  # Keras creates its home at import; a missing one would fall back to /tmp/.keras
-        monkeypatch.setenv("KERAS_HOME", str(home))
-        monkeypatch.setattr(keras_config, "keras_home", lambda: str(home))
+        monkeypatch.setattr(keras_config, "keras_home", lambda: str(home))  # as KERAS_HOME at import would
         monkeypatch.setattr(bam, "IMAGENET_NOTOP_MD5", md5)
         monkeypatch.setitem(efficientnet.WEIGHTS_HASHES, "b0", (efficientnet.WEIGHTS_HASHES["b0"][0], md5))
 
