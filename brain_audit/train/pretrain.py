@@ -12,8 +12,8 @@ from every audit patient, then keeps only the backbone. Two stages, both set by 
    ``warmup_epochs``). From random weights EfficientNetB0 otherwise sits at chance for a random
    number of epochs; a formula it can learn gets it off that plateau.
 2. **Supervised multi-label classification** on the cohort: the audit model's own task on other
-   patients, RSNA-weighted binary cross-entropy for six labels (plain for ``any`` alone), the
-   whole network trained with BatchNormalization, Adam; no self-supervised term.
+   patients, RSNA-weighted binary cross-entropy for six labels (``any`` 2, subtypes 1; plain for
+   ``any`` alone), the whole network trained with BatchNormalization, Adam; no self-supervised term.
 
 The classification head is discarded; the backbone is written as ``<name>.weights.h5`` with a
 JSON manifest beside it (:func:`manifest_path`), and ``brain_audit.model.build_model(weights=<that
