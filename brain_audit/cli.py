@@ -2,21 +2,60 @@
 
 Each sub-command is a pair: ``_add_<name>(sub)`` declares it (decorated with
 :func:`_command`) and a ``_run_<name>(args) -> int`` does the work by calling the
-public functions of one module. Heavy modules (TensorFlow) are imported inside the
-``_run_`` function, so ``brain-audit --help`` is instant.
+public functions of one module. Heavy modules (TensorFlow, pandas) are imported inside
+the ``_run_`` function, so ``brain-audit --help`` is instant.
+
+Defaults are never restated here: a setting of the run configuration takes its default
+from :class:`brain_audit.config.RunConfig`; any other takes it from the signature of the
+function (or configuration class) it is passed to, looked up only when the command runs
+or its help is printed (:class:`_DefaultOf`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from brain_audit import __version__
+from brain_audit.config import RunConfig
 from brain_audit.errors import BrainAuditError
 
 _REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []
+
+#: The run configuration's defaults, shared by the data commands that set the same things.
+_RUN = RunConfig()
+
+
+class _DefaultOf:
+    """The default of ``parameter`` of ``module.owner`` (a function or a dataclass), as an
+    argparse default: read from the signature when the help is printed (``%(default)s``)
+    or when :func:`main` resolves the parsed arguments, so that declaring the commands
+    imports none of the modules that own the defaults."""
+
+    def __init__(self, module: str, owner: str, parameter: str) -> None:
+        self.module, self.owner, self.parameter = module, owner, parameter
+
+    def resolve(self) -> Any:
+        owner = getattr(importlib.import_module(self.module), self.owner)
+        return inspect.signature(owner).parameters[self.parameter].default
+
+    def __str__(self) -> str:
+        return str(self.resolve())
+
+    def __repr__(self) -> str:
+        return f"_DefaultOf({self.module}.{self.owner}, {self.parameter!r})"
+
+
+def _resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Replace every :class:`_DefaultOf` left in ``args`` (an option not given) by its value."""
+    for name, value in vars(args).items():
+        if isinstance(value, _DefaultOf):
+            setattr(args, name, value.resolve())
+    return args
 
 
 def _command(add: Callable[[argparse._SubParsersAction], None]) -> Callable[[argparse._SubParsersAction], None]:
@@ -37,7 +76,7 @@ def _add_window(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("files", nargs="*", type=Path, help="DICOM files")
     p.add_argument("--pydicom-example", action="store_true", help="add pydicom's shipped CT_small.dcm")
-    p.add_argument("--out", type=Path, default=Path("window_out"), help="output folder (default: window_out)")
+    p.add_argument("--out", type=Path, default=Path("window_out"), help="output folder (default: %(default)s)")
     p.add_argument("--size", type=int, default=None, help="resize to SIZE x SIZE first (HU, area interpolation)")
     p.set_defaults(run=_run_window)
 
@@ -91,20 +130,27 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (the dataset root)")
     p.add_argument("--patients", type=int, required=True, help="number of patients (one study each)")
-    p.add_argument("--slices-per-patient", type=int, default=20, help="contiguous 5 mm slices per study (default 20)")
-    p.add_argument("--size", type=int, default=512, help="rows = columns (default 512; field of view 250 mm)")
-    p.add_argument("--prevalence", type=float, default=0.4, help="share of patients with a bleed (default 0.4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    phantom = ("brain_audit.phantom.config", "PhantomConfig")
+    p.add_argument("--slices-per-patient", type=int, default=_DefaultOf(*phantom, "slices_per_patient"),
+                   help="contiguous 5 mm slices per study (default: %(default)s)")
+    p.add_argument("--size", type=int, default=_DefaultOf(*phantom, "size"),
+                   help="rows = columns (default: %(default)s; field of view 250 mm)")
+    p.add_argument("--prevalence", type=float, default=_DefaultOf(*phantom, "prevalence"),
+                   help="share of patients with a bleed (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_DefaultOf(*phantom, "seed"), help="random seed (default: %(default)s)")
     p.add_argument(
         "--shortcut", action="append", default=[], metavar="MIMIC:P_BLEED,P_NO_BLEED",
         help="plant a shortcut: per-image probability of MIMIC given bleed / no bleed, e.g. coil:0.3,0.02 "
         "(repeatable). Mimics: choroid_plexus_calcification, pineal_calcification, falx_calcification, coil, catheter",
     )
-    p.add_argument("--chronic-subdural-fraction", type=float, default=0.15, help="share of chronic subdurals")
-    p.add_argument("--defect-fraction", type=float, default=0.02,
-                   help="share of slices written with the RSNA 12-bit wrap defect (default 0.02)")
-    p.add_argument("--corrupt", type=int, default=0, help="extra corrupt files (truncated / header-only)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--chronic-subdural-fraction", type=float, default=_DefaultOf(*phantom, "chronic_subdural_fraction"),
+                   help="share of chronic subdurals (default: %(default)s)")
+    p.add_argument("--defect-fraction", type=float, default=_DefaultOf(*phantom, "defect_fraction"),
+                   help="share of slices written with the RSNA 12-bit wrap defect (default: %(default)s)")
+    p.add_argument("--corrupt", type=int, default=_DefaultOf(*phantom, "corrupt_files"),
+                   help="extra corrupt files (truncated / header-only; default: %(default)s)")
+    workers = _DefaultOf("brain_audit.phantom.cohort", "generate_cohort", "workers")
+    p.add_argument("--workers", type=int, default=workers, help="worker processes (default: %(default)s)")
     p.add_argument("--preview", action="store_true", help="also write DIR/phantom_preview.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_phantom)
@@ -150,9 +196,12 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, default=None,
                    help="label CSV (default: ROOT/stage_2_train.csv when present, else every .dcm file)")
     p.add_argument("--all-files", action="store_true", help="index every .dcm file, not only the labelled ones")
-    p.add_argument("--out", type=Path, default=Path("work/index"), help="index folder (default: work/index)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 0 = in-process)")
-    p.add_argument("--block-size", type=int, default=512, help="files per task and resumable part (default: 512)")
+    p.add_argument("--out", type=Path, default=Path("work/index"), help="index folder (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=_RUN.workers,
+                   help="processes (default: %(default)s, the run configuration's; 0 = in-process)")
+    block_size = _DefaultOf("brain_audit.dataset.index", "build_index", "block_size")
+    p.add_argument("--block-size", type=int, default=block_size,
+                   help="files per task and resumable part (default: %(default)s)")
     p.add_argument("--retry-skipped", action="store_true", help="read again the files skipped.csv lists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_index)
@@ -178,6 +227,13 @@ def _run_index(args: argparse.Namespace) -> int:
     for row in skipped.head(10).itertuples():
         print(f"  skipped {row.image_id}: {row.reason}", file=sys.stderr)
     return 0
+
+
+#: The phase cohorts of the run configuration (phase 1 drawn inside phase 2), as ``--cohort`` values.
+_DEFAULT_COHORTS = tuple(
+    f"{name}:{plan.cohort_size}:{plan.balance or 'natural'}:{plan.cohort_unit}"
+    for name, plan in (("phase2", _RUN.phase2), ("phase1", _RUN.phase1))
+)
 
 
 def _cohort_spec(text: str):
@@ -209,28 +265,31 @@ def _add_cohort(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("root", type=Path, help="dataset root (for the default label file)")
     p.add_argument("--labels", type=Path, default=None, help="label CSV (default: ROOT/stage_2_train.csv)")
-    p.add_argument("--index", type=Path, default=Path("work/index"), help="header index folder")
-    p.add_argument("--out", type=Path, default=Path("work/cohort"), help="cohort folder (default: work/cohort)")
+    p.add_argument("--index", type=Path, default=Path("work/index"), help="header index folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("work/cohort"), help="cohort folder (default: %(default)s)")
     p.add_argument("--cohort", dest="cohorts", action="append", type=_cohort_spec, default=None,
                    metavar="NAME:N[:BALANCE[:UNIT]]",
                    help="a phase cohort, largest first; BALANCE a fraction or 'natural', UNIT slice|patient "
-                        "(default: phase2:20000:0.5:slice phase1:1600:natural:patient, as brain_audit.config)")
-    p.add_argument("--n-audit", type=int, default=200, help="audit patients, chosen first (default: 200)")
-    p.add_argument("--n-pretrain", type=int, default=0, help="patients held out for domain pretraining")
-    p.add_argument("--validation", type=float, default=0.1, help="validation share of the other patients")
-    p.add_argument("--seed", type=int, default=0)
+                        f"(default: {' '.join(_DEFAULT_COHORTS)}, the run configuration's)")
+    p.add_argument("--n-audit", type=int, default=_RUN.audit_patients,
+                   help="audit patients, chosen first (default: %(default)s)")
+    p.add_argument("--n-pretrain", type=int, default=_RUN.pretrain.patients,
+                   help="patients held out for domain pretraining (default: %(default)s)")
+    p.add_argument("--validation", type=float, default=_RUN.validation_fraction,
+                   help="validation share of the other patients (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_RUN.seed, help="random seed (default: %(default)s)")
     p.set_defaults(run=_run_cohort)
 
 
 def _run_cohort(args: argparse.Namespace) -> int:
-    from brain_audit.dataset.cohort import DEFAULT_PHASE_COHORTS, join_images, plan_cohorts, write_cohorts
+    from brain_audit.dataset.cohort import join_images, plan_cohorts, write_cohorts
     from brain_audit.dataset.index import read_index
     from brain_audit.dataset.labels import read_labels
     from brain_audit.rsna import TRAIN_CSV
 
     labels = read_labels(args.labels or (args.root / TRAIN_CSV))
     images = join_images(labels, read_index(args.index))
-    specs = tuple(args.cohorts) if args.cohorts else DEFAULT_PHASE_COHORTS
+    specs = tuple(args.cohorts or map(_cohort_spec, _DEFAULT_COHORTS))
     cohort, patients = plan_cohorts(images, specs, n_audit=args.n_audit, n_pretrain=args.n_pretrain,
                                     validation=args.validation, seed=args.seed)
     config = {"specs": specs, "n_audit": args.n_audit, "n_pretrain": args.n_pretrain,
@@ -259,14 +318,21 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
         "to OUT/skipped.csv; a rerun resumes; a changed parameter or source rebuilds what it touches.",
     )
     p.add_argument("root", type=Path, help="dataset root")
-    p.add_argument("--cohort", type=Path, default=Path("work/cohort"), help="cohort folder or cohort.csv")
-    p.add_argument("--out", type=Path, default=Path("work/cache"), help="cache folder (default: work/cache)")
-    p.add_argument("--size", type=int, default=256, help="slice side in pixels (default: 256)")
+    cache = ("brain_audit.dataset.cache", "build_cache")
+    p.add_argument("--cohort", type=Path, default=Path("work/cohort"),
+                   help="cohort folder or cohort.csv (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("work/cache"), help="cache folder (default: %(default)s)")
+    p.add_argument("--size", type=int, default=_RUN.image_size,
+                   help="slice side in pixels (default: %(default)s, the run configuration's image_size)")
     p.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all)")
-    p.add_argument("--context", type=int, default=0, help="also cache N neighbour slices each side (2.5D)")
-    p.add_argument("--index", type=Path, default=Path("work/index"), help="header index (for --context)")
-    p.add_argument("--shard-size", type=int, default=512, help="slices per shard (default: 512)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 0 = in-process)")
+    p.add_argument("--context", type=int, default=_DefaultOf(*cache, "context"),
+                   help="also cache N neighbour slices each side (2.5D; default: %(default)s)")
+    p.add_argument("--index", type=Path, default=Path("work/index"),
+                   help="header index (for --context; default: %(default)s)")
+    p.add_argument("--shard-size", type=int, default=_DefaultOf(*cache, "shard_size"),
+                   help="slices per shard (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=_RUN.workers,
+                   help="processes (default: %(default)s, the run configuration's; 0 = in-process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_cache)
 
@@ -298,14 +364,18 @@ def _add_feed(sub: argparse._SubParsersAction) -> None:
         "dtype, HU range and label counts of the first batches: a check of the cache before training.",
     )
     p.add_argument("cache", type=Path, help="cache folder")
-    p.add_argument("--split", default="train")
+    feed = ("brain_audit.dataset.feed", "make_feed")
+    p.add_argument("--split", default="train", help="split to draw from (default: %(default)s)")
     p.add_argument("--cohort", default=None, help="only images in_<COHORT> (e.g. phase1)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--batches", type=int, default=2)
-    p.add_argument("--labels", choices=("any", "six"), default="any")
-    p.add_argument("--augment", action="store_true")
-    p.add_argument("--context", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=_RUN.phase1.batch_size,
+                   help="batch size (default: %(default)s, Phase 1's)")
+    p.add_argument("--batches", type=int, default=2, help="batches to print (default: %(default)s)")
+    p.add_argument("--labels", choices=("any", "six"), default=_RUN.head,
+                   help="label columns, the model head (default: %(default)s)")
+    p.add_argument("--augment", action="store_true", help="augment in HU as training does")
+    p.add_argument("--context", type=int, default=_DefaultOf(*feed, "context"),
+                   help="neighbour slices each side (2.5D; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_DefaultOf(*feed, "seed"), help="shuffle seed (default: %(default)s)")
     p.set_defaults(run=_run_feed)
 
 
@@ -398,7 +468,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Run one phase of the four-phase training (or all). Each phase writes <out>/phase<N>/ and "
         "resumes after a crash or kill from its last completed epoch; a finished phase is not rerun unless --force.",
     )
-    p.add_argument("--phase", default="all", choices=["1", "2", "3", "4", "all"], help="phase to run (default all)")
+    p.add_argument("--phase", default="all", choices=["1", "2", "3", "4", "all"],
+                   help="phase to run (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rerun a finished phase")
     _run_options(p)
     p.set_defaults(run=_run_train)
@@ -436,17 +507,23 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", type=Path, required=True, help="a .keras model saved by brain_audit.model.save_model")
     p.add_argument("--images", nargs="+", type=Path, required=True, help="DICOM files and / or folders of *.dcm")
-    p.add_argument("--out", type=Path, default=Path("gradcam_out"), help="output folder (default: gradcam_out)")
+    audit = ("brain_audit.gradcam.files", "audit_files")
+    p.add_argument("--out", type=Path, default=Path("gradcam_out"), help="output folder (default: %(default)s)")
     p.add_argument("--labels", type=Path, default=None, help="RSNA ID,Label CSV (adds labels and right_for_wrong_reason)")
     p.add_argument("--layer", default=None, help="layer to explain (default: top_activation, nested backbones searched)")
-    p.add_argument("--output-index", type=int, default=0, help="output unit (0 for 'any'; 0-5 for the six labels)")
-    p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default 0.5)")
+    p.add_argument("--output-index", type=int, default=_DefaultOf(*audit, "output_index"),
+                   help="output unit (0 for 'any'; 0-5 for the six labels; default: %(default)s)")
+    p.add_argument("--method", choices=("gradcam", "gradcam++"), default=_DefaultOf(*audit, "method"),
+                   help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=_DefaultOf(*audit, "batch_size"),
+                   help="Grad-CAM batch (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=_DefaultOf(*audit, "threshold"),
+                   help="decision threshold (default: %(default)s)")
     p.add_argument("--no-overlays", action="store_true", help="write the CSV only")
-    p.add_argument("--sanity-steps", type=int, default=4,
-                   help="Adebayo randomisation check over this many top layer groups (0: skip; default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the randomisation check")
+    p.add_argument("--sanity-steps", type=int, default=_DefaultOf(*audit, "sanity_steps"),
+                   help="Adebayo randomisation check over this many top layer groups (0: skip; default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_DefaultOf(*audit, "seed"),
+                   help="seed of the randomisation check (default: %(default)s)")
     p.set_defaults(run=_run_gradcam)
 
 
@@ -499,10 +576,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "backbone, run the four phases and the held-out clinical audit, and measure the shortcut by intervention. "
         "Resumable: rerun the same command after an interruption.",
     )
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="a tiny run (every stage, about a minute; learns little)")
-    p.add_argument("--patients", type=int, default=None, help="phantom patients (default 180)")
-    p.add_argument("--seed", type=int, default=0, help="the one seed (default 0)")
+    p.add_argument("--patients", type=int, default=None,
+                   help="phantom patients (default: brain_audit.demo.DemoPlan's, or DemoPlan.quick()'s with --quick)")
+    p.add_argument("--seed", type=int, default=None, help="the one seed (default: the plan's)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=_run_demo)
 
@@ -514,9 +592,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from brain_audit.demo import DemoPlan, run_demo
 
     plan = DemoPlan.quick() if args.quick else DemoPlan()
-    changes = {"seed": args.seed}
-    if args.patients is not None:
-        changes["patients"] = args.patients
+    changes = {k: v for k, v in (("patients", args.patients), ("seed", args.seed)) if v is not None}
     plan = dataclasses.replace(plan, **changes)
     summary = run_demo(args.out, plan, verbose=0 if args.quiet else 2, progress=not args.quiet)
     print(json.dumps(summary, indent=1, default=str))
@@ -540,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``brain-audit``; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _resolve_defaults(parser.parse_args(argv))
     if not hasattr(args, "run"):
         parser.print_help()
         return 2

@@ -1,7 +1,8 @@
 """Run configuration: frozen dataclasses, loaded from TOML, overridable from the command line.
 
 A run is described by one :class:`RunConfig`; its four phases by :class:`PhasePlan`
-(phases 1 and 2), :class:`AuditPlan` (phase 3) and :class:`CorrectionPlan` (phase 4).
+(phases 1 and 2), :class:`AuditPlan` (phase 3) and :class:`CorrectionPlan` (phase 4), and
+the domain pretraining of the backbone by :class:`PretrainPlan`.
 The defaults are the seed notebook's: Phase 1 on a 1,600-patient cohort with the
 backbone frozen at learning rate 1e-3; Phase 2 on a balanced 20,000-slice cohort with
 the upper backbone unfrozen at 1e-5; Phase 4 comparing dropout 0.5 and 0.2.
@@ -157,15 +158,17 @@ class CorrectionPlan:
 class PretrainPlan:
     """Domain pretraining of the backbone (``brain-audit pretrain``), the stand-in for ImageNet.
 
+    The plan :func:`brain_audit.train.pretrain.pretrain_backbone` takes, and records in its manifest.
+
     Attributes:
         patients: patients held out for pretraining, disjoint from audit, train and
-            validation (0 = no pretraining split).
+            validation (0 = no pretraining split); sizes the run's split, not used by training.
         epochs, learning_rate, batch_size: whole-network training (BatchNorm trainable).
         validation_fraction: held-out share of the pretraining patients.
         augment: anatomy-respecting augmentation in HU (flip, small warp, HU jitter); without
             it a few dozen patients are memorised rather than learned from.
         warmup_epochs, warmup_slices, warmup_target_auc: the formula-driven warm-up that comes
-            first (:func:`brain_audit.pretrain.formula_slices`), at most ``warmup_epochs``, ending
+            first (:func:`brain_audit.train.pretrain.formula_slices`), at most ``warmup_epochs``, ending
             at the first epoch whose training AUC reaches ``warmup_target_auc``; from random
             weights EfficientNetB0 otherwise sits at chance for a random number of epochs.
             0 epochs skips it.

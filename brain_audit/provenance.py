@@ -1,10 +1,12 @@
 """Atomic outputs and run provenance.
 
-Every artefact brain_audit writes goes through :func:`atomic_write_bytes` (or
-its text / JSON / DataFrame wrappers): the bytes land in a temporary file in the
-destination folder and are moved into place with :func:`os.replace`, which is
-atomic on POSIX and Windows. A killed run therefore leaves either the old file
-or the new one, never half of one, and a rerun can trust what it finds.
+Every artefact brain_audit writes goes through :func:`atomic_path`: the file is
+written under a temporary name in the destination folder and moved into place with
+:func:`os.replace`, which is atomic on POSIX and Windows. A killed run therefore
+leaves either the old file or the new one, never half of one, and a rerun can trust
+what it finds. :func:`atomic_write_bytes` (and its text / JSON / DataFrame wrappers)
+write bytes that way; writers that want a path (Keras' ``model.save``) use
+:func:`atomic_path` directly.
 
 :func:`run_record` gathers what a run needs to be replayed: the resolved
 configuration, the seeds, the package versions and the platform; torchio's
@@ -20,16 +22,19 @@ import os
 import platform
 import sys
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 __all__ = [
+    "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
     "write_json",
     "write_csv",
+    "file_digest",
     "file_sha256",
     "file_fingerprint",
     "package_versions",
@@ -52,23 +57,47 @@ _PACKAGES = (
 )
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``).
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = ".part") -> Iterator[Path]:
+    """A temporary path beside ``path`` that becomes ``path`` when the block succeeds.
 
-    Parent folders are created. Returns the final path.
+    The temporary file (``.<name>.<random><suffix>`` in the same folder, so the final
+    :func:`os.replace` stays on one file system) is created empty; the block writes it
+    by path. On success it replaces ``path`` atomically; if the block raises, it is
+    removed and ``path`` is left as it was. Parent folders are created.
+
+    Args:
+        path: the final file.
+        suffix: end of the temporary name, for writers that check it (Keras wants
+            ``.keras`` for ``model.save`` and ``.weights.h5`` for ``save_weights``).
+
+    Example::
+
+        with atomic_path("phase1/model.keras", suffix=".keras") as tmp:
+            model.save(tmp)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`), flushed to disk before the rename.
+
+    Parent folders are created. Returns the final path.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 
@@ -105,13 +134,25 @@ def write_csv(path: str | Path, frame: Any, index: bool = False) -> Path:
     return atomic_write_text(path, frame.to_csv(index=index, lineterminator="\n"))
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes, read in chunks.
+
+    Args:
+        path: the file.
+        algorithm: a :func:`hashlib.new` name: ``"sha256"`` for our run records, ``"md5"`` for
+            the hashes Keras publishes for its application weights.
+        chunk: bytes read at a time.
+    """
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (:func:`file_digest` with ``"sha256"``)."""
+    return file_digest(path, "sha256", chunk)
 
 
 def file_fingerprint(path: str | Path) -> str:

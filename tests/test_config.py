@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from brain_audit.config import PhasePlan, RunConfig, apply_overrides, load_config, to_dict
+from brain_audit.config import PhasePlan, PretrainPlan, RunConfig, apply_overrides, load_config, to_dict
 from brain_audit.errors import ConfigError
 
 
@@ -65,3 +65,12 @@ def test_errors_name_the_key(tmp_path):
 def test_phase_plan_validation():
     with pytest.raises(ConfigError, match=r"`cohort_unit` must be 'patient' or 'slice'\. Got 'study' instead\."):
         PhasePlan(cohort_unit="study")
+
+
+def test_pretrain_plan_validation_and_overrides():
+    with pytest.raises(ConfigError, match=r"`warmup_epochs` must be >= 0\. Got -1 instead\."):
+        PretrainPlan(warmup_epochs=-1)
+    with pytest.raises(ConfigError, match=r"`validation_fraction` must be in \(0, 1\)\. Got 1\.0 instead\."):
+        load_config(None, ["pretrain.validation_fraction=1.0"])
+    c = load_config(None, ["pretrain.augment=false", "pretrain.learning_rate=0.01"])
+    assert c.pretrain == PretrainPlan(augment=False, learning_rate=0.01)

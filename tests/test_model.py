@@ -7,6 +7,7 @@ loss, predictions before / after save-load, the saved backbone's own outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import zipfile
@@ -399,9 +400,17 @@ class TestBackboneWeights:
         (tmp_path / "models" / IMAGENET_NOTOP_FILENAME).write_bytes(b"not the weights")
         assert imagenet_weights_available(tmp_path) is False  # Keras would re-download it
 
-    def test_cache_dir_follows_keras_home(self, tmp_path, monkeypatch):
-        monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    def test_cache_dir_is_where_keras_get_file_caches(self, tmp_path, monkeypatch):
+        """Keras' home ($KERAS_HOME or ~/.keras, read when Keras is imported) is patched to tmp_path;
+        keras.utils.get_file, given no cache_dir, must then put a file where keras_cache_dir says."""
+        from keras.src.backend import config as keras_config
+
+        monkeypatch.setattr(keras_config, "keras_home", lambda: str(tmp_path))
+        src = tmp_path / "source.bin"
+        src.write_bytes(b"x")
+        cached = keras.utils.get_file("probe.bin", origin=src.as_uri(), cache_subdir="models")
         assert bam.keras_cache_dir() == tmp_path
+        assert cached == str(bam.keras_cache_dir() / "models" / "probe.bin")
 
     def test_wrong_imagenet_file_is_refused(self, tmp_path):
         fake = tmp_path / IMAGENET_NOTOP_FILENAME
@@ -426,8 +435,7 @@ class TestBackboneWeights:
         md5 = hashlib.md5(src.read_bytes()).hexdigest()
         home = tmp_path / "keras_home"
         home.mkdir()  # Keras creates its home at import; a missing one would fall back to /tmp/.keras
-        monkeypatch.setenv("KERAS_HOME", str(home))
-        monkeypatch.setattr(keras_config, "keras_home", lambda: str(home))
+        monkeypatch.setattr(keras_config, "keras_home", lambda: str(home))  # as KERAS_HOME at import would
         monkeypatch.setattr(bam, "IMAGENET_NOTOP_MD5", md5)
         monkeypatch.setitem(efficientnet.WEIGHTS_HASHES, "b0", (efficientnet.WEIGHTS_HASHES["b0"][0], md5))
 
@@ -474,21 +482,29 @@ def test_recalibrate_batchnorm_is_the_mean_of_batch_statistics():
 # ---------------------------------------------------------------- domain pretraining
 @pytest.mark.slow
 def test_pretrained_backbone_makes_phase1_beat_chance(tmp_path):
+    from brain_audit.config import PretrainPlan
     from brain_audit.train.pretrain import cohort_sha256, formula_slices, manifest_path, pretrain_backbone
 
     x_pre, y_pre = formula_slices(320, SIZE, seed=1)  # the pretraining cohort: head-like slices, half with blobs
     x_aud, y_aud = formula_slices(240, SIZE, seed=2)  # the "audit" cohort, other patients
     ids = [f"P{i:04d}" for i in range(len(x_pre))]
+    plan = PretrainPlan(epochs=5, batch_size=32, learning_rate=1e-3, augment=False, warmup_epochs=0)
     result = pretrain_backbone(
-        x_pre, y_pre, tmp_path / "bb.weights.h5", input_size=SIZE, epochs=5, batch_size=32, lr=1e-3, seed=0,
+        x_pre, y_pre, tmp_path / "bb.weights.h5", plan, image_size=SIZE, seed=0,
         patient_ids=ids, exclude_patients=["A0001"], verbose=0,
     )
     assert result.weights_path.is_file() and result.manifest_path == manifest_path(result.weights_path)
+    assert len(result.history["loss"]) == 5
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["seeds"] == {"seed": 0}
     assert manifest["inputs"]["cohort_sha256"] == cohort_sha256(x_pre[..., None], y_pre[:, None], ids)
     assert manifest["weights_sha256"] == hashlib.sha256(result.weights_path.read_bytes()).hexdigest()
-    assert manifest["config"]["lr"] == 1e-3 and manifest["packages"]["keras"] == keras.__version__
+    assert manifest["packages"]["keras"] == keras.__version__
+    # the plan, field by field, and the run-level settings; the objective names no warm-up that did not run
+    assert {k: manifest["config"][k] for k in dataclasses.asdict(plan)} == dataclasses.asdict(plan)
+    assert (manifest["config"]["image_size"], manifest["config"]["dropout"], manifest["config"]["head"]) == (SIZE, 0.2, "any")
+    assert manifest["config"]["augmentation"] is None
+    assert manifest["config"]["objective"].startswith("supervised multi-label BCE")
     assert result.metrics["val_auc_any"] > 0.9
 
     aucs = {}
@@ -505,10 +521,10 @@ def test_pretrained_backbone_makes_phase1_beat_chance(tmp_path):
 def test_formula_slices_hu_and_labels_by_construction():
     from brain_audit.train.pretrain import formula_slices
 
-    x, y = formula_slices(40, size=48, seed=5)
+    x, y = formula_slices(40, image_size=48, seed=5)
     assert x.shape == (40, 48, 48) and x.dtype == np.float32 and y.shape == (40,)
     assert set(np.unique(y)) == {0.0, 1.0}
-    again = formula_slices(40, size=48, seed=5)
+    again = formula_slices(40, image_size=48, seed=5)
     np.testing.assert_array_equal(again[0], x)
     for im, label in zip(x, y):
         assert im[0, 0] == -1000.0  # air in the corner
@@ -524,6 +540,8 @@ def test_formula_slices_hu_and_labels_by_construction():
         assert brain.sum() > 0.25 * im.size
     with pytest.raises(ValueError, match=r"`n` must be an int >= 1. Got 0 instead."):
         formula_slices(0)
+    with pytest.raises(ValueError, match=r"`image_size` must be an int >= 8. Got 4 instead."):
+        formula_slices(1, image_size=4)
 
 
 def test_pretrain_refuses_audit_patients_and_bad_paths(tmp_path):
@@ -536,8 +554,10 @@ def test_pretrain_refuses_audit_patients_and_bad_paths(tmp_path):
         pretrain_backbone(x, y, tmp_path / "b.h5")
     with pytest.raises(ValueError, match=r"`labels` must be \(N,\), \(N, 1\) or \(N, 6\) with N = 4. Got shape \(4, 2\)"):
         pretrain_backbone(x, np.zeros((4, 2)), tmp_path / "b.weights.h5")
-    with pytest.raises(ValueError, match=r"`warmup_epochs` must be >= 0. Got -1 instead."):
-        pretrain_backbone(x, y, tmp_path / "b.weights.h5", warmup_epochs=-1)
+    with pytest.raises(ValueError, match=r"`image_size` must be an int >= 32. Got 16 instead."):
+        pretrain_backbone(x, y, tmp_path / "b.weights.h5", image_size=16)
+    with pytest.raises(ValueError, match=r"`plan` must be a brain_audit.config.PretrainPlan. Got dict instead."):
+        pretrain_backbone(x, y, tmp_path / "b.weights.h5", {"epochs": 1})
     assert list(tmp_path.iterdir()) == []
 
 

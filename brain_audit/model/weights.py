@@ -1,16 +1,37 @@
-"""weights"""
+"""Backbone weights on and off disk: Keras' ImageNet file offline, and model save / load.
+
+Keras keeps ``EfficientNetB0(weights="imagenet")``'s file in its own cache
+(``<Keras home>/models/efficientnetb0_notop.h5``, fetched by ``keras.utils.get_file`` and
+checked against a published MD5). Offline (Kaggle with internet off) the same file, attached
+as a dataset, is put into that cache with ``get_file`` itself from a ``file://`` origin
+(:func:`install_imagenet_weights`), so the network is then built with ``weights="imagenet"``.
+Loading the file by path instead would give another graph: only for ``weights="imagenet"``
+does Keras add a ``Rescaling(1 / sqrt(stddev))`` after its ``Normalization`` layer
+(keras/src/applications/efficientnet.py; tensorflow/tensorflow#49930).
+
+Models are saved as ``.keras`` archives atomically (:func:`brain_audit.provenance.atomic_path`)
+and loaded in Keras' safe mode. Nothing here downloads at import.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import keras
 
-__all__ = ['IMAGENET_NOTOP_FILENAME', 'IMAGENET_NOTOP_MD5', 'keras_cache_dir', 'imagenet_weights_available', 'install_imagenet_weights', 'save_model', 'load_model']
+from brain_audit.provenance import atomic_path, file_digest
+
+__all__ = [
+    "IMAGENET_NOTOP_FILENAME",
+    "IMAGENET_NOTOP_MD5",
+    "keras_cache_dir",
+    "imagenet_weights_available",
+    "install_imagenet_weights",
+    "save_model",
+    "load_model",
+]
 
 
 #: File Keras looks for in ``<keras cache>/models/`` for ``EfficientNetB0(include_top=False, weights="imagenet")``;
@@ -22,29 +43,28 @@ IMAGENET_NOTOP_FILENAME = "efficientnetb0_notop.h5"
 IMAGENET_NOTOP_MD5 = "50bc09e76180e00e4465e1a485ddc09d"
 
 
-_IMAGENET_URL = "https://storage.googleapis.com/keras-applications/" + IMAGENET_NOTOP_FILENAME
-
-
 def keras_cache_dir() -> Path:
-    """The Keras cache folder as Keras resolves it: ``$KERAS_HOME``, else ``~/.keras``;
-    ``/tmp/.keras`` when that folder is missing or not writable (``keras.utils.get_file``
-    does the same; Keras creates its home at import). Downloads go to its ``models/``."""
-    if "KERAS_HOME" in os.environ:
-        base = Path(os.environ["KERAS_HOME"]).expanduser()
-    else:
-        home = Path("~").expanduser()
-        base = (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
-    if not os.access(base, os.W_OK):  # keras.utils.get_file falls back likewise
-        base = Path("/tmp") / ".keras"
-    return base
+    """The folder ``keras.utils.get_file`` caches into when given no ``cache_dir``.
+
+    Keras' home (``$KERAS_HOME``, else ``~/.keras``, fixed when Keras is imported), or
+    ``/tmp/.keras`` when that folder is not writable. ImageNet files go to its ``models/``.
+    """
+    # Keras exports no accessor for its home; get_file reads this private one, and falls back as below.
+    from keras.src.backend.config import keras_home
+
+    home = Path(keras_home()).expanduser()
+    if os.access(home, os.W_OK):
+        return home
+    return Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
 
 
-def _md5(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _cached_file(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir if cache_dir is not None else keras_cache_dir()) / "models" / IMAGENET_NOTOP_FILENAME
+
+
+def _md5(path: Path) -> str:
+    # keras.utils exports get_file only; its hash helpers (file_utils.validate_file) are private.
+    return file_digest(path, "md5")
 
 
 def imagenet_weights_available(cache_dir: str | Path | None = None) -> bool:
@@ -56,51 +76,62 @@ def imagenet_weights_available(cache_dir: str | Path | None = None) -> bool:
     Args:
         cache_dir: Keras cache folder; default :func:`keras_cache_dir`.
     """
-    path = Path(cache_dir if cache_dir is not None else keras_cache_dir()) / "models" / IMAGENET_NOTOP_FILENAME
+    path = _cached_file(cache_dir)
     return path.is_file() and _md5(path) == IMAGENET_NOTOP_MD5
 
 
 def install_imagenet_weights(source: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """Copy Keras' ImageNet EfficientNetB0 no-top file into the Keras cache (offline use).
+    """Put Keras' ImageNet EfficientNetB0 no-top file into the Keras cache (offline use).
 
     On Kaggle with internet off, attach the file ``efficientnetb0_notop.h5`` as a dataset
-    and call this once (or pass its path to :func:`build_model`, which does). The copy is
-    atomic; an identical file already in place is left alone.
+    and call this once (or pass its path to :func:`brain_audit.model.build_model`, which
+    does). The copy is ``keras.utils.get_file`` from a ``file://`` origin: no network, the
+    cache Keras itself reads, an identical file already there left alone, the copy checked
+    against the MD5. ``source`` is checked first, so a wrong file is refused even when the
+    cache already holds the right one.
 
     Args:
         source: path to ``efficientnetb0_notop.h5`` (any file name; identified by MD5).
-        cache_dir: Keras cache folder; default :func:`keras_cache_dir`.
+        cache_dir: Keras cache folder (created); default: Keras' own (:func:`keras_cache_dir`).
 
     Returns:
         The path in the cache.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
-        ValueError: ``source`` is not the file Keras expects (MD5 differs).
+        ValueError: ``source`` is not the file Keras expects (MD5 differs); the message
+            names the file and both hashes.
     """
     source = Path(source)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such weights file")
     digest = _md5(source)
     if digest != IMAGENET_NOTOP_MD5:
-        raise ValueError(
-            f"{source.name}: MD5 {digest} is not Keras' {IMAGENET_NOTOP_FILENAME} ({IMAGENET_NOTOP_MD5}); "
-            "Keras would discard it and download again"
-        )
-    target_dir = Path(cache_dir if cache_dir is not None else keras_cache_dir()) / "models"
-    target = target_dir / IMAGENET_NOTOP_FILENAME
-    if target.is_file() and _md5(target) == IMAGENET_NOTOP_MD5:
-        return target
-    target_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{IMAGENET_NOTOP_FILENAME}.", suffix=".part", dir=target_dir)
-    os.close(fd)
+        raise _wrong_file(source.name, digest)
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)  # get_file would fall back to /tmp/.keras
     try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+        target = keras.utils.get_file(
+            IMAGENET_NOTOP_FILENAME,
+            origin=source.resolve().as_uri(),
+            cache_subdir="models",
+            file_hash=IMAGENET_NOTOP_MD5,
+            hash_algorithm="md5",
+            cache_dir=None if cache_dir is None else str(cache_dir),
+        )
+    except ValueError:  # Keras' check of the copy failed (the source changed while copied); it keeps the copy
+        copy = _cached_file(cache_dir)
+        digest = _md5(copy)
+        copy.unlink()
+        raise _wrong_file(source.name, digest) from None
+    return Path(target)
+
+
+def _wrong_file(name: str, digest: str) -> ValueError:
+    return ValueError(
+        f"{name}: MD5 {digest} is not Keras' {IMAGENET_NOTOP_FILENAME} ({IMAGENET_NOTOP_MD5}); "
+        "Keras would discard it and download again"
+    )
 
 
 def _is_imagenet_file(path: Path) -> bool:
@@ -112,7 +143,7 @@ def _is_imagenet_file(path: Path) -> bool:
 
 
 def save_model(model: keras.Model, path: str | Path) -> Path:
-    """Save as a ``.keras`` archive atomically (temporary file + ``os.replace``).
+    """Save as a ``.keras`` archive atomically (:func:`brain_audit.provenance.atomic_path`).
 
     The archive holds the architecture (no Lambda layers, so loading is safe-mode),
     the weights including window settings, and the optimizer state if compiled.
@@ -120,15 +151,8 @@ def save_model(model: keras.Model, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"`path` must end in '.keras'. Got {str(path)!r} instead.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -136,10 +160,10 @@ def load_model(path: str | Path, compile: bool = True) -> keras.Model:
     """Load a ``.keras`` model saved by :func:`save_model`, in Keras' safe mode.
 
     The custom objects (:class:`MultiWindow`, :class:`WeightedBinaryCrossentropy`,
-    :class:`ColumnAUC`) are registered when this module is imported.
+    :class:`ColumnAUC`) are registered by :mod:`brain_audit.model.layers`, which importing
+    :mod:`brain_audit.model` loads.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     return keras.models.load_model(path, compile=compile, safe_mode=True)
-

@@ -10,7 +10,6 @@ from __future__ import annotations
 from brain_audit.train.phases import run_all, run_phase, set_dropout
 from brain_audit.train.prepare import prepare_data
 from brain_audit.train.pretrain import (
-    PretrainConfig,
     PretrainResult,
     cohort_sha256,
     formula_slices,
@@ -32,7 +31,6 @@ __all__ = [
     "run_all",
     "prepare_data",
     "run_pretrain",
-    "PretrainConfig",
     "PretrainResult",
     "formula_slices",
     "pretrain_backbone",

@@ -1,94 +1,59 @@
-"""Domain pretraining of the EfficientNetB0 backbone: the stand-in for ImageNet.
+"""Domain pretraining of the EfficientNetB0 backbone, the stand-in for ImageNet.
 
-Why: a randomly initialised EfficientNetB0 with its backbone frozen stays at chance
-(issue 5 measured validation AUC 0.40-0.60 on phantom-like slices), so Phase 1's
-"domain freezing" is only meaningful on a pretrained backbone. When ImageNet weights
-are not available (no internet, no attached file), or as a domain-specific start that
-answers the seed's "ImageNet bias" limit, :func:`pretrain_backbone` trains the whole
-network on a *pretraining cohort* of CT slices whose patients are disjoint from every
-audit patient, then keeps only the backbone.
+Phase 1 freezes the backbone, which only makes sense on a pretrained one: a frozen random
+EfficientNetB0 stays at chance. Where ImageNet weights cannot be had (no internet, no attached
+file), or as a start that answers the seed's "ImageNet bias" limit, :func:`pretrain_backbone`
+trains the whole network on a *pretraining cohort* of CT slices whose patients are disjoint
+from every audit patient, then keeps only the backbone. Two stages, both set by a
+:class:`brain_audit.config.PretrainPlan`:
 
-Objective (stated honestly), in two stages:
+1. **Formula-driven warm-up** (:func:`formula_slices`): generated head-like slices, half of them
+   with hyperdense blobs, until an epoch's training AUC reaches ``warmup_target_auc`` (at most
+   ``warmup_epochs``). From random weights EfficientNetB0 otherwise sits at chance for a random
+   number of epochs; a formula it can learn gets it off that plateau.
+2. **Supervised multi-label classification** on the cohort: the audit model's own task on other
+   patients, RSNA-weighted binary cross-entropy for six labels (``any`` 2, subtypes 1; plain for
+   ``any`` alone), the whole network trained with BatchNormalization, Adam; no self-supervised term.
 
-1. **Formula-driven warm-up** (:func:`formula_slices`, ``warmup_epochs``): a few epochs on
-   generated head-like slices (a skull ring around a brain disc, half of them with one or
-   two 60-80 HU blobs), the idea of "pre-training without natural images" (Kataoka et al.
-   ACCV 2020, formula-driven supervised learning) applied to CT. Measured here: EfficientNetB0
-   from random initialisation sits on a plateau at chance on phantom slices for a random
-   number of epochs (training AUC ~0.5 for 8-16 epochs at 64 px, then, with some seeds, a
-   sudden rise); no optimiser, learning-rate schedule, stochastic-depth, zero-gamma or
-   resolution change shortened it, while a 4-layer CNN learns the same data in 4 epochs.
-   The formula is learned after its own, shorter plateau (training AUC >= 0.97 after 2 to 8
-   epochs of 1,024 slices at 64 px depending on the seed, ~12 s an epoch on 2 cores), so the
-   warm-up runs until an epoch's training AUC reaches ``warmup_target_auc`` (at most
-   ``warmup_epochs``). From there the phantom stage left the plateau within a few epochs
-   (held-out AUC 0.96 after 2 epochs in one run, where 16 epochs from random weights stayed at
-   0.50; through the whole pipeline, 14 cohort epochs after the warm-up gave Phase 1 validation
-   AUC 0.94-0.995 over four seeds, while 6 left one seed of three at 0.59).
-2. **Supervised multi-label classification**, i.e. the same task as the audit model, on
-   other patients. The loss is the RSNA-weighted binary
-cross-entropy for six labels (``any`` 2, subtypes 1) or plain binary cross-entropy
-for ``any`` alone; no self-supervised term. The whole network trains, BatchNormalization
-included, with Adam (issue 5: learning rate 1e-3 reached validation AUC ~1.0 after 14
-epochs on 1,200 slices of 96 x 96). The classification head is discarded; the backbone's
-weights are written as ``<name>.weights.h5`` with a JSON manifest beside it, and
-``brain_audit.model.build_model(weights=<that file>)`` loads them.
+The classification head is discarded; the backbone is written as ``<name>.weights.h5`` with a
+JSON manifest beside it (:func:`manifest_path`), and ``brain_audit.model.build_model(weights=<that
+file>)`` loads it. Because the task equals the downstream one, such a backbone is a fair stand-in
+only when its patients are disjoint from the audit cohort (checked when patient ids are given).
 
-Because the pretraining task equals the downstream task, a backbone pretrained on
-phantoms carries knowledge of *phantom* bleeds; it is a fair stand-in only when its
-patients are disjoint from the audit cohort (checked here when patient ids are given).
+References:
+    Kataoka H, Okayasu K, Matsumoto A, et al. Pre-training without Natural Images. ACCV 2020.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from brain_audit.config import RunConfig
+from brain_audit.config import PretrainPlan, RunConfig
 from brain_audit.dataset.cache import load_split_arrays
 from brain_audit.dataset.feed import Augment, augment_batch
 from brain_audit.errors import ConfigError
 from brain_audit.model.network import build_model, compile_model, get_backbone, recalibrate_batchnorm, unfreeze_all
-from brain_audit.provenance import file_sha256, run_record, write_json
+from brain_audit.provenance import atomic_path, file_sha256, run_record, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import RunPaths
 from brain_audit.train.prepare import _open_cache
 from brain_audit.train.runtime import _seed
 from brain_audit.windowing import resize_hu
 
-__all__ = ["run_pretrain", "PretrainConfig", "PretrainResult", "formula_slices", "pretrain_backbone", "manifest_path", "cohort_sha256"]
+__all__ = ["run_pretrain", "PretrainResult", "formula_slices", "pretrain_backbone", "manifest_path", "cohort_sha256"]
 
 
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    """The resolved settings of one pretraining run (written to the manifest)."""
-
-    input_size: int = 96
-    epochs: int = 14
-    batch_size: int = 32
-    lr: float = 1e-3
-    seed: int = 0
-    val_fraction: float = 0.2
-    dropout: float = 0.2
-    head: str = "any"
-    augment: str = "none"
-    warmup_epochs: int = 0
-    warmup_slices: int = 1024
-    warmup_target_auc: float = 0.97
-    objective: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.objective:  # derived: the warm-up is named only when it runs
-            supervised = "supervised multi-label BCE (RSNA weights for six labels), whole network incl. BatchNormalization"
-            warmup = "formula-driven warm-up on generated head-like slices (Kataoka et al. 2020), then "
-            object.__setattr__(self, "objective", (warmup if self.warmup_epochs else "") + supervised)
+def _objective(plan: PretrainPlan) -> str:
+    """The training objective in words, for the manifest; the warm-up is named only when it runs."""
+    supervised = "supervised multi-label BCE (RSNA weights for six labels), whole network incl. BatchNormalization"
+    warmup = "formula-driven warm-up on generated head-like slices (Kataoka et al. 2020), then "
+    return (warmup if plan.warmup_epochs else "") + supervised
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +75,7 @@ class PretrainResult:
     metrics: dict
 
 
-def formula_slices(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def formula_slices(n: int, image_size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Formula-driven head-like CT slices for the warm-up stage of :func:`pretrain_backbone`.
 
     Each slice: air (-1000 HU) outside a skull ring (1000 HU +- 50, width 5 % of the side)
@@ -122,16 +87,17 @@ def formula_slices(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, n
 
     Args:
         n: number of slices (>= 1).
-        size: side in pixels (>= 8).
+        image_size: side in pixels (>= 8).
         seed: the generator's seed (same seed, same slices).
 
     Returns:
-        ``(hu, labels)``: float32 (n, size, size) in HU and float32 (n,) 0 / 1.
+        ``(hu, labels)``: float32 (n, image_size, image_size) in HU and float32 (n,) 0 / 1.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"`n` must be an int >= 1. Got {n!r} instead.")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
-        raise ValueError(f"`size` must be an int >= 8. Got {size!r} instead.")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
+        raise ValueError(f"`image_size` must be an int >= 8. Got {image_size!r} instead.")
+    size = int(image_size)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     images = np.empty((n, size, size), np.float32)
@@ -235,52 +201,44 @@ def pretrain_backbone(
     hu_images: np.ndarray,
     labels: np.ndarray,
     out_path: str | Path,
+    plan: PretrainPlan = PretrainPlan(),
     *,
-    input_size: int = 96,
-    epochs: int = 14,
-    batch_size: int = 32,
-    lr: float = 1e-3,
+    image_size: int = 96,
     seed: int = 0,
-    val_fraction: float = 0.2,
     dropout: float = 0.2,
     patient_ids: Sequence[str] | None = None,
     exclude_patients: Iterable[str] | None = None,
-    augment: "bool | Any" = False,
-    warmup_epochs: int = 0,
-    warmup_slices: int = 1024,
-    warmup_target_auc: float = 0.97,
     verbose: int | str = "auto",
     jit_compile: bool | str = "auto",
 ) -> PretrainResult:
     """Train EfficientNetB0 whole on a pretraining cohort and write its backbone weights.
 
     Input contract: ``hu_images`` float HU, (N, H, W) or (N, H, W, 1 + 2 * context); resized
-    to ``input_size`` here (:func:`brain_audit.windowing.resize_hu`, area interpolation) if
+    to ``image_size`` here (:func:`brain_audit.windowing.resize_hu`, area interpolation) if
     needed. ``labels``: (N,) or (N, 1) for ``any`` alone, or (N, 6) in
     :data:`brain_audit.rsna.LABEL_COLUMNS` order; 0 / 1.
 
     The network is :func:`brain_audit.model.build_model` with ``weights=None``, every layer
-    trainable including BatchNormalization, Adam at ``lr``; held-out split by patient when
-    ``patient_ids`` are given (else by slice). Deterministic for a given ``seed`` on one
-    device (``keras.utils.set_random_seed``; shuffling from ``seed``).
+    trainable including BatchNormalization, Adam at ``plan.learning_rate``: first the warm-up
+    on ``plan.warmup_slices`` :func:`formula_slices` (seeded from ``seed``; skipped when
+    ``plan.warmup_epochs`` is 0), then ``plan.epochs`` on the cohort, whose held-out share
+    ``plan.validation_fraction`` is split by patient when ``patient_ids`` are given (else by
+    slice). With ``plan.augment`` each training batch is flipped, warped and intensity-jittered
+    in HU (:class:`brain_audit.dataset.feed.Augment` defaults), seeded by (seed, epoch, batch).
+    Deterministic for a given ``seed`` on one device (``keras.utils.set_random_seed``;
+    shuffling from ``seed``). ``plan.patients`` is not used here (it sizes a run's split).
 
     Args:
         out_path: weights file to write; must end in ``.weights.h5``. The manifest goes to
-            :func:`manifest_path` of it: config, seed, package versions, cohort SHA-256,
-            per-epoch history, final metrics, the backbone file's SHA-256.
+            :func:`manifest_path` of it: the plan and the run-level settings, the objective,
+            seed, package versions, cohort SHA-256, per-epoch history, final metrics, the
+            backbone file's SHA-256.
+        plan: epochs, learning rate, batch size, held-out share, augmentation and warm-up.
+        image_size: model input, px (>= 32).
+        seed: the one seed (weights, dropout, split, shuffling, augmentation, warm-up slices).
+        dropout: dropout before the (discarded) classifier.
         patient_ids: N patient ids (for the split and the disjointness check).
         exclude_patients: audit patients; any overlap with ``patient_ids`` is an error.
-        augment: ``True`` (the :class:`brain_audit.feed.Augment` defaults) or an ``Augment``:
-            each training batch is flipped, warped and intensity-jittered in HU by
-            :func:`brain_audit.feed.augment_batch`, seeded by (seed, epoch, batch). On a few
-            dozen patients the whole network otherwise memorises them (measured on the demo's
-            phantom: training loss 0.06, held-out AUC 0.62 without it).
-        warmup_epochs: at most this many epochs of the formula-driven warm-up on
-            ``warmup_slices`` :func:`formula_slices` (seeded from ``seed``) before the cohort;
-            0 skips it. See the module docstring.
-        warmup_slices: number of warm-up slices.
-        warmup_target_auc: the warm-up stops after the first epoch whose training ROC AUC
-            (of ``any``) reaches this.
         verbose: passed to ``model.fit``.
         jit_compile: passed to :func:`brain_audit.model.compile_model` (XLA pays off over
             many steps; a compile costs tens of seconds on CPU).
@@ -293,10 +251,13 @@ def pretrain_backbone(
     """
     import keras
 
-
     out_path = Path(out_path)
     if not out_path.name.endswith(".weights.h5"):
         raise ValueError(f"`out_path` must end in '.weights.h5'. Got {str(out_path)!r} instead.")
+    if not isinstance(plan, PretrainPlan):
+        raise ValueError(f"`plan` must be a brain_audit.config.PretrainPlan. Got {type(plan).__name__} instead.")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 32:
+        raise ValueError(f"`image_size` must be an int >= 32. Got {image_size!r} instead.")
     x = np.asarray(hu_images, dtype=np.float32)
     if x.ndim == 3:
         x = x[..., None]
@@ -310,20 +271,6 @@ def pretrain_backbone(
             f"`labels` must be (N,), (N, 1) or (N, {len(LABEL_COLUMNS)}) with N = {x.shape[0]}. "
             f"Got shape {y.shape} instead."
         )
-    for name, value, ok in (
-        ("epochs", epochs, isinstance(epochs, (int, np.integer)) and epochs >= 1),
-        ("batch_size", batch_size, isinstance(batch_size, (int, np.integer)) and batch_size >= 1),
-        ("lr", lr, isinstance(lr, (int, float, np.floating)) and lr > 0),
-        ("val_fraction", val_fraction, isinstance(val_fraction, (int, float, np.floating)) and 0 < val_fraction < 1),
-        ("warmup_epochs", warmup_epochs, isinstance(warmup_epochs, (int, np.integer)) and warmup_epochs >= 0),
-        ("warmup_slices", warmup_slices, isinstance(warmup_slices, (int, np.integer)) and warmup_slices >= 1),
-        ("warmup_target_auc", warmup_target_auc,
-         isinstance(warmup_target_auc, (int, float, np.floating)) and 0.5 < warmup_target_auc <= 1),
-    ):
-        if not ok:
-            rule = {"epochs": ">= 1", "batch_size": ">= 1", "lr": "> 0", "val_fraction": "in (0, 1)",
-                    "warmup_epochs": ">= 0", "warmup_slices": ">= 1", "warmup_target_auc": "in (0.5, 1]"}[name]
-            raise ValueError(f"`{name}` must be {rule}. Got {value!r} instead.")
     if patient_ids is not None and len(patient_ids) != x.shape[0]:
         raise ValueError(f"`patient_ids` must have N = {x.shape[0]} entries. Got {len(patient_ids)} instead.")
     if exclude_patients is not None:
@@ -335,44 +282,45 @@ def pretrain_backbone(
                 f"pretraining cohort shares {len(overlap)} patients with the audit cohort "
                 f"(e.g. {overlap[:3]}); the pretraining cohort must be disjoint"
             )
-    if x.shape[1:3] != (input_size, input_size):
-        x = np.stack([np.stack([resize_hu(im[..., c], input_size) for c in range(x.shape[-1])], -1) for im in x])
+    image_size, seed, batch_size = int(image_size), int(seed), int(plan.batch_size)
+    if x.shape[1:3] != (image_size, image_size):
+        x = np.stack([np.stack([resize_hu(im[..., c], image_size) for c in range(x.shape[-1])], -1) for im in x])
 
     head = "six" if y.shape[1] == len(LABEL_COLUMNS) else "any"
-    epochs, batch_size, seed, input_size = int(epochs), int(batch_size), int(seed), int(input_size)
-    config = PretrainConfig(
-        input_size=input_size, epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed,
-        val_fraction=float(val_fraction), dropout=float(dropout), head=head,
-        augment="none" if not augment else repr(augment if augment is not True else "default"),
-        warmup_epochs=int(warmup_epochs), warmup_slices=int(warmup_slices), warmup_target_auc=float(warmup_target_auc),
-    )
+    context = (x.shape[-1] - 1) // 2
+    settings = {
+        **dataclasses.asdict(plan),
+        "image_size": image_size,
+        "seed": seed,
+        "dropout": float(dropout),
+        "head": head,
+        "context": context,
+        "augmentation": dataclasses.asdict(Augment()) if plan.augment else None,
+        "objective": _objective(plan),
+    }
     cohort_hash = cohort_sha256(x, y, patient_ids)
-    train_idx, val_idx = _split(len(x), val_fraction, seed, patient_ids)
+    train_idx, val_idx = _split(len(x), plan.validation_fraction, seed, patient_ids)
 
-    model = build_model(
-        input_size=input_size, head=head, dropout=dropout, weights=None, seed=seed, context=(x.shape[-1] - 1) // 2
-    )
+    model = build_model(input_size=image_size, head=head, dropout=dropout, weights=None, seed=seed, context=context)
     unfreeze_all(model, train_batchnorm=True)
-    compile_model(model, lr=lr, head=head, jit_compile=jit_compile)
+    compile_model(model, lr=plan.learning_rate, head=head, jit_compile=jit_compile)
     t0 = time.perf_counter()
     warmup_history: dict = {}
-    if warmup_epochs:
-        xw, yw = formula_slices(int(warmup_slices), input_size, seed=seed)
+    if plan.warmup_epochs:
+        xw, yw = formula_slices(plan.warmup_slices, image_size, seed=seed)
         xw = np.repeat(xw[..., None], x.shape[-1], axis=-1)  # 2.5D: the formula slice as its own neighbours
         yw = np.repeat(yw[:, None], y.shape[1], axis=1)  # every column (subtypes unknown): the blob label
-        warmup_history = model.fit(xw, yw, epochs=int(warmup_epochs), batch_size=batch_size, shuffle=True,
-                                   verbose=verbose, callbacks=[_StopAtAUC(float(warmup_target_auc))]).history
+        warmup_history = model.fit(xw, yw, epochs=plan.warmup_epochs, batch_size=batch_size, shuffle=True,
+                                   verbose=verbose, callbacks=[_StopAtAUC(plan.warmup_target_auc)]).history
     # No validation inside fit: until the BatchNormalization statistics are recalibrated
-    # below, inference-mode metrics are meaningless (held-out AUC stays at 0.5 while the
-    # training AUC reaches 0.99); the held-out split is scored once, afterwards.
-    if augment:
-
-        batches = _AugmentedBatches(x[train_idx], y[train_idx], batch_size,
-                                    Augment() if augment is True else augment, seed)
-        history = model.fit(batches, epochs=epochs, verbose=verbose).history
+    # below, inference-mode metrics are meaningless (the moving statistics lag the trained
+    # weights); the held-out split is scored once, afterwards.
+    if plan.augment:
+        batches = _AugmentedBatches(x[train_idx], y[train_idx], batch_size, Augment(), seed)
+        history = model.fit(batches, epochs=plan.epochs, verbose=verbose).history
     else:
         history = model.fit(
-            x[train_idx], y[train_idx], epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose
+            x[train_idx], y[train_idx], epochs=plan.epochs, batch_size=batch_size, shuffle=True, verbose=verbose
         ).history
     recalibrate_batchnorm(model, x[train_idx], batch_size=batch_size)
     seconds = time.perf_counter() - t0
@@ -395,17 +343,10 @@ def pretrain_backbone(
         metrics["warmup_epochs_run"] = len(warmup_history["loss"])
         metrics["warmup_train_loss_last_epoch"] = float(warmup_history["loss"][-1])
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".pretrain.", suffix=".weights.h5", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out_path, suffix=".weights.h5") as tmp:
         get_backbone(model).save_weights(tmp, overwrite=True)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     record = run_record(
-        config=config,
+        config=settings,
         seeds={"seed": seed},
         inputs={"cohort_sha256": cohort_hash},
         kind="brain_audit.pretrain_backbone",
@@ -422,6 +363,7 @@ def pretrain_backbone(
     man = write_json(manifest_path(out_path), record)
     return PretrainResult(weights_path=out_path, manifest_path=man, history=record["history"], metrics=metrics)
 
+
 def run_pretrain(config: RunConfig, verbose: int | str = "auto") -> Path:
     """Domain-pretrain the backbone on the run's ``pretrain`` split (patients disjoint from audit,
     train and validation); writes ``pretrain/backbone.weights.h5`` and its manifest.
@@ -436,25 +378,17 @@ def run_pretrain(config: RunConfig, verbose: int | str = "auto") -> Path:
     ids, hu, y6 = load_split_arrays(cache, "pretrain")
     if len(ids) == 0:
         raise ConfigError("`pretrain.patients` must be > 0 for `brain-audit pretrain`. Got an empty pretrain split instead.")
-    plan = config.pretrain
     audit = cache.table.loc[cache.ids("audit"), "patient_id"].unique()
     labels = y6 if config.head == "six" else y6[:, [LABEL_COLUMNS.index("any")]]
     pretrain_backbone(
         hu,
         labels,
         out,
-        input_size=config.image_size,
-        epochs=plan.epochs,
-        batch_size=plan.batch_size,
-        lr=plan.learning_rate,
+        config.pretrain,
+        image_size=config.image_size,
         seed=_seed(config, 0),
-        val_fraction=plan.validation_fraction,
         patient_ids=cache.table.loc[ids, "patient_id"].to_numpy(),
         exclude_patients=audit,
-        augment=plan.augment,
-        warmup_epochs=plan.warmup_epochs,
-        warmup_slices=plan.warmup_slices,
-        warmup_target_auc=plan.warmup_target_auc,
         verbose=verbose,
     )
     return out
