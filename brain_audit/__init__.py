@@ -15,11 +15,4 @@ from brain_audit.errors import BrainAuditError, CacheError, ConfigError, DicomRe
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "BrainAuditError",
-    "CacheError",
-    "ConfigError",
-    "DicomReadError",
-    "LabelFileError",
-]
+__all__ = ["__version__", "BrainAuditError", "CacheError", "ConfigError", "DicomReadError", "LabelFileError"]

@@ -190,7 +190,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
         help="read the DICOM headers of a dataset into a resumable header index",
         description="Read the non-identifying headers (no pixels) of the labelled images (or of every file) "
         "in parallel processes into OUT/index.parquet; unreadable files go to OUT/skipped.csv with their "
-        "reason. A rerun reads only what is missing (brain_audit.index.build_index).",
+        "reason. A rerun reads only what is missing (brain_audit.dataset.index.build_index).",
     )
     p.add_argument("root", type=Path, help="dataset root (RSNA layout: ROOT/stage_2_train/ID_*.dcm)")
     p.add_argument("--labels", type=Path, default=None,
@@ -261,7 +261,7 @@ def _add_cohort(sub: argparse._SubParsersAction) -> None:
         "optionally a pretraining pool of patients, split the rest into train / validation by patient, "
         "and draw the phase cohorts, each inside the one before it. Writes OUT/cohort.csv (every image "
         "with its split and in_<cohort> flags), OUT/patients.csv and OUT/cohort.json "
-        "(brain_audit.cohort.plan_cohorts).",
+        "(brain_audit.dataset.cohort.plan_cohorts).",
     )
     p.add_argument("root", type=Path, help="dataset root (for the default label file)")
     p.add_argument("--labels", type=Path, default=None, help="label CSV (default: ROOT/stage_2_train.csv)")
@@ -314,7 +314,7 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
         "cache",
         help="preprocess a cohort once into int16 HU shards at model resolution",
         description="Read every image of cohort.csv to HU, pad to square with air, resize to SIZE, store "
-        "int16 HU in atomic shards with a manifest (brain_audit.cache.build_cache). Unreadable sources go "
+        "int16 HU in atomic shards with a manifest (brain_audit.dataset.cache.build_cache). Unreadable sources go "
         "to OUT/skipped.csv; a rerun resumes; a changed parameter or source rebuilds what it touches.",
     )
     p.add_argument("root", type=Path, help="dataset root")
@@ -360,7 +360,7 @@ def _add_feed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "feed",
         help="draw a few batches from an HU cache and print what the model would receive",
-        description="Build the tf.data feed of one split (brain_audit.feed.make_feed) and print the shape, "
+        description="Build the tf.data feed of one split (brain_audit.dataset.feed.make_feed) and print the shape, "
         "dtype, HU range and label counts of the first batches: a check of the cache before training.",
     )
     p.add_argument("cache", type=Path, help="cache folder")

@@ -38,13 +38,23 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from brain_audit.errors import ConfigError
+from brain_audit.run_layout import RunPaths
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["PhasePlan", "PretrainPlan", "AuditPlan", "CorrectionPlan", "RunConfig", "load_config", "apply_overrides", "to_dict"]
+__all__ = [
+    "PhasePlan",
+    "PretrainPlan",
+    "AuditPlan",
+    "CorrectionPlan",
+    "RunConfig",
+    "load_config",
+    "apply_overrides",
+    "to_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ class PhasePlan:
         cohort_unit: ``"patient"`` (Phase 1's default: the literal reading of the seed's
             "1,600 patients"; drawn inside Phase 2's cohort, a patient brings the slices of it
             that cohort holds) or ``"slice"`` (Phase 2's "balanced 20,000", and what the seed
-            actually sampled: rows of the label table). See :mod:`brain_audit.cohort`.
+            actually sampled: rows of the label table). See :mod:`brain_audit.dataset.cohort`.
         balance: share of positive (``any``) slices after sampling, 0 = keep the natural mix.
         epochs: epochs of this phase.
         learning_rate: Adam learning rate.
@@ -248,7 +258,7 @@ class RunConfig:
         if self.weights.lower() in ("none", ""):
             return None
         if self.weights == "pretrained":
-            return str(Path(self.out_dir) / "pretrain" / "backbone.weights.h5")
+            return str(RunPaths(self.out_dir).backbone)
         return self.weights
 
 

@@ -41,6 +41,7 @@ from brain_audit.phantom.cohort import generate_cohort
 from brain_audit.phantom.config import DEFAULT_MIMIC_PROBABILITIES, PhantomConfig
 from brain_audit.phantom.render import render_counterfactual
 from brain_audit.provenance import write_json
+from brain_audit.run_layout import RunPaths
 from brain_audit.train.phases import run_phase
 from brain_audit.train.prepare import prepare_data
 from brain_audit.train.pretrain import manifest_path, run_pretrain
@@ -62,7 +63,7 @@ class DemoPlan:
         shortcut: (mimic, p given bleed, p given no bleed) planted in the cohort.
         pretrain_epochs, phase1_epochs, phase2_epochs, phase4_epochs: training lengths.
         warmup_epochs, warmup_slices: the formula-driven warm-up before pretraining (at most
-            ``warmup_epochs``; :func:`brain_audit.pretrain.formula_slices`).
+            ``warmup_epochs``; :func:`brain_audit.train.pretrain.formula_slices`).
         batch_size: training batch.
         seed: the one seed.
     """
@@ -148,15 +149,14 @@ def _shortcut_intervention(config: RunConfig, mimic: str, limit: int = 48) -> di
     """Probability change of the final model when ``mimic`` is removed from / added to audit slices.
 
     Paired renders of the same slice (:func:`brain_audit.phantom.render_counterfactual`),
-    preprocessed exactly as the cache does (:func:`brain_audit.cache.preprocess_slice`);
+    preprocessed exactly as the cache does (:func:`brain_audit.dataset.cache.preprocess_slice`);
     :func:`brain_audit.gradcam.counterfactual_effect` measures ``p_with - p_without``.
     """
-
-    out = Path(config.out_dir)
-    model = load_model(out / "phase4" / "model.keras", compile=False)
-    threshold = json.loads((out / "phase4" / "operating_point.json").read_text())["threshold"]
+    paths = RunPaths(config.out_dir)
+    model = load_model(paths.model(4), compile=False)
+    threshold = json.loads(paths.operating_point.read_text())["threshold"]
     images = json.loads((Path(config.data_root) / "phantom_manifest.json").read_text())["images"]
-    audit_ids = set(open_cache(out / "data" / "cache", size=config.image_size).ids("audit"))
+    audit_ids = set(open_cache(paths.cache, size=config.image_size).ids("audit"))
     result: dict[str, Any] = {"mimic": mimic, "threshold": threshold}
     for direction, has_it in (("removed", True), ("added", False)):
         pairs = []
@@ -208,7 +208,7 @@ def run_demo(out_dir: str | Path = "demo_out", plan: DemoPlan = DemoPlan(), *, o
         intervention = {"error": f"{type(exc).__name__}: {exc}"}
     lap("intervention")
 
-    pre_manifest = manifest_path(Path(config.out_dir) / "pretrain" / "backbone.weights.h5")
+    pre_manifest = manifest_path(RunPaths(config.out_dir).backbone)
     pre = json.loads(pre_manifest.read_text()) if pre_manifest.is_file() else {}
     summary = {
         "plan": dataclasses.asdict(plan),

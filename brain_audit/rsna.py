@@ -16,13 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = [
-    "SUBTYPES",
-    "LABEL_COLUMNS",
-    "TRAIN_DIR",
-    "TRAIN_CSV",
-    "image_path",
-]
+__all__ = ["SUBTYPES", "LABEL_COLUMNS", "TRAIN_DIR", "TRAIN_CSV", "image_path"]
 
 #: The five hemorrhage subtypes, in the order of the RSNA label file.
 SUBTYPES: tuple[str, ...] = (

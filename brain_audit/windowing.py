@@ -26,18 +26,7 @@ from typing import Literal, NamedTuple, Sequence
 import cv2
 import numpy as np
 
-__all__ = [
-    "Window",
-    "BRAIN",
-    "SUBDURAL",
-    "BONE",
-    "BSB",
-    "window",
-    "sigmoid_window",
-    "resize_hu",
-    "to_rgb",
-    "to_uint8",
-]
+__all__ = ["Window", "BRAIN", "SUBDURAL", "BONE", "BSB", "window", "sigmoid_window", "resize_hu", "to_rgb", "to_uint8"]
 
 WindowFunction = Literal["linear_exact", "linear", "sigmoid"]
 

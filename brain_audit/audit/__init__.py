@@ -8,6 +8,7 @@ results, cluster-bootstrap intervals), ``subgroups`` (metrics with and without e
 from __future__ import annotations
 
 from brain_audit.audit.holdout import DEPLOYMENT_PREVALENCES, REPORT_DIR, audit_holdout
+from brain_audit.audit.report import executive_summary
 from brain_audit.audit.statistics import (
     bootstrap_ci,
     calibration_bins,
@@ -21,9 +22,6 @@ from brain_audit.audit.statistics import (
 from brain_audit.audit.subgroups import stratified_metrics
 
 __all__ = [
-    "REPORT_DIR",
-    "DEPLOYMENT_PREVALENCES",
-    "audit_holdout",
     "threshold_for_sensitivity",
     "confusion_at",
     "predictive_values_at_prevalence",
@@ -33,4 +31,8 @@ __all__ = [
     "bootstrap_ci",
     "operating_point_report",
     "stratified_metrics",
+    "REPORT_DIR",
+    "DEPLOYMENT_PREVALENCES",
+    "audit_holdout",
+    "executive_summary",
 ]

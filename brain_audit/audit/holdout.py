@@ -30,7 +30,7 @@ from brain_audit.provenance import atomic_write_text, file_sha256, run_record, w
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import REPORT_DIR, RunPaths
 
-__all__ = ['REPORT_DIR', 'DEPLOYMENT_PREVALENCES', 'audit_holdout']
+__all__ = ["REPORT_DIR", "DEPLOYMENT_PREVALENCES", "audit_holdout"]
 
 
 

@@ -7,6 +7,9 @@ from typing import Any, Sequence
 import numpy as np
 
 
+__all__ = ["executive_summary"]
+
+
 def _pct(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
 

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from brain_audit.audit.statistics import confusion_at
 
-__all__ = ['stratified_metrics']
+__all__ = ["stratified_metrics"]
 
 
 def stratified_metrics(
@@ -44,7 +44,7 @@ def stratified_metrics(
     Returns:
         pandas.DataFrame with one row for all slices and two per mimic (present / absent): ``mimic``,
         ``present``, ``n``, ``n_positive``, ``prevalence``, ``auc`` (scikit-learn ``roc_auc_score``;
-        NaN with one class), ``sensitivity``, ``specificity`` (:func:`brain_audit.metrics.confusion_at`).
+        NaN with one class), ``sensitivity``, ``specificity`` (:func:`brain_audit.audit.statistics.confusion_at`).
 
     References:
         Geirhos R et al. Shortcut learning in deep neural networks. Nat Mach Intell 2020.

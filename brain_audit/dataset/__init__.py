@@ -41,7 +41,7 @@ from brain_audit.dataset.cohort import (
     split_patients,
     write_cohorts,
 )
-from brain_audit.dataset.feed import Augment, feed_length, feed_plan, make_feed
+from brain_audit.dataset.feed import Augment, augment_batch, feed_length, feed_plan, make_feed
 from brain_audit.dataset.index import INDEX_COLUMNS, build_index, read_index, read_skipped
 from brain_audit.dataset.labels import read_labels
 from brain_audit.dataset.masks import MASK_DIR, encode_masks, has_masks, lesion_mask, mask_path, read_masks, write_masks
@@ -69,6 +69,7 @@ __all__ = [
     "pad_to_square",
     "preprocess_slice",
     "Augment",
+    "augment_batch",
     "make_feed",
     "feed_length",
     "feed_plan",

@@ -54,7 +54,15 @@ from brain_audit.provenance import (
 from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
 from brain_audit.windowing import resize_hu
 
-__all__ = ["CACHE_FORMAT", "build_cache", "HUCache", "open_cache", "load_split_arrays", "pad_to_square", "preprocess_slice"]
+__all__ = [
+    "CACHE_FORMAT",
+    "build_cache",
+    "HUCache",
+    "open_cache",
+    "load_split_arrays",
+    "pad_to_square",
+    "preprocess_slice",
+]
 
 #: Version of the cache layout; a cache of another version is rebuilt.
 CACHE_FORMAT = 1

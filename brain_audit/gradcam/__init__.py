@@ -18,14 +18,22 @@ from brain_audit.gradcam.attention import (
     attention_profile,
     audit_batch,
     mimic_presence,
+    profile_cached,
     profile_columns,
 )
 from brain_audit.gradcam.files import audit_files
-from brain_audit.gradcam.maps import DEFAULT_LAYERS, GradCAM, find_layer, grad_cam, layer_names
+from brain_audit.gradcam.maps import DEFAULT_LAYERS, GradCAM, cached_cam, find_layer, grad_cam, layer_names, resize_map
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, counterfactual_effect, randomization_check
 
 __all__ = [
+    "DEFAULT_LAYERS",
+    "layer_names",
+    "find_layer",
+    "GradCAM",
+    "grad_cam",
+    "cached_cam",
+    "resize_map",
     "BONE_FOCUS_SHARE",
     "OUTSIDE_HEAD_FOCUS_SHARE",
     "INTRACRANIAL_MIN_SHARE",
@@ -36,15 +44,11 @@ __all__ = [
     "mimic_presence",
     "profile_columns",
     "audit_batch",
-    "audit_files",
-    "DEFAULT_LAYERS",
-    "layer_names",
-    "find_layer",
-    "GradCAM",
-    "grad_cam",
-    "overlay_title",
-    "save_overlay",
+    "profile_cached",
     "counterfactual_effect",
     "SANITY_MAX_RHO",
     "randomization_check",
+    "overlay_title",
+    "save_overlay",
+    "audit_files",
 ]

@@ -23,7 +23,19 @@ import pandas as pd
 from brain_audit.gradcam.maps import Method, cached_cam, resize_map
 from brain_audit.skull import DISJOINT_ORDER, disjoint_regions, region_masks
 
-__all__ = ['BONE_FOCUS_SHARE', 'OUTSIDE_HEAD_FOCUS_SHARE', 'INTRACRANIAL_MIN_SHARE', 'HIT_RADIUS_PX', 'FLAGS', 'attention_profile', 'MIMIC_REGIONS', 'mimic_presence', 'profile_columns', 'audit_batch', 'profile_cached']
+__all__ = [
+    "BONE_FOCUS_SHARE",
+    "OUTSIDE_HEAD_FOCUS_SHARE",
+    "INTRACRANIAL_MIN_SHARE",
+    "HIT_RADIUS_PX",
+    "FLAGS",
+    "attention_profile",
+    "MIMIC_REGIONS",
+    "mimic_presence",
+    "profile_columns",
+    "audit_batch",
+    "profile_cached",
+]
 
 
 #: Energy share on the skull above which a map is ``bone_focus`` (the skull is about 6 % of a real

@@ -25,7 +25,7 @@ from brain_audit.provenance import file_fingerprint, run_record, write_csv, writ
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.skull import region_masks
 
-__all__ = ['audit_files']
+__all__ = ["audit_files"]
 
 
 def _dicom_files(images: Sequence[Any]) -> list[Any]:
@@ -72,7 +72,7 @@ def audit_files(
         out_dir: output folder (created).
         layer, output_index, method: as in :func:`grad_cam`.
         batch_size: slices per gradient pass, >= 1.
-        labels: optional RSNA label table (:func:`brain_audit.labels.read_labels`), used for the
+        labels: optional RSNA label table (:func:`brain_audit.dataset.labels.read_labels`), used for the
             ``label`` column and ``right_for_wrong_reason``; column = the explained output's label.
         threshold: decision threshold for ``right_for_wrong_reason``.
         overlays: write the PNGs.

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ['DEFAULT_LAYERS', 'layer_names', 'find_layer', 'GradCAM', 'grad_cam']
+__all__ = ["DEFAULT_LAYERS", "layer_names", "find_layer", "GradCAM", "grad_cam", "cached_cam", "resize_map"]
 
 
 #: Layers tried, in order, when ``layer=None``: the EfficientNet's last block (Keras application names).

@@ -11,7 +11,7 @@ from brain_audit.gradcam.attention import FLAGS
 from brain_audit.gradcam.maps import resize_map
 from brain_audit.windowing import BRAIN, window
 
-__all__ = ['overlay_title', 'save_overlay']
+__all__ = ["overlay_title", "save_overlay"]
 
 
 def overlay_title(image_id: str, probability: float | None = None, flags: dict[str, Any] | Sequence[str] = ()) -> str:

@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from brain_audit.gradcam.maps import _is_model, _sublayers, cached_cam, find_layer
 from brain_audit.model.predict import predict
 
-__all__ = ['counterfactual_effect', 'SANITY_MAX_RHO', 'randomization_check']
+__all__ = ["counterfactual_effect", "SANITY_MAX_RHO", "randomization_check"]
 
 
 def counterfactual_effect(

@@ -48,9 +48,6 @@ __all__ = [
     "unfreeze_all",
     "compile_model",
     "recalibrate_batchnorm",
-    "any_column",
-    "predict",
-    "predict_ids",
     "IMAGENET_NOTOP_FILENAME",
     "IMAGENET_NOTOP_MD5",
     "keras_cache_dir",
@@ -58,4 +55,7 @@ __all__ = [
     "install_imagenet_weights",
     "save_model",
     "load_model",
+    "any_column",
+    "predict",
+    "predict_ids",
 ]

@@ -17,7 +17,7 @@ from keras import ops
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.windowing import BSB, Window
 
-__all__ = ['RSNA_LABEL_WEIGHTS', 'MultiWindow', 'WeightedBinaryCrossentropy', 'ColumnAUC']
+__all__ = ["RSNA_LABEL_WEIGHTS", "MultiWindow", "WeightedBinaryCrossentropy", "ColumnAUC"]
 
 
 #: RSNA 2019 weighted log loss, in :data:`brain_audit.rsna.LABEL_COLUMNS` order (five subtypes, then ``any``).

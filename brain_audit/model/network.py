@@ -32,7 +32,18 @@ from brain_audit.model.layers import RSNA_LABEL_WEIGHTS, ColumnAUC, MultiWindow,
 from brain_audit.model.weights import _is_imagenet_file, install_imagenet_weights
 from brain_audit.rsna import LABEL_COLUMNS
 
-__all__ = ['BACKBONE_NAME', 'build_model', 'get_backbone', 'block_of', 'backbone_blocks', 'freeze_backbone', 'unfreeze_top', 'unfreeze_all', 'compile_model', 'recalibrate_batchnorm']
+__all__ = [
+    "BACKBONE_NAME",
+    "build_model",
+    "get_backbone",
+    "block_of",
+    "backbone_blocks",
+    "freeze_backbone",
+    "unfreeze_top",
+    "unfreeze_all",
+    "compile_model",
+    "recalibrate_batchnorm",
+]
 
 
 #: Name of the nested EfficientNetB0 sub-model (Keras' own name; the ImageNet file name derives from it).
@@ -92,7 +103,7 @@ def build_model(
         weights: ``"imagenet"`` (Keras cache, else a download), a path to Keras'
             ``efficientnetb0_notop.h5`` (installed into the cache, identical graph), a path
             to a domain backbone weights file (e.g. ``*.weights.h5`` from
-            :func:`brain_audit.pretrain.pretrain_backbone`), or ``None`` (random init).
+            :func:`brain_audit.train.pretrain.pretrain_backbone`), or ``None`` (random init).
             See the module docstring.
         trainable_windows: learn window centres and widths (Lee et al. 2018).
         seed: seeds Keras' global generators (``keras.utils.set_random_seed``) before any

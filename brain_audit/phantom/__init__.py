@@ -32,27 +32,28 @@ from brain_audit.phantom.config import (
     parse_shortcut,
 )
 from brain_audit.phantom.lesions import MIMICS, TRUTH_EXTRA, Lesion
-from brain_audit.phantom.render import build_patient, preview, render_counterfactual, render_image, render_slice
+from brain_audit.phantom.render import build_patient, preview, render, render_counterfactual, render_image, render_slice
 from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, load_manifest, load_truth, write_truth
 
 __all__ = [
-    "MIMICS",
-    "TRUTH_EXTRA",
-    "PAD_HU_FILE",
-    "Patient",
-    "Lesion",
-    "build_patient",
-    "padding_mask",
-    "generate_cohort",
     "GENERATOR_VERSION",
     "DEFAULT_SUBTYPE_MIX",
     "DEFAULT_MIMIC_PROBABILITIES",
     "PhantomConfig",
     "parse_shortcut",
+    "PAD_HU_FILE",
+    "Patient",
+    "padding_mask",
+    "MIMICS",
+    "TRUTH_EXTRA",
+    "Lesion",
+    "build_patient",
+    "render",
     "render_slice",
     "render_image",
     "render_counterfactual",
     "preview",
+    "generate_cohort",
     "TRUTH_DIR",
     "MANIFEST",
     "TRUTH_KEYS",

@@ -22,7 +22,13 @@ from brain_audit import rsna
 from brain_audit.errors import ConfigError
 from brain_audit.phantom.lesions import MIMICS
 
-__all__ = ["GENERATOR_VERSION", "DEFAULT_SUBTYPE_MIX", "DEFAULT_MIMIC_PROBABILITIES", "PhantomConfig", "parse_shortcut"]
+__all__ = [
+    "GENERATOR_VERSION",
+    "DEFAULT_SUBTYPE_MIX",
+    "DEFAULT_MIMIC_PROBABILITIES",
+    "PhantomConfig",
+    "parse_shortcut",
+]
 
 
 #: Version of the generator written to the manifest; bumped when the same config would

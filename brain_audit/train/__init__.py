@@ -7,8 +7,9 @@ cohorts -> cache for one run), ``pretrain`` (domain pretraining of the backbone)
 
 from __future__ import annotations
 
+from brain_audit.train.hard_negatives import HARD_NEGATIVE_COLUMNS, mine_hard_negatives
 from brain_audit.train.phases import run_all, run_phase, set_dropout
-from brain_audit.train.prepare import prepare_data
+from brain_audit.train.prepare import open_run_cache, prepare_data
 from brain_audit.train.pretrain import (
     PretrainResult,
     cohort_sha256,
@@ -26,19 +27,22 @@ from brain_audit.train.runtime import (
 )
 
 __all__ = [
-    "set_dropout",
-    "run_phase",
-    "run_all",
+    "distribution_strategy",
+    "precision_for_devices",
+    "precision_policy",
+    "reseed_model",
+    "fit_resumable",
     "prepare_data",
+    "open_run_cache",
     "run_pretrain",
     "PretrainResult",
     "formula_slices",
     "pretrain_backbone",
     "manifest_path",
     "cohort_sha256",
-    "distribution_strategy",
-    "precision_for_devices",
-    "precision_policy",
-    "reseed_model",
-    "fit_resumable",
+    "HARD_NEGATIVE_COLUMNS",
+    "mine_hard_negatives",
+    "set_dropout",
+    "run_phase",
+    "run_all",
 ]

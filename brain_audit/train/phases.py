@@ -54,7 +54,7 @@ from brain_audit.model.weights import load_model, save_model
 from brain_audit.provenance import atomic_write_bytes, file_sha256, run_record, write_csv, write_json
 from brain_audit.run_layout import RunPaths
 from brain_audit.train.hard_negatives import mine_hard_negatives
-from brain_audit.train.prepare import _open_cache, prepare_data
+from brain_audit.train.prepare import open_run_cache, prepare_data
 from brain_audit.train.pretrain import run_pretrain
 from brain_audit.train.runtime import (
     _seed,
@@ -64,7 +64,7 @@ from brain_audit.train.runtime import (
     precision_policy,
 )
 
-__all__ = ['set_dropout', 'run_phase', 'run_all']
+__all__ = ["set_dropout", "run_phase", "run_all"]
 
 
 
@@ -134,7 +134,7 @@ def _feed(cache: Any, config: RunConfig, split: str, batch: int, cohort: str | N
 def _train_phase(config: RunConfig, phase: int, cohort: str, plan: Any, build: Callable[[], Any], *,
                  strategy: Any, verbose: int | str, sample_weights: dict[str, float] | None = None,
                  out: Path | None = None, augment: bool = True) -> Any:
-    cache = _open_cache(config)
+    cache = open_run_cache(config)
     out = out or RunPaths(config.out_dir).phase(phase)
     val = _feed(cache, config, "validation", plan.batch_size, cohort, train=False)
     model, history = fit_resumable(
@@ -174,7 +174,7 @@ def _phase1(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     model = _train_phase(config, 1, "phase1", plan, build, strategy=strategy, verbose=verbose, augment=plan.augment)
     if not frozen:
         _precise_bn(model, config, "phase1")
-    metrics = _evaluate(model, _open_cache(config), config, "phase1", config.phase4.target_sensitivity)
+    metrics = _evaluate(model, open_run_cache(config), config, "phase1", config.phase4.target_sensitivity)
     metrics["training_state"] = (
         "backbone frozen (domain freezing) on pretrained weights"
         if frozen
@@ -196,7 +196,7 @@ def _precise_bn(model: Any, config: RunConfig, cohort: str, limit: int = 1024) -
     network predicts a constant in inference mode; see :func:`brain_audit.model.recalibrate_batchnorm`.
     """
 
-    cache = _open_cache(config)
+    cache = open_run_cache(config)
     ids = list(cache.ids("train", cohort))
     if not ids:
         return
@@ -222,7 +222,7 @@ def _phase2(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
 
     out = RunPaths(config.out_dir).phase(2)
     model = _train_phase(config, 2, "phase2", plan, build, strategy=strategy, verbose=verbose, augment=plan.augment)
-    metrics = _evaluate(model, _open_cache(config), config, "phase2", config.phase4.target_sensitivity)
+    metrics = _evaluate(model, open_run_cache(config), config, "phase2", config.phase4.target_sensitivity)
     _finish_phase(model, out, config, metrics, phase=2, inputs={"phase1_model": file_sha256(src)})
     return metrics
 
@@ -303,7 +303,7 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     _require(src, 2)
     out = paths.phase(3)
     model = load_model(src, compile=False)
-    cache = _open_cache(config)
+    cache = open_run_cache(config)
     column = any_column(config.head)
     threshold = float(json.loads((paths.phase(2) / "metrics.json").read_text()).get("threshold", 0.5))
 
@@ -379,7 +379,7 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     _require(paths.phase(3) / "hard_negatives.csv", 3)
     hard = pd.read_csv(paths.phase(3) / "hard_negatives.csv", dtype={"image_id": str})
     weights = {i: float(plan.hard_negative_weight) for i in hard["image_id"]}
-    cache = _open_cache(config)
+    cache = open_run_cache(config)
     column = any_column(config.head)
     val_ids = cache.ids("validation", "phase2")
     y_val = cache.table.loc[val_ids, "any"].to_numpy().astype(int)

@@ -19,18 +19,18 @@ from brain_audit.errors import ConfigError
 from brain_audit.rsna import TRAIN_CSV
 from brain_audit.run_layout import RunPaths
 
-__all__ = ['prepare_data']
+__all__ = ["prepare_data", "open_run_cache"]
 
 
 def prepare_data(config: RunConfig, progress: bool = True) -> Any:
     """Labels -> header index -> patient splits and nested phase cohorts -> HU cache, for one run.
 
-    Every step is resumable and skips what is done (see :mod:`brain_audit.index`,
-    :mod:`brain_audit.cache`). The audit patients are chosen first and never enter a
-    training, validation or pretraining cohort (:func:`brain_audit.cohort.plan_cohorts`).
+    Every step is resumable and skips what is done (see :mod:`brain_audit.dataset.index`,
+    :mod:`brain_audit.dataset.cache`). The audit patients are chosen first and never enter a
+    training, validation or pretraining cohort (:func:`brain_audit.dataset.cohort.plan_cohorts`).
 
     Returns:
-        The opened :class:`brain_audit.cache.HUCache`.
+        The opened :class:`brain_audit.dataset.cache.HUCache`.
     """
 
     root = Path(config.data_root)
@@ -62,7 +62,8 @@ def prepare_data(config: RunConfig, progress: bool = True) -> Any:
     return build_cache(cohort, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
 
 
-def _open_cache(config: RunConfig) -> Any:
+def open_run_cache(config: RunConfig) -> Any:
+    """The run's HU cache (``<out_dir>/data/cache``), opened at the run's image size."""
 
     return open_cache(RunPaths(config.out_dir).cache, size=config.image_size)
 

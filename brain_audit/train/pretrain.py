@@ -42,7 +42,7 @@ from brain_audit.model.network import build_model, compile_model, get_backbone, 
 from brain_audit.provenance import atomic_path, file_sha256, run_record, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import RunPaths
-from brain_audit.train.prepare import _open_cache
+from brain_audit.train.prepare import open_run_cache
 from brain_audit.train.runtime import _seed
 from brain_audit.windowing import resize_hu
 
@@ -371,10 +371,10 @@ def run_pretrain(config: RunConfig, verbose: int | str = "auto") -> Path:
     Use ``weights = "pretrained"`` in the run config to start Phase 1 from it.
     """
 
-    out = RunPaths(Path(config.out_dir)).pretrain / "backbone.weights.h5"
+    out = RunPaths(config.out_dir).backbone
     if out.is_file():
         return out
-    cache = _open_cache(config)
+    cache = open_run_cache(config)
     ids, hu, y6 = load_split_arrays(cache, "pretrain")
     if len(ids) == 0:
         raise ConfigError("`pretrain.patients` must be > 0 for `brain-audit pretrain`. Got an empty pretrain split instead.")

@@ -22,7 +22,7 @@ from brain_audit.config import RunConfig
 from brain_audit.model.weights import load_model, save_model
 from brain_audit.provenance import atomic_write_text, write_csv
 
-__all__ = ['distribution_strategy', 'precision_for_devices', 'precision_policy', 'reseed_model', 'fit_resumable']
+__all__ = ["distribution_strategy", "precision_for_devices", "precision_policy", "reseed_model", "fit_resumable"]
 
 
 def distribution_strategy(devices: Sequence[str] | None = None, all_reduce: str = "hierarchical") -> Any:
