@@ -24,7 +24,7 @@ from brain_audit.config import RunConfig
 from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
 from brain_audit.gradcam.attention import FLAGS, profile_cached
-from brain_audit.model.predict import any_column, predict_ids
+from brain_audit.model.predictions import any_column, predict_ids
 from brain_audit.model.weights import load_model
 from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS

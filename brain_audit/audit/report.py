@@ -6,7 +6,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-
 __all__ = ["executive_summary"]
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from brain_audit.gradcam.maps import _is_model, _sublayers, cached_cam, find_layer
-from brain_audit.model.predict import predict
+from brain_audit.model.predictions import predict
 
 __all__ = ["counterfactual_effect", "SANITY_MAX_RHO", "randomization_check"]
 

@@ -2,7 +2,7 @@
 
 ``layers`` (the MultiWindow layer, the RSNA-weighted loss, a per-column AUC), ``network``
 (EfficientNetB0 assembly, freezing states, precise BatchNorm), ``weights`` (ImageNet file
-offline, save / load) and ``predict`` (the model applied to HU arrays or cached slices).
+offline, save / load) and ``predictions`` (the model applied to HU arrays or cached slices).
 
 Input contract: float32 HU (B, S, S, 1 + 2 * context); the windows are applied inside the network.
 """
@@ -22,7 +22,7 @@ from brain_audit.model.network import (
     unfreeze_all,
     unfreeze_top,
 )
-from brain_audit.model.predict import any_column, predict, predict_ids
+from brain_audit.model.predictions import any_column, predict, predict_ids
 from brain_audit.model.weights import (
     IMAGENET_NOTOP_FILENAME,
     IMAGENET_NOTOP_MD5,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from brain_audit.gradcam.attention import profile_cached
-from brain_audit.model.predict import predict_ids
+from brain_audit.model.predictions import predict_ids
 
 __all__ = ["HARD_NEGATIVE_COLUMNS", "mine_hard_negatives"]
 

@@ -49,7 +49,7 @@ from brain_audit.model.network import (
     unfreeze_all,
     unfreeze_top,
 )
-from brain_audit.model.predict import any_column, predict_ids
+from brain_audit.model.predictions import any_column, predict_ids
 from brain_audit.model.weights import load_model, save_model
 from brain_audit.provenance import atomic_write_bytes, file_sha256, run_record, write_csv, write_json
 from brain_audit.run_layout import RunPaths
