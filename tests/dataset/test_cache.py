@@ -582,7 +582,7 @@ class TestCache:
             f"cache.build_cache({str(tmp_path / 'cohort.csv')!r}, {str(root)!r}, {str(tmp_path / 'c')!r}, "
             f"size={SIDE}, shard_size=3, workers=0, progress=False)\n"
         )
-        proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
         shard_dir = tmp_path / "c" / "shards"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(list(shard_dir.glob("*.json"))) < 2:
