@@ -143,7 +143,6 @@ class TestAttentionProfile:
             attention_profile(np.ones((4, 4)), masks=_strip_masks(), lesion_mask=np.zeros((40, 40), bool))
 
 
-
 def test_mimic_presence():
     masks = _strip_masks()
     assert mimic_presence(masks) == {"metal": True, "calcification": True, "head_holder": False}

@@ -47,7 +47,6 @@ def keras_io_recipe(model: keras.Model, img: np.ndarray) -> np.ndarray:
     return heatmap.numpy()
 
 
-
 # ----------------------------------------------------------------------------- tests
 class TestKnownAnswers:
     def test_map_of_a_model_that_sees_one_region_is_that_region(self):
