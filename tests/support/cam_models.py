@@ -63,3 +63,29 @@ def expected_gated_map(x: np.ndarray, column: int) -> np.ndarray:
     if s <= 0 or g.max() == 0:
         return np.zeros_like(g)
     return g / g.max()
+
+
+def hu_gate_model(region: np.ndarray, weight: float = 1.0, bias: float = -2.0) -> keras.Model:
+    """A one-channel model on HU that sees only ``region``: gate, 1x1 convolution (kernel 1, relu), global
+    average pooling, Dense sigmoid.
+
+    By hand: p = sigmoid(weight * sum(relu(HU inside region)) / side^2 + bias), and, for weight > 0, its
+    Grad-CAM map is relu(HU) inside the region divided by its maximum (the gradient of the logit is the
+    constant weight / side^2 on every channel-0 pixel).
+    """
+    side = region.shape[0]
+    inp = keras.Input((side, side, 1))
+    x = Gate(region, name="gate")(inp)
+    x = keras.layers.Conv2D(1, 1, activation="relu", use_bias=False, name="target")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name="head")(x)
+    model = keras.Model(inp, out)
+    model.get_layer("target").set_weights([np.ones((1, 1, 1, 1), "float32")])
+    model.get_layer("head").set_weights([np.array([[weight]], "float32"), np.array([bias], "float32")])
+    return model
+
+
+def hu_gate_probability(hu: np.ndarray, region: np.ndarray, weight: float = 1.0, bias: float = -2.0) -> float:
+    """p of :func:`hu_gate_model` on one (side, side) HU slice, by hand in float64."""
+    z = weight * np.maximum(hu.astype(np.float64) * region, 0.0).sum() / region.size + bias
+    return float(1.0 / (1.0 + np.exp(-z)))
