@@ -1,10 +1,12 @@
-"""brain_audit.gradcam.attention: where a map falls, against masks and maps drawn by hand."""
+"""brain_audit.gradcam.attention: where a map falls, against masks and maps drawn by hand; profile_cached against
+audit_batch run on the whole batch at once."""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,9 +18,13 @@ from brain_audit.gradcam.attention import (
     attention_profile,
     audit_batch,
     mimic_presence,
+    profile_cached,
     profile_columns,
 )
 from brain_audit.gradcam.maps import grad_cam
+from support.cam_models import hu_gate_model
+from support.fixed_cache import FixedCache
+from support.heads import SIDE, head_slice
 
 
 # ----------------------------------------------------------------------------- attention profile
@@ -161,3 +167,39 @@ def test_audit_batch_table(effnet):
     assert table["right_for_wrong_reason"].isna().tolist() == [False, False, True, False]
     with pytest.raises(ValueError, match=r"`labels` must hold one entry per slice \(4\). Got 2 instead"):
         audit_batch(model, batch, labels=[1, 0])
+
+
+def test_profile_cached_in_chunks_equals_audit_batch_on_the_whole_batch():
+    """Seven cached slices profiled three at a time give the rows audit_batch gives on all seven at once,
+    with the caller's probabilities, lesion masks scored on label-1 slices only, one on_batch call per chunk."""
+    square = np.zeros((SIDE, SIDE), dtype=bool)
+    square[40:48, 28:36] = True  # all the model sees: its map lies inside the square
+    model = hu_gate_model(square)
+    band = (slice(40, 48), slice(8, 56))
+    drawings = [dict(), dict(brain_hu=70), dict(cy=24, inner=14, outer=20, scalp=22), dict(cx=30, brain_hu=50),
+                dict(cy=18, inner=12, outer=15, scalp=17, band=band, band_hu=280), dict(cy=30, cx=35),
+                dict(cy=18, inner=12, outer=15, scalp=17, band=band, band_hu=10)]
+    hu = np.stack([head_slice(**kwargs)[0] for kwargs in drawings])
+    ids = [f"ID_{k}" for k in (3, 0, 6, 1, 5, 2, 4)]
+    cache = FixedCache(dict(zip(ids, hu)))
+    labels = np.array([1, 0, 1, 0, 0, 1, 0])
+    probabilities = np.array([0.9, 0.1, 0.8, 0.3, 0.2, 0.7, 0.6])
+    lesions = {image_id: square for image_id in ids}  # a mask for every slice
+    seen = []
+    table = profile_cached(model, cache, ids, labels, probabilities, 0.5, lesions, batch_size=3,
+                           on_batch=lambda t, h, m: seen.append((list(t["image_id"]), h, m)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no zero map among these
+        ref, maps = audit_batch(model, hu.astype(np.float32), lesion_masks=[square if y else None for y in labels],
+                                labels=labels, image_ids=ids, probabilities=probabilities, threshold=0.5)
+    pd.testing.assert_frame_equal(table, ref)
+    np.testing.assert_array_equal(table["probability"], probabilities)
+    # by hand: all of a map lies in the square, so a label-1 slice scores 1; a label-0 slice is not scored
+    nan = float("nan")
+    assert table["lesion_energy"].tolist() == pytest.approx([1.0, nan, 1.0, nan, nan, 1.0, nan], nan_ok=True)
+    assert [chunk for chunk, _, _ in seen] == [ids[0:3], ids[3:6], ids[6:7]]
+    for k, (chunk, h, m) in enumerate(seen):
+        assert h.shape == m.shape == (len(chunk), SIDE, SIDE) and h.dtype == np.float32
+        np.testing.assert_array_equal(h, hu[3 * k : 3 * k + len(chunk)])
+        np.testing.assert_allclose(m, maps[3 * k : 3 * k + len(chunk)], rtol=0, atol=1e-6)
+    assert cache.reads == [ids[0:3], ids[3:6], ids[6:7]]
