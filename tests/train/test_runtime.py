@@ -1,4 +1,4 @@
-"""brain_audit.train: resumable training and device strategy (CPU only, tiny models)."""
+"""brain_audit.train.runtime: resumable training and device strategy (CPU only, tiny models)."""
 
 from __future__ import annotations
 
