@@ -1,7 +1,8 @@
-"""Hand-built Keras models whose Grad-CAM map can be written down with numpy, for the gradcam tests.
+"""Hand-built Keras models whose Grad-CAM map can be written down with numpy (gradcam and hard-negative tests).
 
 A 1x1 convolution after a fixed region gate: the model sees only that region, so its map is the gated
-input, normalised (:func:`expected_gated_map` derives it by hand).
+input, normalised (:func:`expected_gated_map` derives it by hand; :func:`hu_gate_model` is the same on HU).
+``RNG`` is the one random stream the gradcam tests draw their inputs from.
 """
 
 from __future__ import annotations
