@@ -4,9 +4,12 @@ built once per session and read by the phase, audit and demo tests."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any test module imports TensorFlow
 
 #: Overrides of the quick demo for the tests: a low hard-negative bar so that Phase 3 mines
 #: some even from an untrained model, and few audited slices.

@@ -12,7 +12,7 @@ devices), ``render`` (a patient and its slices; re-renders, counterfactuals, pre
 ``cohort`` (the writer: DICOM files, labels, truth, manifest) and ``truth`` (read back).
 
 HU targets, from one real 512 x 512 supratentorial head-CT slice and the literature
-(``../shared/reference/real_head_ct.md``; ``tests/test_phantom.py`` checks the ranges):
+(``../shared/reference/real_head_ct.md``; ``tests/phantom/test_anatomy.py`` and ``test_lesions.py`` check the ranges):
 intracranial 12 / 43 HU at p5 / p95, skull median ~750 HU and p95 ~1,300 after partial
 volume (not a flat 1,500), scalp with subcutaneous fat (median about -30 HU), air about
 -990 HU with ~5 HU noise, a curved head holder of ~280 HU under the occiput, and padding

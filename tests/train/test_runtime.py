@@ -1,4 +1,4 @@
-"""brain_audit.train: resumable training and device strategy (CPU only, tiny models)."""
+"""brain_audit.train.runtime: resumable training and device strategy (CPU only, tiny models)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_killed_process_resumes_to_the_same_weights(tmp_path):
             """
         )
     )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     killed = subprocess.run([sys.executable, str(script), str(tmp_path / "k"), "kill"], env=env, capture_output=True)
     assert killed.returncode == -signal.SIGKILL
     assert '"completed_epochs": 2' in (tmp_path / "k" / "checkpoint" / "state.json").read_text()
@@ -138,7 +138,7 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
             """
         )
     )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "replicas 2" in done.stdout

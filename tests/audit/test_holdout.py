@@ -1,4 +1,4 @@
-"""brain_audit.audit: the held-out clinical audit report, recomputed from its own slice table."""
+"""brain_audit.audit.holdout: the held-out clinical audit report, recomputed from its own slice table."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def report(quick_run):
-    config, out, _ = quick_run
-    d = out / "clinical_audit_report"
-    return config, out, d, json.loads((d / "summary.json").read_text())
 
 
 def test_report_files(report):
@@ -72,23 +65,3 @@ def test_prevalence_table_is_bayes_rule(report):
         den = se * pi + (1 - sp) * (1 - pi)
         assert row["ppv"] == pytest.approx(se * pi / den if den else float("nan"), nan_ok=True)
     assert [r["prevalence"] for r in summary["patient_level"]["deployment"]] == [0.01, 0.02, 0.05]
-
-
-def test_executive_summary_reads(report):
-    _, _, d, summary = report
-    md = (d / "summary.md").read_text()
-    assert md.startswith("# Clinical audit: executive summary")
-    assert f"{summary['audit_patients']} patients" in md
-    assert "| 1.0 % |" in md and "prevalence trap" in md
-    import re
-
-    # AUC and its interval are decimals; sensitivity and specificity percentages
-    assert re.search(r"\| patient \| (n/a|[01]\.\d{3}) \((n/a|[01]\.\d{3}-[01]\.\d{3})\) \| \d+\.\d % ", md), md
-
-
-def test_chance_warning_only_when_the_interval_reaches_one_half():
-    from brain_audit.audit.report import _chance_warning
-
-    assert _chance_warning({"auc": 0.93, "auc_ci95": [0.85, 0.99]}) == []
-    assert "does not discriminate" in _chance_warning({"auc": 0.62, "auc_ci95": [0.48, 0.77]})[0]
-    assert "does not discriminate" in _chance_warning({"auc": float("nan")})[0]

@@ -1,4 +1,4 @@
-"""brain_audit.metrics against hand-computed values, scikit-learn and slow obvious references."""
+"""brain_audit.audit.statistics against hand-computed values, scikit-learn and slow obvious references."""
 
 from __future__ import annotations
 

@@ -1,0 +1,190 @@
+"""brain_audit.dataset.cache: the HU cache, against the HU written into the tiny RSNA-layout dataset
+(tests/support/tiny_rsna.py) and 2 x 2 block means as the reference of an area resize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brain_audit.dataset import cache as cache_mod
+from brain_audit.dataset.cache import build_cache, load_split_arrays, open_cache, preprocess_slice
+from brain_audit.errors import CacheError
+from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
+from support.tiny_rsna import SIDE
+
+
+class TestCache:
+    def test_hu_exact_at_source_resolution_and_corrupt_sources_recorded(self, tiny, tiny_cohort, tiny_cache):
+        _, truth = tiny
+        _, cohort, _ = tiny_cohort
+        cache, out = tiny_cache
+        samples = cache.table[cache.table["role"] == "sample"]
+        assert set(samples.index) == set(cohort.index) - {"ID_truncated0", "ID_headonly00"} & set(cohort.index)
+        ids = list(samples.index)
+        hu = cache.hu_int16(ids)
+        assert hu.dtype == np.int16
+        for k, image_id in enumerate(ids):
+            np.testing.assert_array_equal(hu[k], truth[image_id]["hu"])  # wrap-defect files included
+        skipped = cache.skipped.set_index("image_id")
+        for image_id, why in (("ID_truncated0", "file truncated"), ("ID_headonly00", "header only")):
+            if image_id in cohort.index:
+                assert why in skipped.loc[image_id, "reason"]
+        labels = samples[list(LABEL_COLUMNS)]
+        for image_id in ids:
+            assert labels.loc[image_id].to_dict() == truth[image_id]["labels"]
+
+    def test_corrupt_source_recorded_not_fatal(self, tiny, tmp_path):
+        root, truth = tiny
+        ids = list(truth)[:3] + ["ID_truncated0", "ID_headonly00", "ID_missing000"]
+        t = _cohort_frame(truth, ids)
+        cache = build_cache(t, root, tmp_path / "c", size=SIDE, workers=0, progress=False)
+        assert sorted(cache.table.index) == sorted(ids[:3])
+        reasons = cache.skipped.set_index("image_id")["reason"]
+        assert "file truncated" in reasons["ID_truncated0"]
+        assert "(7FE0,0010) Pixel Data is missing (header only)" == reasons["ID_headonly00"]
+        assert reasons["ID_missing000"].startswith("cannot open file")
+
+    def test_resize_is_area_mean_and_non_square_padded_with_air(self):
+        rng = np.random.default_rng(0)
+        hu = rng.integers(-1000, 2000, size=(32, 32)).astype(np.float32)
+        ref = hu.reshape(16, 2, 16, 2).mean(axis=(1, 3))
+        np.testing.assert_array_equal(preprocess_slice(hu, 16), np.rint(ref).astype(np.int16))
+        tall = np.array([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0], [70.0, 80.0]])
+        expected = np.array([[-1024, 10, 20, -1024], [-1024, 30, 40, -1024],
+                             [-1024, 50, 60, -1024], [-1024, 70, 80, -1024]], dtype=np.int16)
+        np.testing.assert_array_equal(preprocess_slice(tall, 4), expected)
+        with pytest.raises(ValueError, match="`size` must be > 0. Got 0 instead."):
+            preprocess_slice(tall, 0)
+
+    def test_changed_parameter_rebuilds_unchanged_reuses(self, tiny, tmp_path, monkeypatch):
+        root, truth = tiny
+        t = _cohort_frame(truth, list(truth)[:12])
+        calls = []
+        real = cache_mod._build_shard
+        monkeypatch.setattr(cache_mod, "_build_shard", lambda task: calls.append(task["name"]) or real(task))
+        build_cache(t, root, tmp_path, size=SIDE, shard_size=5, workers=0, progress=False)
+        assert len(calls) == 3
+        build_cache(t, root, tmp_path, size=SIDE, shard_size=5, workers=0, progress=False)
+        assert len(calls) == 3  # nothing rebuilt
+        small = build_cache(t, root, tmp_path, size=16, shard_size=5, workers=0, progress=False)
+        assert len(calls) == 6 and small.size == 16
+        assert small.hu_int16(list(t.index[:1])).shape == (1, 16, 16)
+        with pytest.raises(CacheError, match="slices are 16 px; expected 32"):
+            open_cache(tmp_path, size=32)
+        # a changed source file rebuilds only its shard
+        victim = root / TRAIN_DIR / f"{sorted(t.index)[7]}.dcm"  # shards hold sorted IDs: the 2nd shard
+        data = victim.read_bytes()
+        victim.write_bytes(data)  # same bytes, new mtime
+        build_cache(t, root, tmp_path, size=16, shard_size=5, workers=0, progress=False)
+        assert calls[6:] == ["train-00001"]
+
+    def test_killed_build_is_never_used_and_resumes_identical(self, tiny, tmp_path, monkeypatch):
+        root, truth = tiny
+        t = _cohort_frame(truth, list(truth)[:20] + ["ID_truncated0"])
+        ref = build_cache(t, root, tmp_path / "ref", size=SIDE, shard_size=4, workers=0, progress=False)
+        calls = []
+        real = cache_mod._build_shard
+
+        def dying(task):
+            calls.append(task["name"])
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real(task)
+
+        monkeypatch.setattr(cache_mod, "_build_shard", dying)
+        with pytest.raises(KeyboardInterrupt):
+            build_cache(t, root, tmp_path / "c", size=SIDE, shard_size=4, workers=0, progress=False)
+        with pytest.raises(CacheError, match="no manifest.json; the cache is missing or half-written"):
+            open_cache(tmp_path / "c")
+        calls.clear()
+        monkeypatch.setattr(cache_mod, "_build_shard", lambda task: calls.append(task["name"]) or real(task))
+        done = build_cache(t, root, tmp_path / "c", size=SIDE, shard_size=4, workers=0, progress=False)
+        assert calls == ["train-00002", "train-00003", "train-00004", "train-00005"]
+        for f in sorted((tmp_path / "ref" / "shards").iterdir()):
+            assert (tmp_path / "c" / "shards" / f.name).read_bytes() == f.read_bytes(), f.name
+        for f in ("images.parquet", "skipped.csv"):
+            assert (tmp_path / "c" / f).read_bytes() == (tmp_path / "ref" / f).read_bytes()
+        pd.testing.assert_frame_equal(done.table, ref.table)
+
+    @pytest.mark.slow
+    def test_sigkill_mid_build_then_rerun_ends_identical(self, tiny, tmp_path):
+        import os
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        root, truth = tiny
+        t = _cohort_frame(truth, list(truth)[:24])
+        t.to_csv(tmp_path / "cohort.csv")
+        ref = build_cache(t, root, tmp_path / "ref", size=SIDE, shard_size=3, workers=0, progress=False)
+        script = (
+            "import time, sys\n"
+            "from brain_audit.dataset import cache\n"
+            "real = cache._build_shard\n"
+            "def slow(task):\n"
+            "    out = real(task); time.sleep(0.4); return out\n"
+            "cache._build_shard = slow\n"
+            f"cache.build_cache({str(tmp_path / 'cohort.csv')!r}, {str(root)!r}, {str(tmp_path / 'c')!r}, "
+            f"size={SIDE}, shard_size=3, workers=0, progress=False)\n"
+        )
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+        shard_dir = tmp_path / "c" / "shards"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(shard_dir.glob("*.json"))) < 2:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        n_done = len(list(shard_dir.glob("*.json")))
+        assert 2 <= n_done < 8, n_done  # killed mid-way
+        with pytest.raises(CacheError, match="no manifest.json"):
+            open_cache(tmp_path / "c")
+        done = build_cache(tmp_path / "cohort.csv", root, tmp_path / "c", size=SIDE, shard_size=3, workers=0,
+                           progress=False)
+        pd.testing.assert_frame_equal(done.table, ref.table)
+        for f in sorted((tmp_path / "ref" / "shards").iterdir()):
+            assert (shard_dir / f.name).read_bytes() == f.read_bytes(), f.name
+        assert sorted(p.name for p in shard_dir.iterdir()) == sorted(p.name for p in (tmp_path / "ref" / "shards").iterdir())
+
+    @pytest.mark.slow
+    def test_parallel_build_equals_serial(self, tiny, tmp_path):
+        root, truth = tiny
+        t = _cohort_frame(truth, list(truth)[:24])
+        a = build_cache(t, root, tmp_path / "a", size=SIDE, shard_size=6, workers=0, progress=False)
+        b = build_cache(t, root, tmp_path / "b", size=SIDE, shard_size=6, workers=2, progress=False)
+        pd.testing.assert_frame_equal(a.table, b.table)
+        for f in sorted((tmp_path / "a" / "shards").iterdir()):
+            assert (tmp_path / "b" / "shards" / f.name).read_bytes() == f.read_bytes()
+
+    def test_load_split_arrays_with_context(self, tiny, tiny_cache):
+        _, truth = tiny
+        cache, out = tiny_cache
+        ids, hu, y = load_split_arrays(out, "train", context=1)
+        assert hu.dtype == np.float32 and hu.shape == (len(ids), SIDE, SIDE, 3) and y.dtype == np.int8
+        by_series: dict[str, list] = {}
+        for image_id, t in truth.items():
+            by_series.setdefault(t["series"], []).append((t["z"], image_id))
+        for k, image_id in enumerate(ids):
+            order = [i for _, i in sorted(by_series[truth[image_id]["series"]])]
+            j = order.index(image_id)
+            below, above = order[max(j - 1, 0)], order[min(j + 1, len(order) - 1)]
+            np.testing.assert_array_equal(hu[k, ..., 0], truth[below]["hu"])
+            np.testing.assert_array_equal(hu[k, ..., 1], truth[image_id]["hu"])
+            np.testing.assert_array_equal(hu[k, ..., 2], truth[above]["hu"])
+            assert list(y[k]) == [truth[image_id]["labels"][c] for c in LABEL_COLUMNS]
+        assert list(ids) == sorted(ids)
+        with pytest.raises(CacheError, match="built with context=1; rebuild"):
+            load_split_arrays(out, "train", context=2)
+
+
+def _cohort_frame(truth: dict, ids: list[str]) -> pd.DataFrame:
+    rows = []
+    for i in ids:
+        t = truth.get(i)
+        lab = t["labels"] if t else {c: 0 for c in LABEL_COLUMNS}
+        rows.append({"image_id": i, "patient_id": t["patient"] if t else "ID_x", "study_id": "S",
+                     "series_id": t["series"] if t else "R", "z": t["z"] if t else 0.0, "split": "train", **lab})
+    return pd.DataFrame(rows).set_index("image_id")

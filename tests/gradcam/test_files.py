@@ -1,0 +1,70 @@
+"""brain_audit.gradcam.files (audit_files) and the ``gradcam`` command: Grad-CAM over DICOM files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+# ----------------------------------------------------------------------------- the command line
+@pytest.mark.slow
+def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys):
+    import pandas as pd
+
+    from brain_audit.cli import main
+    from brain_audit.dataset.labels import read_labels
+    from brain_audit.model.network import build_model
+    from brain_audit.model.weights import save_model
+    from brain_audit.phantom.cohort import generate_cohort
+    from brain_audit.phantom.config import PhantomConfig
+
+    cohort = generate_cohort(
+        tmp_path / "cohort", PhantomConfig(patients=2, slices_per_patient=3, size=128, corrupt_files=1, seed=5), workers=1, progress=False
+    )
+    model_path = save_model(build_model(input_size=64, weights=None, seed=1), tmp_path / "m.keras")
+    out = tmp_path / "audit"
+    rc = main(["gradcam", "--model", str(model_path), "--images", cohort["train_dir"], "--out", str(out),
+               "--labels", cohort["label_csv"], "--batch-size", "4"])
+    assert rc == 0
+    table = pd.read_csv(out / "profiles.csv")
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert len(table) == cohort["images"] == 6 and len(skipped) == 1
+    energy = table[[c for c in table.columns if c.startswith("energy_")]].sum(axis=1)
+    np.testing.assert_allclose(energy[table["peak_region"] != "none"], 1.0, atol=1e-9)
+    labels = read_labels(cohort["label_csv"])
+    assert table.set_index("image_id")["label"].to_dict() == labels.loc[table["image_id"], "any"].to_dict()
+    assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(table["image_id"])
+    printed = capsys.readouterr().out
+    assert "6 slices explained, 1 skipped" in printed
+    sanity = pd.read_csv(out / "sanity.csv")
+    assert sanity["randomised"].tolist() == ["predictions", "efficientnetb0/top", "efficientnetb0/block7a", "efficientnetb0/block6d"]
+    import json
+
+    record = json.loads((out / "run.json").read_text())
+    assert record["sanity"]["trustworthy"] == (sanity["spearman_mean"].iloc[-1] < 0.5)
+    assert record["n_images"] == 6 and record["config"]["layer"] == "efficientnetb0/top_activation"
+    assert "sanity check (Adebayo et al. 2018)" in printed
+
+
+def test_audit_files_feeds_the_model_what_the_cache_stores(tmp_path):
+    """A non-square DICOM slice: the probability audit_files reports is the model's on preprocess_slice's
+    output (padded to a square with air, resized, int16), not on a stretched resize, and the regions are
+    found in the same padded geometry (nothing lands in the padding but air)."""
+    from brain_audit.dataset.cache import preprocess_slice
+    from brain_audit.dicom import encode_slice, read_hu
+    from brain_audit.gradcam.files import audit_files
+    from brain_audit.model.network import build_model
+
+    rows, cols = 96, 64
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    hu = np.where(np.hypot((yy - 48) / 44, (xx - 32) / 30) < 1, 40.0, -1000.0)
+    hu[40:50, 20:30] = 3000.0  # a "coil", to make the prediction depend on geometry
+    path = tmp_path / "ID_0abc.dcm"
+    path.write_bytes(encode_slice(hu, sop_instance_uid="ID_0abc", patient_id="ID_p", study_instance_uid="ID_s",
+                                  series_instance_uid="ID_r"))
+    model = build_model(input_size=64, weights=None, seed=3)
+    table = audit_files(model, [path], tmp_path / "out", overlays=False, sanity_steps=0)
+    expected = model.predict(preprocess_slice(read_hu(path), 64).astype("float32")[None, ..., None], verbose=0)[0, 0]
+    assert table.loc[0, "probability"] == pytest.approx(float(expected), abs=1e-5)
+    # the padded square is 96 x 96 with 16 air columns each side: outside the head is >= that share
+    assert table.loc[0, "area_outside_head"] >= 2 * 16 * 96 / 96**2

@@ -1,0 +1,80 @@
+"""brain_audit.train.prepare: labels -> header index -> cohorts -> HU cache for one run, on the tiny RSNA dataset.
+
+Expected values come from outside the code under test: what tests/support/tiny_rsna.py wrote (HU, patients,
+which files are broken and how) and the run-folder layout written out literally.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from brain_audit.config import load_config
+from brain_audit.dataset.cohort import read_cohort
+from brain_audit.errors import ConfigError
+from brain_audit.train.prepare import prepare_data
+from support.tiny_rsna import N_PATIENTS, SIDE, make_tiny_rsna
+
+NO_HEADER = {"ID_badheader0", "ID_missing000"}  # not DICOM / no file: never indexed
+NO_PIXELS = {"ID_truncated0", "ID_headonly00"}  # readable headers, unreadable pixels: skipped by the cache
+
+
+def _config(tmp_path):
+    return load_config(None, [
+        f'data_root="{tmp_path / "data"}"', f'out_dir="{tmp_path / "run"}"', f"image_size={SIDE}", "workers=1",
+        "seed=3", "audit_patients=3", "pretrain.patients=2", "validation_fraction=0.3",
+        "phase1.cohort_size=4", "phase2.cohort_size=0", "phase2.balance=0.0",
+    ])
+
+
+def test_one_run_of_data_from_the_label_file(tmp_path):
+    truth = make_tiny_rsna(tmp_path / "data")
+    config = _config(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the broken files and the tiny audit set
+        cache = prepare_data(config, progress=False)
+    run = tmp_path / "run"
+    for part in ("data/index/index.parquet", "data/cohort/cohort.csv", "data/cohort/cohort.json"):
+        assert (run / part).is_file(), part
+    cohort = read_cohort(run / "data" / "cohort")
+    assert set(cohort.index) == set(truth) | NO_PIXELS  # every labelled image with a readable header
+    patients = cohort.groupby("patient_id")["split"].first()
+    counts = patients.value_counts()
+    assert (counts["audit"], counts["pretrain"]) == (3, 2) and counts.sum() == N_PATIENTS
+    held_out = cohort["split"].isin(["audit", "pretrain"])
+    assert not cohort.loc[held_out, ["in_phase1", "in_phase2"]].to_numpy().any()
+    assert cohort.loc[~held_out, "in_phase2"].all()  # phase2.cohort_size = 0: the whole pool
+    assert cohort.loc[cohort["in_phase1"], "patient_id"].nunique() == 4
+    # the cache holds the written HU of every image but the two with unreadable pixels
+    assert set(cache.table.index) | NO_PIXELS == set(cohort.index)
+    assert set(cache.skipped["image_id"]) == NO_PIXELS
+    ids = sorted(truth)[:5]
+    np.testing.assert_array_equal(cache.hu_int16(ids), np.stack([truth[i]["hu"] for i in ids]))
+
+
+def test_a_rerun_finds_everything_done(tmp_path):
+    """Nothing is read again (no header, no pixel), and every table comes out with the same bytes."""
+    make_tiny_rsna(tmp_path / "data")
+    config = _config(tmp_path)
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        prepare_data(config, progress=False)
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+        prepare_data(config, progress=False)
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+    assert set(after) == set(before)
+    records = {run / "data" / "index" / "index.json", run / "data" / "cohort" / "cohort.json"}  # dated run records
+    assert {p for p in before if after[p][0] != before[p][0]} <= records
+    assert json.loads((run / "data" / "index" / "index.json").read_text())["n_read_this_run"] == 0
+    cache_files = [p for p in before if "cache" in p.relative_to(run).parts]
+    assert len(cache_files) > 4 and all(after[p][1] == before[p][1] for p in cache_files)  # not rewritten
+
+
+def test_a_data_root_without_labels_is_refused(tmp_path):
+    config = _config(tmp_path)
+    with pytest.raises(ConfigError, match=r"`data_root` must hold stage_2_train.csv. Got '.*data' instead."):
+        prepare_data(config, progress=False)
