@@ -59,7 +59,7 @@ def main() -> None:
 
     print(f"CPU cores: {os.cpu_count()}; batch {args.batch}; {args.images} images per timing")
     for size in args.sizes:
-        model = build_model(input_size=size, weights=None, seed=0)
+        model = build_model(image_size=size, weights=None, seed=0)
         cam = GradCAM(model)
         hu = head_like(args.images, size)
         with warnings.catch_warnings():

@@ -163,7 +163,7 @@ def audit_files(
         out / "run.json",
         run_record(
             config={"layer": cam_fn.layer, "output_index": output_index, "method": method, "batch_size": int(batch_size),
-                    "threshold": threshold, "input_size": list(size)},
+                    "threshold": threshold, "image_size": list(size)},
             inputs={str(f): file_fingerprint(f) for f in files if Path(f).exists()},
             n_images=len(table),
             n_skipped=len(skipped),

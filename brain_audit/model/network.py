@@ -53,8 +53,8 @@ BACKBONE_NAME = "efficientnetb0"
 _HEADS = {"any": 1, "six": len(LABEL_COLUMNS)}
 
 
-def _make_backbone(input_size: int, weights: str | Path | None) -> keras.Model:
-    shape = (input_size, input_size, 3)
+def _make_backbone(image_size: int, weights: str | Path | None) -> keras.Model:
+    shape = (image_size, image_size, 3)
     if weights is None:
         return keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=shape)
     if isinstance(weights, str) and weights == "imagenet":
@@ -73,7 +73,7 @@ def _make_backbone(input_size: int, weights: str | Path | None) -> keras.Model:
 
 
 def build_model(
-    input_size: int = 256,
+    image_size: int = 256,
     head: Literal["any", "six"] = "any",
     dropout: float = 0.2,
     weights: str | Path | None = "imagenet",
@@ -86,8 +86,8 @@ def build_model(
 ) -> keras.Model:
     """HU input -> MultiWindow -> EfficientNetB0 (nested, no top) -> GAP -> Dropout -> Dense sigmoid.
 
-    Input contract: float32 HU, shape (B, input_size, input_size, 1 + 2 * context); the
-    slices already resized to ``input_size`` (:func:`brain_audit.windowing.resize_hu`).
+    Input contract: float32 HU, shape (B, image_size, image_size, 1 + 2 * context); the
+    slices already resized to ``image_size`` (:func:`brain_audit.windowing.resize_hu`).
     Output: float32 probabilities (B, 1) for ``head="any"`` or (B, 6) for ``head="six"``
     in :data:`brain_audit.rsna.LABEL_COLUMNS` order (five subtypes, then ``any``), also
     under a mixed-precision policy (the output layer is float32).
@@ -97,7 +97,7 @@ def build_model(
     :func:`compile_model`.
 
     Args:
-        input_size: image side in pixels, >= 32 (EfficientNet's minimum).
+        image_size: image side in pixels, >= 32 (EfficientNet's minimum).
         head: ``"any"`` (1 output) or ``"six"`` (the RSNA labels).
         dropout: dropout rate before the classifier, in [0, 1).
         weights: ``"imagenet"`` (Keras cache, else a download), a path to Keras'
@@ -118,8 +118,8 @@ def build_model(
     References:
         Tan M, Le QV. EfficientNet. ICML 2019, arXiv:1905.11946.
     """
-    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 32:
-        raise ValueError(f"`input_size` must be an int >= 32. Got {input_size!r} instead.")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 32:
+        raise ValueError(f"`image_size` must be an int >= 32. Got {image_size!r} instead.")
     if head not in _HEADS:
         raise ValueError(f"`head` must be one of {tuple(_HEADS)}. Got {head!r} instead.")
     if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
@@ -128,10 +128,10 @@ def build_model(
         raise ValueError(f"`context` must be an int >= 0. Got {context!r} instead.")
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
-    input_size = int(input_size)
-    inputs = keras.Input((input_size, input_size, 1 + 2 * int(context)), dtype="float32", name="hu")
+    image_size = int(image_size)
+    inputs = keras.Input((image_size, image_size, 1 + 2 * int(context)), dtype="float32", name="hu")
     x = MultiWindow(function=window_function, trainable_windows=trainable_windows, name="multi_window")(inputs)
-    backbone = _make_backbone(input_size, weights)
+    backbone = _make_backbone(image_size, weights)
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dropout(float(dropout), seed=seed, name="head_dropout")(x)

@@ -301,7 +301,7 @@ def pretrain_backbone(
     cohort_hash = cohort_sha256(x, y, patient_ids)
     train_idx, val_idx = _split(len(x), plan.validation_fraction, seed, patient_ids)
 
-    model = build_model(input_size=image_size, head=head, dropout=dropout, weights=None, seed=seed, context=context)
+    model = build_model(image_size=image_size, head=head, dropout=dropout, weights=None, seed=seed, context=context)
     unfreeze_all(model, train_batchnorm=True)
     compile_model(model, lr=plan.learning_rate, head=head, jit_compile=jit_compile)
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ def effnet():
     """build_model at 128 px with fixed random weights, and two HU slices."""
     from brain_audit.model.network import build_model
 
-    model = build_model(input_size=128, head="any", dropout=0.2, weights=None, seed=7)
+    model = build_model(image_size=128, head="any", dropout=0.2, weights=None, seed=7)
     yy, xx = np.mgrid[0:128, 0:128]
     r = np.hypot(yy - 64, xx - 64)
     hu = np.where(r < 56, 40.0, -1000.0) + np.where((r > 50) & (r < 56), 760.0, 0.0)

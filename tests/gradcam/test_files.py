@@ -21,7 +21,7 @@ def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys)
     cohort = generate_cohort(
         tmp_path / "cohort", PhantomConfig(patients=2, slices_per_patient=3, size=128, corrupt_files=1, seed=5), workers=1, progress=False
     )
-    model_path = save_model(build_model(input_size=64, weights=None, seed=1), tmp_path / "m.keras")
+    model_path = save_model(build_model(image_size=64, weights=None, seed=1), tmp_path / "m.keras")
     out = tmp_path / "audit"
     rc = main(["gradcam", "--model", str(model_path), "--images", cohort["train_dir"], "--out", str(out),
                "--labels", cohort["label_csv"], "--batch-size", "4"])
@@ -62,7 +62,7 @@ def test_audit_files_feeds_the_model_what_the_cache_stores(tmp_path):
     path = tmp_path / "ID_0abc.dcm"
     path.write_bytes(encode_slice(hu, sop_instance_uid="ID_0abc", patient_id="ID_p", study_instance_uid="ID_s",
                                   series_instance_uid="ID_r"))
-    model = build_model(input_size=64, weights=None, seed=3)
+    model = build_model(image_size=64, weights=None, seed=3)
     table = audit_files(model, [path], tmp_path / "out", overlays=False, sanity_steps=0)
     expected = model.predict(preprocess_slice(read_hu(path), 64).astype("float32")[None, ..., None], verbose=0)[0, 0]
     assert table.loc[0, "probability"] == pytest.approx(float(expected), abs=1e-5)

@@ -163,12 +163,12 @@ def test_mixed_precision_gives_float32_maps_close_to_float32():
     from brain_audit.model.network import build_model
 
     x = RNG.normal(30.0, 300.0, (2, 64, 64)).astype("float32")
-    ref_model = build_model(input_size=64, weights=None, seed=3)
+    ref_model = build_model(image_size=64, weights=None, seed=3)
     ref = grad_cam(ref_model, x)
     old = keras.config.dtype_policy()
     try:
         keras.config.set_dtype_policy("mixed_float16")
-        mixed = build_model(input_size=64, weights=None, seed=3)
+        mixed = build_model(image_size=64, weights=None, seed=3)
     finally:
         keras.config.set_dtype_policy(old)
     mixed.set_weights(ref_model.get_weights())

@@ -83,14 +83,14 @@ class TestBuildModel:
         [
             (dict(dropout=1.5), ValueError, r"`dropout` must be in \[0, 1\). Got 1.5 instead."),
             (dict(head="five"), ValueError, r"`head` must be one of \('any', 'six'\). Got 'five' instead."),
-            (dict(input_size=16), ValueError, r"`input_size` must be an int >= 32. Got 16 instead."),
+            (dict(image_size=16), ValueError, r"`image_size` must be an int >= 32. Got 16 instead."),
             (dict(context=-1), ValueError, r"`context` must be an int >= 0. Got -1 instead."),
             (dict(weights=3), ValueError, r"`weights` must be 'imagenet', a file path or None. Got 3 instead."),
             (dict(weights="/nonexistent/bb.weights.h5"), FileNotFoundError, r"bb.weights.h5: no such weights file"),
         ],
     )
     def test_parameter_errors(self, kwargs, error, match):
-        kwargs = {"input_size": SIZE, "weights": None} | kwargs
+        kwargs = {"image_size": SIZE, "weights": None} | kwargs
         with pytest.raises(error, match=match):
             build_model(**kwargs)
 

@@ -1,4 +1,4 @@
-"""brain_audit.model.predict: probabilities of a model on HU arrays and on cached slices read chunk by chunk.
+"""brain_audit.model.predictions: probabilities of a model on HU arrays and on cached slices read chunk by chunk.
 
 Expected values come from outside the code under test: a tiny Keras model whose weights are set here, so
 its probabilities are written down with numpy, and ``model.predict`` on the whole cached array at once.
@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from brain_audit.model.predict import any_column, predict, predict_ids
+from brain_audit.model.predictions import any_column, predict, predict_ids
 from brain_audit.rsna import LABEL_COLUMNS
 from support.fixed_cache import FixedCache
 
