@@ -4,6 +4,7 @@ labels and on the tiny RSNA-layout dataset."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from brain_audit.dataset.cohort import (
     split_patients,
     write_cohorts,
 )
+from brain_audit.errors import CacheError
 from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES
 
 
@@ -178,3 +180,22 @@ class TestSplitsAndCohorts:
         for sp in ("audit", "validation", "train"):
             pats = patients.index[patients["split"] == sp]
             assert images[images["patient_id"].isin(pats)]["epidural"].sum() > 0, sp
+
+    @pytest.mark.parametrize("col, value", [("patient_id", "../../../escape/x"), ("image_id", "/etc/passwd"),
+                                            ("patient_id", "")])
+    def test_a_hand_edited_id_that_is_a_path_is_refused_by_line(self, tiny_cohort, tmp_path, col, value):
+        # later stages name files by these IDs (patients/<patient_id>.json, <image_id>.dcm)
+        _, cohort, patients = tiny_cohort
+        path = write_cohorts(tmp_path, cohort, patients, seed=7)
+        lines = path.read_text().splitlines()
+        header = lines[0].split(",")
+        fields = lines[3].split(",")  # the third image, on line 4
+        fields[header.index(col)] = value
+        lines[3] = ",".join(fields)
+        path.write_text("\n".join(lines) + "\n")
+        rule = ("an ID of 1 to 128 letters, digits, '_', '-' and '.', not starting with '.' and without '..' or a "
+                "path separator")
+        shown = repr(value) if value else "nan"  # an empty field reads as missing
+        with pytest.raises(CacheError, match="^" + re.escape(f"cohort.csv: line 4: `{col}` must be {rule}. "
+                                                             f"Got {shown} instead.") + "$"):
+            read_cohort(path)
