@@ -19,6 +19,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from brain_audit.dataset import index as index_mod
+from brain_audit.dataset.cache import build_cache
 from brain_audit.dataset.cohort import CohortSpec, join_images, plan_cohorts, write_cohorts
 from brain_audit.dataset.index import INDEX_FORMAT, build_index, read_index, read_skipped
 from brain_audit.dataset.labels import read_labels
@@ -229,7 +230,7 @@ class TestPseudonyms:
         assert index.loc["ID_300f", "patient_id"] == "ID_0abc"  # RSNA's pseudonyms as written
         assert index["patient_id"].nunique() == 4
 
-    def test_no_identifier_reaches_any_byte_of_the_index_or_the_cohort(self, hospital, tmp_path):
+    def test_no_identifier_reaches_any_byte_of_the_index_the_cohort_or_the_cache(self, hospital, tmp_path):
         out = tmp_path / "index"
         index = build_index(hospital, out, workers=0, progress=False)
         labels = pd.DataFrame(0, index=pd.Index(index.index, name="image_id"), columns=list(LABEL_COLUMNS),
@@ -237,9 +238,12 @@ class TestPseudonyms:
         cohort, patients = plan_cohorts(join_images(labels, index), [CohortSpec("phase2", 6, None)], n_audit=1,
                                         validation=0.0, seed=0)
         write_cohorts(tmp_path / "cohort", cohort, patients, seed=0)
-        files = [p for p in (tmp_path / "index").rglob("*") if p.is_file()] + list((tmp_path / "cohort").iterdir())
+        build_cache(tmp_path / "cohort" / "cohort.csv", hospital, tmp_path / "cache", size=8, workers=0,
+                    progress=False)
+        files = [p for d in ("index", "cohort", "cache") for p in (tmp_path / d).rglob("*") if p.is_file()]
         assert {p.name for p in files} >= {"index.parquet", "skipped.csv", "index.json", "pseudonym.key",
-                                           "cohort.csv", "patients.csv", "cohort.json"}
+                                           "cohort.csv", "patients.csv", "cohort.json", "images.parquet",
+                                           "manifest.json"}
         for p in files:
             data = p.read_bytes()
             for secret in (MRN, "MRN000042", "escape", STUDY_UID, SERIES_UID):
