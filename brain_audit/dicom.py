@@ -59,11 +59,20 @@ _CT_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
 }
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR little endian
+_NATIVE_BE = "1.2.840.10008.1.2.2"  # explicit VR big endian (retired)
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_NO_PIXEL_DATA = "(7FE0,0010) Pixel Data is missing (header only)"
+_DEFER_BYTES = 1024  # read_header skips values longer than this (Pixel Data) instead of reading them
 
-#: The header fields :func:`read_header` returns, as ``key: (tag, keyword)``.
-#: Deliberately no Patient's Name, Birth Date, Sex, Age, dates, institution or
-#: any other identifying attribute: the RSNA Patient ID is a pseudonym (``ID_<hex>``).
+#: The header fields :func:`read_header` returns, as ``key: (tag, keyword)``; it also
+#: reads the presence and length of (7FE0,0010) Pixel Data (never its value) and the
+#: (0002,0010) Transfer Syntax UID of the file meta. Deliberately no Patient's Name,
+#: Birth Date, Sex, Age, dates, institution or any other identifying attribute. Patient
+#: ID and Study / Series Instance UIDs are returned as read: the header index stores
+#: only their pseudonyms (:func:`brain_audit.ids.pseudonym`; RSNA's are ``ID_<hex>``).
 HEADER_FIELDS: dict[str, tuple[str, str]] = {
+    "sop_class_uid": ("(0008,0016)", "SOPClassUID"),
     "sop_instance_uid": ("(0008,0018)", "SOPInstanceUID"),
     "modality": ("(0008,0060)", "Modality"),
     "patient_id": ("(0010,0020)", "PatientID"),
@@ -71,9 +80,12 @@ HEADER_FIELDS: dict[str, tuple[str, str]] = {
     "series_instance_uid": ("(0020,000E)", "SeriesInstanceUID"),
     "image_position": ("(0020,0032)", "ImagePositionPatient"),
     "pixel_spacing": ("(0028,0030)", "PixelSpacing"),
+    "samples_per_pixel": ("(0028,0002)", "SamplesPerPixel"),
+    "photometric_interpretation": ("(0028,0004)", "PhotometricInterpretation"),
+    "number_of_frames": ("(0028,0008)", "NumberOfFrames"),
     "rows": ("(0028,0010)", "Rows"),
     "columns": ("(0028,0011)", "Columns"),
-    "photometric_interpretation": ("(0028,0004)", "PhotometricInterpretation"),
+    "bits_allocated": ("(0028,0100)", "BitsAllocated"),
     "bits_stored": ("(0028,0101)", "BitsStored"),
     "pixel_representation": ("(0028,0103)", "PixelRepresentation"),
     "window_center": ("(0028,1050)", "WindowCenter"),
@@ -83,8 +95,12 @@ HEADER_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _parse(path: str | Path, stop_before_pixels: bool) -> Any:
-    """dcmread with every failure turned into a DicomReadError naming the file."""
+def _parse(path: str | Path, stop_before_pixels: bool, defer_size: int | None = None) -> Any:
+    """dcmread with every failure turned into a DicomReadError naming the file.
+
+    ``defer_size``: values longer than this many bytes are skipped, not read (pydicom's
+    deferred read); the header uses it to see Pixel Data's length without its bytes.
+    """
 
     try:
         size = os.path.getsize(path)
@@ -96,11 +112,11 @@ def _parse(path: str | Path, stop_before_pixels: bool) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns on oddities it repairs
             try:
-                return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+                return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size)
             except InvalidDicomError:
                 # No 'DICM' preamble: legal for old files. Accept only if it parses
                 # into a dataset that has image attributes.
-                ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+                ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size, force=True)
                 if "Rows" not in ds and "SOPClassUID" not in ds:
                     raise DicomReadError(path, "not a DICOM file (no 'DICM' prefix, no image attributes)")
                 return ds
@@ -161,26 +177,33 @@ def _spaced(keyword: str) -> str:
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    """The non-identifying header of one slice, without decoding pixels.
+    """The non-identifying header of one slice, without reading or decoding pixels.
 
     Args:
         path: a DICOM file.
 
     Returns:
         A dict with exactly the keys of :data:`HEADER_FIELDS` plus ``z`` (the third
-        component of Image Position (Patient), mm). UIDs and IDs are ``str``;
-        ``image_position`` is a 3-tuple of float (mm); ``pixel_spacing`` a 2-tuple of
-        float (row, column spacing, mm); ``window_center`` / ``window_width`` the first
-        value (RSNA stores some as lists); absent attributes are ``None``.
+        component of Image Position (Patient), mm) and ``problem``. UIDs and IDs are
+        ``str``; counts and bit depths ``int``; ``image_position`` is a 3-tuple of float
+        (mm); ``pixel_spacing`` a 2-tuple of float (row, column spacing, mm);
+        ``window_center`` / ``window_width`` the first value (RSNA stores some as lists);
+        absent attributes are ``None``. ``problem`` is ``None`` when the header allows one
+        CT slice, else the reason :func:`read_hu` would give for refusing the file, told
+        from the header alone, with the same text: not CT, colour, multi-frame, no
+        Rows / Columns / Bits Allocated / Pixel Representation, Pixel Data missing, empty
+        or shorter than declared (uncompressed data only), Rescale Slope / Intercept not
+        a number or slope 0. What only decoding can tell (a compressed stream that does
+        not decode) is left to :func:`read_hu`.
 
     Raises:
         DicomReadError: the file is empty, missing, not DICOM or unparsable.
     """
-    ds = _parse(path, stop_before_pixels=True)
+    ds = _parse(path, stop_before_pixels=False, defer_size=_DEFER_BYTES)
     out: dict[str, Any] = {}
     for key, (_tag, kw) in HEADER_FIELDS.items():
         value = _get(ds, kw)
-        if key in {"rows", "columns", "bits_stored", "pixel_representation"}:
+        if key in _INT_FIELDS:
             value = None if value is None else _safe_int(value)
         elif key in {"window_center", "window_width", "rescale_intercept", "rescale_slope"}:
             value = _first_float(value)
@@ -192,7 +215,40 @@ def read_header(path: str | Path) -> dict[str, Any]:
             value = str(value)
         out[key] = value
     out["z"] = None if out["image_position"] is None else out["image_position"][2]
+    out["problem"] = _header_problem(path, ds)
     return out
+
+
+_INT_FIELDS = {"samples_per_pixel", "number_of_frames", "rows", "columns", "bits_allocated", "bits_stored",
+               "pixel_representation"}
+
+
+def _header_problem(path: Any, ds: Any) -> str | None:
+    """Why the header of ``ds`` cannot give one CT slice (read_hu's reason), or ``None``."""
+    try:
+        _check_ct_slice(path, ds)
+        rows, cols, bits_alloc, _, _ = _pixel_format(path, ds)
+        elem = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+        if elem is None:
+            return _NO_PIXEL_DATA
+        ts = _transfer_syntax(ds)
+        length = getattr(elem, "length", None)
+        undefined = length == _UNDEFINED_LENGTH or bool(getattr(elem, "is_undefined_length", False))
+        if elem.value is not None:  # short enough to have been read
+            n_bytes = len(elem.value)
+        elif ts in _NATIVE_LE or ts in (_NATIVE_BE, ""):  # deferred: what the file holds after the value's start
+            n_bytes = max(0, min(int(length), os.path.getsize(path) - int(elem.value_tell)))
+        else:  # deferred inside a deflated stream: offsets are not file offsets
+            n_bytes = int(length)
+        why = _pixel_data_problem(rows, cols, bits_alloc, n_bytes, _is_compressed(ts, undefined))
+        if why is not None:
+            return why
+        _rescale(path, ds)
+    except DicomReadError as exc:
+        return exc.reason
+    except (OSError, TypeError, ValueError) as exc:
+        return f"(7FE0,0010) Pixel Data is unreadable ({exc})"
+    return None
 
 
 def _safe_int(value: Any) -> int | None:
@@ -231,35 +287,18 @@ def has_rsna_wrap_defect(bits_stored: int | None, pixel_representation: int | No
 
 def _stored_values(path: Any, ds: Any) -> np.ndarray:
     """The stored pixel values of one monochrome frame, as an integer array (rows, cols)."""
-    rows = _int_attr(path, ds, "Rows", "(0028,0010)")
-    cols = _int_attr(path, ds, "Columns", "(0028,0011)")
-    if rows <= 0 or cols <= 0:
-        raise DicomReadError(path, f"(0028,0010) Rows x (0028,0011) Columns is {rows} x {cols}; no pixels")
-    bits_alloc = _int_attr(path, ds, "BitsAllocated", "(0028,0100)")
-    bits_stored = _int_attr(path, ds, "BitsStored", "(0028,0101)", required=False, default=bits_alloc)
-    if not bits_stored or bits_stored <= 0:
-        raise DicomReadError(path, f"(0028,0101) Bits Stored is {bits_stored}; cannot decode pixels")
-    pixrep = _int_attr(path, ds, "PixelRepresentation", "(0028,0103)")
+    rows, cols, bits_alloc, bits_stored, pixrep = _pixel_format(path, ds)
     if "PixelData" not in ds:
-        raise DicomReadError(path, "(7FE0,0010) Pixel Data is missing (header only)")
-    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+        raise DicomReadError(path, _NO_PIXEL_DATA)
+    ts = _transfer_syntax(ds)
     try:
         data = ds.PixelData
     except (ValueError, TypeError, EOFError, struct.error) as exc:
         raise DicomReadError(path, f"(7FE0,0010) Pixel Data is unreadable ({exc})") from exc
-    if data is None or len(data) == 0:
-        raise DicomReadError(path, "(7FE0,0010) Pixel Data is empty")
-    compressed = bool(getattr(ds["PixelData"], "is_undefined_length", False)) or (
-        ts and ts not in _NATIVE_LE and ts != "1.2.840.10008.1.2.2"
-    )
-    if not compressed:
-        expected = rows * cols * ((bits_alloc + 7) // 8)
-        if len(data) < expected:
-            raise DicomReadError(
-                path,
-                f"(7FE0,0010) Pixel Data has {len(data)} bytes; (0028,0010) Rows x (0028,0011) Columns x "
-                f"(0028,0100) Bits Allocated need {expected} (file truncated?)",
-            )
+    compressed = _is_compressed(ts, bool(getattr(ds["PixelData"], "is_undefined_length", False)))
+    why = _pixel_data_problem(rows, cols, bits_alloc, 0 if data is None else len(data), compressed)
+    if why is not None:
+        raise DicomReadError(path, why)
     if ts in _NATIVE_LE and bits_alloc == 16:
         # Fast path for the common case (all of RSNA): the bytes are the pixels.
         arr = np.frombuffer(data, dtype="<i2" if pixrep == 1 else "<u2", count=rows * cols).reshape(rows, cols)
@@ -282,6 +321,58 @@ def _stored_values(path: Any, ds: Any) -> np.ndarray:
     if arr.shape != (rows, cols):
         raise DicomReadError(path, f"decoded pixels have shape {arr.shape}; expected ({rows}, {cols})")
     return arr
+
+
+def _pixel_format(path: Any, ds: Any) -> tuple[int, int, int, int, int]:
+    """(rows, cols, bits allocated, bits stored, pixel representation), each present and usable."""
+    rows = _int_attr(path, ds, "Rows", "(0028,0010)")
+    cols = _int_attr(path, ds, "Columns", "(0028,0011)")
+    if rows <= 0 or cols <= 0:
+        raise DicomReadError(path, f"(0028,0010) Rows x (0028,0011) Columns is {rows} x {cols}; no pixels")
+    bits_alloc = _int_attr(path, ds, "BitsAllocated", "(0028,0100)")
+    bits_stored = _int_attr(path, ds, "BitsStored", "(0028,0101)", required=False, default=bits_alloc)
+    if not bits_stored or bits_stored <= 0:
+        raise DicomReadError(path, f"(0028,0101) Bits Stored is {bits_stored}; cannot decode pixels")
+    pixrep = _int_attr(path, ds, "PixelRepresentation", "(0028,0103)")
+    return rows, cols, bits_alloc, bits_stored, pixrep
+
+
+def _transfer_syntax(ds: Any) -> str:
+    return str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+
+
+def _is_compressed(ts: str, undefined_length: bool) -> bool:
+    """Encapsulated (undefined length) or a transfer syntax other than native little / big endian."""
+    return undefined_length or bool(ts and ts not in _NATIVE_LE and ts != _NATIVE_BE)
+
+
+def _pixel_data_problem(rows: int, cols: int, bits_alloc: int, n_bytes: int, compressed: bool) -> str | None:
+    """Why ``n_bytes`` of Pixel Data cannot hold the frame (uncompressed data only), or ``None``."""
+    if n_bytes == 0:
+        return "(7FE0,0010) Pixel Data is empty"
+    expected = rows * cols * ((bits_alloc + 7) // 8)
+    if not compressed and n_bytes < expected:
+        return (f"(7FE0,0010) Pixel Data has {n_bytes} bytes; (0028,0010) Rows x (0028,0011) Columns x "
+                f"(0028,0100) Bits Allocated need {expected} (file truncated?)")
+    return None
+
+
+def _rescale(path: Any, ds: Any) -> tuple[float | None, float | None]:
+    """(slope, intercept) of the Modality LUT as written, ``None`` when absent.
+
+    Raises:
+        DicomReadError: either is not a number, or the slope is 0.
+    """
+    slope_raw, intercept_raw = _get(ds, "RescaleSlope"), _get(ds, "RescaleIntercept")
+    slope = _first_float(slope_raw)
+    intercept = _first_float(intercept_raw)
+    if slope_raw is not None and slope is None:
+        raise DicomReadError(path, f"(0028,1053) Rescale Slope is {slope_raw!r}; not a number")
+    if intercept_raw is not None and intercept is None:
+        raise DicomReadError(path, f"(0028,1052) Rescale Intercept is {intercept_raw!r}; not a number")
+    if slope == 0:
+        raise DicomReadError(path, "(0028,1053) Rescale Slope is 0; HU cannot be recovered")
+    return slope, intercept
 
 
 def _check_ct_slice(path: Any, ds: Any) -> None:
@@ -333,13 +424,7 @@ def read_hu(path: str | Path, fix_rsna_defect: bool = True) -> np.ndarray:
     _check_ct_slice(path, ds)
     stored = _stored_values(path, ds)
 
-    slope_raw, intercept_raw = _get(ds, "RescaleSlope"), _get(ds, "RescaleIntercept")
-    slope = _first_float(slope_raw)
-    intercept = _first_float(intercept_raw)
-    if slope_raw is not None and slope is None:
-        raise DicomReadError(path, f"(0028,1053) Rescale Slope is {slope_raw!r}; not a number")
-    if intercept_raw is not None and intercept is None:
-        raise DicomReadError(path, f"(0028,1052) Rescale Intercept is {intercept_raw!r}; not a number")
+    slope, intercept = _rescale(path, ds)
     if slope is None and intercept is None:
         warnings.warn(
             f"{Path(path).name}: (0028,1052) Rescale Intercept and (0028,1053) Rescale Slope are missing; "
@@ -349,8 +434,6 @@ def read_hu(path: str | Path, fix_rsna_defect: bool = True) -> np.ndarray:
         )
     slope = 1.0 if slope is None else slope
     intercept = 0.0 if intercept is None else intercept
-    if slope == 0:
-        raise DicomReadError(path, "(0028,1053) Rescale Slope is 0; HU cannot be recovered")
 
     pad_mask = _padding_mask(path, ds, stored)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from brain_audit.ids import safe_child
+
 __all__ = ["SUBTYPES", "LABEL_COLUMNS", "TRAIN_DIR", "TRAIN_CSV", "image_path"]
 
 #: The five hemorrhage subtypes, in the order of the RSNA label file.
@@ -38,5 +40,10 @@ TRAIN_CSV = "stage_2_train.csv"
 
 
 def image_path(root: str | Path, image_id: str, folder: str = TRAIN_DIR) -> Path:
-    """Path of the DICOM file of ``image_id`` (``"ID_0a1b2c3d4"``) under dataset ``root``."""
-    return Path(root) / folder / f"{image_id}.dcm"
+    """Path of the DICOM file of ``image_id`` (``"ID_0a1b2c3d4"``) under dataset ``root``.
+
+    Raises:
+        BrainAuditError: ``image_id`` is not a plain ID (:mod:`brain_audit.ids`): the path
+            would leave ``root/folder`` (``"../../outside/secret"``, ``"/etc/passwd"``).
+    """
+    return safe_child(Path(root) / folder, image_id, ".dcm")

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "brain_audit"
 STAGES: dict[str, int] = {
     "brain_audit": 0,  # the package itself: version and the exception family
     "brain_audit.errors": 0,
+    "brain_audit.ids": 0,
     "brain_audit.rsna": 0,
     "brain_audit.provenance": 0,
     "brain_audit.parallel": 0,

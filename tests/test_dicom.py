@@ -285,7 +285,10 @@ class TestReadHeader:
     def test_fields_of_ct_small(self):
         h = read_header(CT_SMALL)
         ds = pydicom.dcmread(CT_SMALL)
-        assert set(h) == set(HEADER_FIELDS) | {"z"}
+        assert set(h) == set(HEADER_FIELDS) | {"z", "problem"}
+        assert h["problem"] is None
+        assert (h["samples_per_pixel"], h["bits_allocated"], h["number_of_frames"]) == (1, 16, None)
+        assert h["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2"
         assert h["sop_instance_uid"] == ds.SOPInstanceUID
         assert h["rows"] == 128 and h["columns"] == 128
         assert h["z"] == pytest.approx(float(ds.ImagePositionPatient[2]))
@@ -316,11 +319,70 @@ class TestReadHeader:
         assert (h["window_center"], h["window_width"]) == (40.0, 80.0)
 
     def test_does_not_decode_pixels(self, tmp_path):
-        # a header-only file still gives its header; read_hu is what rejects it
+        # a header-only file still gives its header, with the reason read_hu would refuse it
         ds = pydicom.dcmread(CT_SMALL)
         del ds.PixelData
         h = read_header(_save(ds, tmp_path / "hdr.dcm"))
         assert h["rows"] == 128
+        assert h["problem"] == "(7FE0,0010) Pixel Data is missing (header only)"
+
+    def test_does_not_read_pixel_data(self, tmp_path, monkeypatch):
+        # the Pixel Data value is skipped (pydicom's deferred read), never loaded
+        seen = []
+        real = pydicom.dcmread
+        monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: seen.append(k.get("defer_size")) or real(*a, **k))
+        assert read_header(CT_SMALL)["problem"] is None
+        assert seen == [1024]
+
+    @pytest.mark.parametrize("name, edit, reason", [
+        ("mr.dcm", None, "(0008,0060) Modality is 'MR'; expected 'CT'"),
+        ("rtdose.dcm", None, "(0008,0060) Modality is 'RTDOSE'; expected 'CT'"),
+        ("rgb.dcm", {"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB"},
+         "(0028,0004) Photometric Interpretation is 'RGB' with (0028,0002) Samples per Pixel 3; a CT slice is "
+         "monochrome"),
+        ("mf.dcm", {"NumberOfFrames": 2}, "(0028,0008) Number of Frames is 2; expected one slice per file"),
+        ("hdr.dcm", {"PixelData": None}, "(7FE0,0010) Pixel Data is missing (header only)"),
+        ("short.dcm", {"PixelData": 16384}, "(7FE0,0010) Pixel Data has 16384 bytes; (0028,0010) Rows x "
+         "(0028,0011) Columns x (0028,0100) Bits Allocated need 32768 (file truncated?)"),
+        ("cut.dcm", "cut", "(7FE0,0010) Pixel Data has 20000 bytes; (0028,0010) Rows x "
+         "(0028,0011) Columns x (0028,0100) Bits Allocated need 32768 (file truncated?)"),
+        ("norows.dcm", {"Rows": None}, "(0028,0010) Rows is missing"),
+        ("nobits.dcm", {"BitsAllocated": None}, "(0028,0100) Bits Allocated is missing"),
+        ("slope.dcm", {"RescaleSlope": "abc"}, "(0028,1053) Rescale Slope is 'abc'; not a number"),
+        ("slope0.dcm", {"RescaleSlope": 0}, "(0028,1053) Rescale Slope is 0; HU cannot be recovered"),
+    ])
+    def test_problem_is_the_reason_read_hu_gives(self, tmp_path, name, edit, reason):
+        if name == "mr.dcm":
+            p = Path(get_testdata_file("MR_small.dcm"))
+        elif name == "rtdose.dcm":
+            p = Path(get_testdata_file("rtdose.dcm"))  # 15 frames of RT dose
+        elif edit == "cut":  # a file cut 20,000 bytes into its Pixel Data (explicit VR OW: value at tag + 12)
+            data = CT_SMALL.read_bytes()
+            p = tmp_path / name
+            p.write_bytes(data[: data.rindex(b"\xe0\x7f\x10\x00") + 12 + 20000])
+        else:
+            ds = pydicom.dcmread(CT_SMALL)
+            for kw, v in edit.items():
+                if v is None:
+                    delattr(ds, kw)
+                elif kw == "PixelData":
+                    ds.PixelData = ds.PixelData[:v]
+                elif kw == "RescaleSlope" and isinstance(v, str):
+                    ds.add_new(0x00281053, "LO", v)  # a text where DS numbers belong
+                else:
+                    setattr(ds, kw, v)
+            p = _save(ds, tmp_path / name)
+        assert read_header(p)["problem"] == reason
+        with pytest.raises(DicomReadError) as exc:
+            read_hu(p)
+        assert exc.value.reason == reason
+
+    def test_compressed_slice_has_no_problem(self, tmp_path):
+        ds = pydicom.dcmread(CT_SMALL)
+        ds.compress(RLELossless)
+        p = _save(ds, tmp_path / "rle.dcm")
+        assert read_header(p)["problem"] is None
+        np.testing.assert_array_equal(read_hu(p), read_hu(CT_SMALL))
 
     def test_bad_file_raises(self, tmp_path):
         p = tmp_path / "ID_6431af929.dcm"

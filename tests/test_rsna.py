@@ -5,8 +5,12 @@ The expected names are those of the competition's data page and its ``stage_2_tr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
+
+from brain_audit.errors import BrainAuditError
 from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES, TRAIN_CSV, TRAIN_DIR, image_path
 
 
@@ -23,3 +27,11 @@ def test_layout_names():
 def test_image_path():
     assert image_path("/data/rsna", "ID_0a1b2c3d4") == Path("/data/rsna/stage_2_train/ID_0a1b2c3d4.dcm")
     assert image_path(Path("r"), "ID_0a1b2c3d4", folder="stage_2_test") == Path("r/stage_2_test/ID_0a1b2c3d4.dcm")
+
+
+@pytest.mark.parametrize("image_id", ["../../../../outside/secret", "/etc/passwd", "..", "ID_1/../x", ""])
+def test_image_path_refuses_an_id_that_is_a_path(image_id):
+    # the attack: a label row "../../../../outside/secret_any,0" made the index read outside the root
+    with pytest.raises(BrainAuditError, match=rf"^`image_id` must be an ID of .* Got {re.escape(repr(image_id))} "
+                                              "instead.$"):
+        image_path("/data/rsna", image_id)

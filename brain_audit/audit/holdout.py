@@ -6,7 +6,8 @@ Phase 4 chose on validation (never re-tuned here) and reports per slice and per 
 its most suspicious slice), with 95 % intervals by bootstrap over patients, PPV / NPV at deployment
 prevalences, calibration and attention profiles. Outputs in ``<run>/clinical_audit_report/``:
 ``summary.json``, ``summary.md``, ``slices.csv``, ``patients.csv`` and ``patients/<patient>.json``; IDs are
-the dataset's pseudonyms, no identifying DICOM field is read.
+the header index's pseudonyms (:mod:`brain_audit.ids`), no identifying DICOM field is read, and a patient's
+file name is built by :func:`brain_audit.ids.safe_child`, so no ID can place it outside ``patients/``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from brain_audit.config import RunConfig
 from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
 from brain_audit.gradcam.attention import FLAGS, profile_cached
+from brain_audit.ids import safe_child
 from brain_audit.model.predictions import any_column, predict_ids
 from brain_audit.model.weights import load_model
 from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
@@ -128,7 +130,7 @@ def audit_holdout(
             ],
         }
         per_patient.append(log)
-        write_json(report_dir / "patients" / f"{pid}.json", log)
+        write_json(safe_child(report_dir / "patients", pid, ".json", what="patient_id"), log)
     patients_df = pd.DataFrame([{k: v for k, v in log.items() if k not in ("slice_log", "flags_on_audited_slices",
                                                                            "subtypes_present")}
                                 for log in per_patient])

@@ -1,7 +1,9 @@
 """Patient-level splits and nested, stratified phase cohorts.
 
-What "patient" means here: a distinct (0010,0020) Patient ID of the header index (the
-RSNA pseudonym ``ID_<hex>``). One patient may have several studies and series; every
+What "patient" means here: a distinct ``patient_id`` of the header index, the pseudonym
+of (0010,0020) Patient ID (RSNA's own ``ID_<hex>``, or ``PID_<16 hex>`` for another
+dataset: :func:`brain_audit.ids.pseudonym`); no table here ever holds the header's value.
+One patient may have several studies and series; every
 slice of a patient always lands in the same split, so no patient crosses
 train / validation / audit / pretrain. Counts are therefore of two kinds, and every
 function says which:
@@ -45,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from brain_audit.errors import CacheError
+from brain_audit.ids import ID_RULE, is_safe_id
 from brain_audit.provenance import run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES
 
@@ -437,7 +440,13 @@ def _counts(g: pd.DataFrame) -> dict:
 
 
 def read_cohort(path: str | Path) -> pd.DataFrame:
-    """A ``cohort.csv`` back as written (indexed by image ID, labels int8, ``in_*`` bool)."""
+    """A ``cohort.csv`` back as written (indexed by image ID, labels int8, ``in_*`` bool).
+
+    Raises:
+        CacheError: no such table, a column missing, or an ``image_id`` / ``patient_id``
+            that breaks the ID rule of :mod:`brain_audit.ids` (a hand-edited table: the
+            message names the line), since later stages build file names from both.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "cohort.csv"
@@ -448,6 +457,11 @@ def read_cohort(path: str | Path) -> pd.DataFrame:
     missing = [c for c in ["image_id", *_IMAGE_COLUMNS, "split", *LABEL_COLUMNS] if c not in frame.columns]
     if missing:
         raise CacheError(f"{path.name}: columns {missing} missing; not a cohort table")
+    for col in ("image_id", "patient_id"):
+        bad = np.flatnonzero(~frame[col].map(is_safe_id).to_numpy(bool))
+        if bad.size:
+            raise CacheError(f"{path.name}: line {bad[0] + 2}: `{col}` must be {ID_RULE}. "
+                             f"Got {frame[col].iloc[bad[0]]!r} instead.")
     for c in frame.columns:
         if c.startswith("in_"):
             frame[c] = frame[c].astype(bool)

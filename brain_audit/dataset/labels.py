@@ -5,9 +5,13 @@ rows per image, ``ID_<image>_<subtype>,<0|1>``; the real file has 4,516,842 rows
 752,803 images, a few of them duplicated. :func:`read_labels` turns it into a table
 indexed by image ID with the columns of :data:`brain_audit.rsna.LABEL_COLUMNS`.
 
+Image IDs are data, never paths: a row whose image ID breaks the rule of
+:mod:`brain_audit.ids` (``../../../../outside/secret``, an absolute path, a space) is
+refused with its line number and the rest of the file is read.
+
 The fast path parses with pyarrow on one thread and reshapes with numpy; when it
 finds anything wrong, a slow line-by-line pass re-reads the file only to name the
-first offending line, so errors stay exact and the common case stays fast.
+offending lines, so errors stay exact and the common case stays fast.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from brain_audit.errors import LabelFileError
+from brain_audit.ids import ID_RULE, SAFE_ID_PATTERN, is_safe_id
 from brain_audit.rsna import LABEL_COLUMNS
 
 __all__ = ["read_labels"]
 
 _HEADER = ("ID", "Label")
+_SAFE_RE2 = f"^(?:{SAFE_ID_PATTERN})$"  # the ID rule for pyarrow (RE2); '..' is checked apart
+_N_REFUSED_KEPT = 100  # refused rows listed in attrs["refused"] (all are counted)
 
 
 def read_labels(csv_path: str | Path) -> pd.DataFrame:
@@ -40,6 +47,12 @@ def read_labels(csv_path: str | Path) -> pd.DataFrame:
     * A line that breaks this (wrong number of fields, no ``_``, unknown subtype,
       a label other than ``0`` / ``1``) raises :class:`LabelFileError` naming the
       file and its 1-based line number (the header is line 1).
+    * A row whose image ID breaks the ID rule (:func:`brain_audit.ids.is_safe_id`: a
+      path such as ``../../../../outside/secret``, an absolute path, a space) is
+      refused and the others are read: one RuntimeWarning gives the count and the
+      first lines, ``attrs["n_refused_rows"]`` the count and ``attrs["refused"]`` the
+      first 100 as ``(line, image_id)`` pairs. A file whose every row is refused, or
+      that has a header and no row, raises :class:`LabelFileError`.
     * A duplicated (image, subtype) pair that agrees is dropped (counted in
       ``attrs["n_duplicate_rows"]``, with a RuntimeWarning); one that conflicts raises
       :class:`LabelFileError` naming both lines.
@@ -54,11 +67,13 @@ def read_labels(csv_path: str | Path) -> pd.DataFrame:
         DataFrame indexed by image ID (``str``, name ``"image_id"``, in order of first
         appearance in the file), columns :data:`~brain_audit.rsna.LABEL_COLUMNS`
         (``epidural ... subdural, any``), dtype int8 in {0, 1}. ``attrs`` holds
-        ``source`` (path), ``n_rows`` (data rows read) and ``n_duplicate_rows``.
+        ``source`` (path), ``n_rows`` (data rows read, refused ones included),
+        ``n_duplicate_rows``, ``n_refused_rows`` and ``refused`` (see above).
 
     Raises:
-        LabelFileError: the file is missing, has another header, or a malformed /
-            conflicting line (the message names the file and the line).
+        LabelFileError: the file is missing, has another header, no data row, a
+            malformed / conflicting line, or only refused rows (the message names the
+            file and the line).
 
     Speed and memory at full RSNA size: ``benchmarks/bench_labels.py`` (figures in
     ``benchmarks/README.md``).
@@ -90,8 +105,7 @@ def read_labels(csv_path: str | Path) -> pd.DataFrame:
     ids, lab = table.column("ID"), table.column("Label")
     n_rows = len(ids)
     if n_rows == 0:
-        warnings.warn(f"{name}: label file has no data rows", RuntimeWarning, stacklevel=2)
-        return _empty(path)
+        _raise_header_only(path)
 
     ok_label = pc.all(pc.is_in(lab, value_set=pa.array(["0", "1"]))).as_py()
     if not ok_label:
@@ -113,9 +127,30 @@ def read_labels(csv_path: str | Path) -> pd.DataFrame:
 
     enc = pc.dictionary_encode(image).combine_chunks()
     img_code = enc.indices.to_numpy().astype(np.int64)
-    image_ids = enc.dictionary.to_pylist()
+    names = enc.dictionary
     values = (pc.equal(lab, "1").to_numpy(zero_copy_only=False)).astype(np.int8)
     del enc, image, lab, ids, table
+
+    # the ID rule, checked once per distinct image
+    safe = pc.and_(pc.match_substring_regex(names, _SAFE_RE2), pc.invert(pc.match_substring(names, "..")))
+    safe = safe.to_numpy(zero_copy_only=False)
+    image_ids = names.to_pylist()
+    refused: list[tuple[int, str]] = []
+    n_refused = 0
+    if not safe.all():
+        keep = safe[img_code]
+        n_refused = int(np.count_nonzero(~keep))
+        refused = _refused_rows(path)
+        if n_refused == n_rows:
+            raise LabelFileError(f"{name}: line {refused[0][0]}: `image_id` must be {ID_RULE}. Got "
+                                 f"{refused[0][1][:80]!r} instead (every one of the {n_rows} rows is refused)")
+        first = ", ".join(f"line {n} {i[:80]!r}" for n, i in refused[:3])
+        warnings.warn(f"{name}: {n_refused} row(s) refused: `image_id` must be {ID_RULE}; {first}",
+                      RuntimeWarning, stacklevel=2)
+        new_code = np.cumsum(safe) - 1  # old image code -> code among the kept images, order kept
+        img_code, sub_code, values = new_code[img_code[keep]], sub_code[keep], values[keep]
+        image_ids = [i for i, ok in zip(image_ids, safe) if ok]
+    del safe, names
 
     n_img, n_col = len(image_ids), len(LABEL_COLUMNS)
     key = img_code * n_col + sub_code
@@ -152,18 +187,24 @@ def read_labels(csv_path: str | Path) -> pd.DataFrame:
             stacklevel=2,
         )
     frame = pd.DataFrame(out, index=pd.Index(image_ids, name="image_id"), columns=list(LABEL_COLUMNS))
-    frame.attrs.update({"source": str(path), "n_rows": n_rows, "n_duplicate_rows": n_dup})
+    frame.attrs.update({"source": str(path), "n_rows": n_rows, "n_duplicate_rows": n_dup,
+                        "n_refused_rows": n_refused, "refused": refused[:_N_REFUSED_KEPT]})
     return frame
 
 
-def _empty(path: Path) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        np.zeros((0, len(LABEL_COLUMNS)), dtype=np.int8),
-        index=pd.Index([], name="image_id", dtype=str),
-        columns=list(LABEL_COLUMNS),
-    )
-    frame.attrs.update({"source": str(path), "n_rows": 0, "n_duplicate_rows": 0})
-    return frame
+def _refused_rows(path: Path) -> list[tuple[int, str]]:
+    """Slow pass: ``(line, image ID)`` of every row whose image ID breaks the ID rule."""
+    out = []
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        next(fh, None)
+        for lineno, raw in enumerate(fh, start=2):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            image = line.split(",", 1)[0].rsplit("_", 1)[0]
+            if not is_safe_id(image):
+                out.append((lineno, image))
+    return out
 
 
 def _check_line(line: str) -> str | None:
@@ -186,16 +227,25 @@ def _check_line(line: str) -> str | None:
 
 def _raise_first_bad_line(path: Path, summary: str) -> None:
     """Slow pass: find and report the first malformed line (only called when the fast path failed)."""
+    rows = 0
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         next(fh, None)
         for lineno, raw in enumerate(fh, start=2):
             line = raw.rstrip("\r\n")
             if not line.strip():
                 continue
+            rows += 1
             why = _check_line(line)
             if why is not None:
                 raise LabelFileError(f"{path.name}: line {lineno}: {why}: {line[:80]!r}")
+    if not rows:  # pyarrow cannot parse a header without a line end and nothing after it
+        _raise_header_only(path)
     raise LabelFileError(f"{path.name}: {summary}")  # pragma: no cover (fast and slow paths disagree)
+
+
+def _raise_header_only(path: Path) -> None:
+    raise LabelFileError(f"{path.name}: a label file must have data rows after its header 'ID,Label'. "
+                         "Got the header only instead.")
 
 
 def _raise_conflict(path: Path, image_ids: list, columns: tuple, key: int, n_col: int) -> None:

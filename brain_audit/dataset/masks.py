@@ -11,8 +11,9 @@ five RSNA subtypes (:data:`brain_audit.rsna.SUBTYPES`: ``epidural``, ``intrapare
 ``intraventricular``, ``subarachnoid``, ``subdural``) plus any optional region or mimic
 masks (``head``, ``skull``, ``coil``, ...), named with letters, digits and ``_``. A missing
 subtype key counts as no blood of that subtype; an image without a file has no masks
-(unknown, not negative). Image IDs are file names, never paths: RSNA form
-``ID_<hex>`` or letters, digits, ``_``, ``-``, ``.`` without separators or ``..``.
+(unknown, not negative). Image IDs are file names, never paths: the rule of
+:mod:`brain_audit.ids` (RSNA form ``ID_<hex>`` or letters, digits, ``_``, ``-``, ``.``
+without separators or ``..``).
 
 The folder keeps the name the phantom has always written, so existing cohorts stay valid.
 """
@@ -28,6 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from brain_audit.errors import BrainAuditError
+from brain_audit.ids import safe_child
 from brain_audit.provenance import atomic_write_bytes
 from brain_audit.rsna import SUBTYPES
 
@@ -37,8 +39,6 @@ __all__ = ["MASK_DIR", "mask_path", "has_masks", "read_masks", "lesion_mask", "e
 MASK_DIR = "phantom_truth"
 
 _SUFFIX = ".npz"
-# a file name of at most 255 bytes with the suffix; no leading dot, hence no "." or ".."
-_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,250}")
 _KEY = re.compile(r"[A-Za-z0-9_]+")
 # fixed timestamp (the zip epoch) so that the same masks give the same bytes
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -49,13 +49,10 @@ def mask_path(root: str | Path, image_id: str) -> Path:
     """Path of the mask file of ``image_id`` under dataset ``root`` (the file need not exist).
 
     Raises:
-        BrainAuditError: ``image_id`` is not a plain ID (it would leave the mask folder).
+        BrainAuditError: ``image_id`` is not a plain ID (:func:`brain_audit.ids.validate_id`):
+            it would leave the mask folder.
     """
-    if not isinstance(image_id, str) or not _ID.fullmatch(image_id) or ".." in image_id:
-        raise BrainAuditError(
-            "`image_id` must be an image ID of letters, digits, '_', '-' and '.' without path separators "
-            f"or '..'. Got {image_id!r} instead.")
-    return Path(root) / MASK_DIR / f"{image_id}{_SUFFIX}"
+    return safe_child(Path(root) / MASK_DIR, image_id, _SUFFIX)
 
 
 def has_masks(root: str | Path) -> bool:

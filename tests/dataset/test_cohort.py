@@ -4,6 +4,7 @@ labels and on the tiny RSNA-layout dataset."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from brain_audit.dataset.cohort import (
     split_patients,
     write_cohorts,
 )
+from brain_audit.errors import CacheError
 from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES
 
 
@@ -158,14 +160,15 @@ class TestSplitsAndCohorts:
 
     def test_join_images_reports_what_it_leaves_out(self, tiny_index):
         labels, index, _ = tiny_index
-        with pytest.warns(RuntimeWarning, match="2 labelled image\\(s\\) have no header"):
+        # not DICOM, no file, header only, truncated: none is in the index
+        with pytest.warns(RuntimeWarning, match="4 labelled image\\(s\\) have no header"):
             images = join_images(labels, index)
-        assert len(images) == len(labels) - 2
+        assert len(images) == len(labels) - 4
         assert list(images.columns) == ["patient_id", "study_id", "series_id", "z", *LABEL_COLUMNS]
 
     def test_tiny_dicom_cohort_and_csv_round_trip(self, tiny_cohort, tmp_path):
         images, cohort, patients = tiny_cohort
-        assert "ID_badheader0" not in images.index and "ID_truncated0" in images.index
+        assert not {"ID_badheader0", "ID_truncated0", "ID_headonly00"} & set(images.index)
         path = write_cohorts(tmp_path, cohort, patients, seed=7)
         back = read_cohort(path)
         pd.testing.assert_frame_equal(back, cohort, check_index_type=False, check_dtype=False)
@@ -177,3 +180,22 @@ class TestSplitsAndCohorts:
         for sp in ("audit", "validation", "train"):
             pats = patients.index[patients["split"] == sp]
             assert images[images["patient_id"].isin(pats)]["epidural"].sum() > 0, sp
+
+    @pytest.mark.parametrize("col, value", [("patient_id", "../../../escape/x"), ("image_id", "/etc/passwd"),
+                                            ("patient_id", "")])
+    def test_a_hand_edited_id_that_is_a_path_is_refused_by_line(self, tiny_cohort, tmp_path, col, value):
+        # later stages name files by these IDs (patients/<patient_id>.json, <image_id>.dcm)
+        _, cohort, patients = tiny_cohort
+        path = write_cohorts(tmp_path, cohort, patients, seed=7)
+        lines = path.read_text().splitlines()
+        header = lines[0].split(",")
+        fields = lines[3].split(",")  # the third image, on line 4
+        fields[header.index(col)] = value
+        lines[3] = ",".join(fields)
+        path.write_text("\n".join(lines) + "\n")
+        rule = ("an ID of 1 to 128 letters, digits, '_', '-' and '.', not starting with '.' and without '..' or a "
+                "path separator")
+        shown = repr(value) if value else "nan"  # an empty field reads as missing
+        with pytest.raises(CacheError, match="^" + re.escape(f"cohort.csv: line 4: `{col}` must be {rule}. "
+                                                             f"Got {shown} instead.") + "$"):
+            read_cohort(path)

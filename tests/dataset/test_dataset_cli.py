@@ -20,8 +20,10 @@ class TestCli:
             warnings.simplefilter("ignore", RuntimeWarning)
             assert main(["index", str(root), "--out", str(w / "index"), "--workers", "0", "--quiet"]) == 0
             out = capsys.readouterr()
-            assert f"{len(truth) + 2} images indexed" in out.out and "2 skipped" in out.out
+            # not DICOM, no file, header only, truncated: the index keeps none of the four
+            assert f"{len(truth)} images indexed" in out.out and "4 skipped" in out.out
             assert "skipped ID_badheader0: not a DICOM file" in out.err
+            assert "skipped ID_headonly00: (7FE0,0010) Pixel Data is missing (header only)" in out.err
             assert main(["cohort", str(root), "--index", str(w / "index"), "--out", str(w / "cohort"),
                          "--cohort", "phase2:30:0.5", "--cohort", "phase1:4:natural:patient",
                          "--n-audit", "3", "--validation", "0.3", "--seed", "7"]) == 0
@@ -35,8 +37,8 @@ class TestCli:
                          "--size", "16", "--workers", "0", "--quiet"]) == 0
             out = capsys.readouterr().out
         cache = open_cache(w / "cache", size=16)
-        n_bad = int(cohort.index.isin(["ID_truncated0", "ID_headonly00"]).sum())
-        assert f"{len(cohort) - n_bad} slices cached at 16 x 16" in out
+        assert not cohort.index.isin(["ID_truncated0", "ID_headonly00"]).any()  # filtered at the index
+        assert f"{len(cohort)} slices cached at 16 x 16" in out
         assert main(["feed", str(w / "cache"), "--split", "train", "--batch-size", "4", "--batches", "1",
                      "--labels", "six"]) == 0
         out = capsys.readouterr().out

@@ -3,6 +3,7 @@ as a slow reference reader."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,48 @@ class TestReadLabels:
         got = read_labels(path)
         pd.testing.assert_frame_equal(got.sort_index(), ref.astype(np.int8), check_names=False,
                                       check_index_type=False, check_column_type=False)
+
+
+RULE = ("an ID of 1 to 128 letters, digits, '_', '-' and '.', not starting with '.' and without '..' or a path "
+        "separator")
+
+
+class TestIdsAreData:
+    """An image ID is a name, never a path: unsafe rows are refused by line, the rest is read."""
+
+    def test_traversal_and_absolute_ids_are_refused_by_line(self, tmp_path):
+        text = ("ID,Label\n" + _rows("ID_aaa", {}) + "../../../../outside/secret_any,0\n"
+                + "\n" + "/etc/passwd_epidural,1\n" + _rows("ID_bbb", {"subdural": 1, "any": 1}))
+        with pytest.warns(RuntimeWarning, match=re.escape(
+                f"labels.csv: 2 row(s) refused: `image_id` must be {RULE}; line 8 '../../../../outside/secret', "
+                "line 10 '/etc/passwd'")):
+            df = read_labels(_write(tmp_path, text))
+        assert list(df.index) == ["ID_aaa", "ID_bbb"]
+        np.testing.assert_array_equal(df.to_numpy(), [[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]])
+        assert df.attrs["n_refused_rows"] == 2 and df.attrs["n_rows"] == 14
+        assert df.attrs["refused"] == [(8, "../../../../outside/secret"), (10, "/etc/passwd")]
+
+    def test_refused_rows_are_counted_all_and_listed_first_hundred(self, tmp_path):
+        text = "ID,Label\n" + _rows("ID_aaa", {}) + "".join(f"../x{k}_any,0\n" for k in range(150))
+        with pytest.warns(RuntimeWarning, match=r"150 row\(s\) refused"):
+            df = read_labels(_write(tmp_path, text))
+        assert df.attrs["n_refused_rows"] == 150
+        assert df.attrs["refused"] == [(8 + k, f"../x{k}") for k in range(100)]
+
+    def test_a_clean_file_refuses_nothing(self, tmp_path):
+        df = read_labels(_write(tmp_path, "ID,Label\n" + _rows("ID_aaa", {}) + _rows("case-01.slice_3", {})))
+        assert list(df.index) == ["ID_aaa", "case-01.slice_3"]
+        assert (df.attrs["n_refused_rows"], df.attrs["refused"]) == (0, [])
+
+    def test_a_file_of_refused_rows_only_is_an_error(self, tmp_path):
+        text = "ID,Label\n" + _rows("../secret", {})
+        with pytest.raises(LabelFileError, match="^" + re.escape(
+                f"labels.csv: line 2: `image_id` must be {RULE}. Got '../secret' instead (every one of the 6 rows "
+                "is refused)") + "$"):
+            read_labels(_write(tmp_path, text))
+
+    @pytest.mark.parametrize("text", ["ID,Label\n", "ID,Label\n\n\n", "ID,Label"])
+    def test_a_header_without_rows_is_an_error(self, tmp_path, text):
+        with pytest.raises(LabelFileError, match=r"^labels\.csv: a label file must have data rows after its header "
+                                                 r"'ID,Label'\. Got the header only instead\.$"):
+            read_labels(_write(tmp_path, text))

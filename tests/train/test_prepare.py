@@ -19,7 +19,7 @@ from brain_audit.train.prepare import prepare_data
 from support.tiny_rsna import N_PATIENTS, SIDE, make_tiny_rsna
 
 NO_HEADER = {"ID_badheader0", "ID_missing000"}  # not DICOM / no file: never indexed
-NO_PIXELS = {"ID_truncated0", "ID_headonly00"}  # readable headers, unreadable pixels: skipped by the cache
+NO_PIXELS = {"ID_truncated0", "ID_headonly00"}  # readable headers, no whole Pixel Data: filtered by the index
 
 
 def _config(tmp_path):
@@ -40,7 +40,9 @@ def test_one_run_of_data_from_the_label_file(tmp_path):
     for part in ("data/index/index.parquet", "data/cohort/cohort.csv", "data/cohort/cohort.json"):
         assert (run / part).is_file(), part
     cohort = read_cohort(run / "data" / "cohort")
-    assert set(cohort.index) == set(truth) | NO_PIXELS  # every labelled image with a readable header
+    assert set(cohort.index) == set(truth)  # every labelled image the index let in
+    skipped = json.loads((run / "data" / "index" / "index.json").read_text())["n_skipped"]
+    assert skipped == len(NO_HEADER | NO_PIXELS)
     patients = cohort.groupby("patient_id")["split"].first()
     counts = patients.value_counts()
     assert (counts["audit"], counts["pretrain"]) == (3, 2) and counts.sum() == N_PATIENTS
@@ -48,9 +50,9 @@ def test_one_run_of_data_from_the_label_file(tmp_path):
     assert not cohort.loc[held_out, ["in_phase1", "in_phase2"]].to_numpy().any()
     assert cohort.loc[~held_out, "in_phase2"].all()  # phase2.cohort_size = 0: the whole pool
     assert cohort.loc[cohort["in_phase1"], "patient_id"].nunique() == 4
-    # the cache holds the written HU of every image but the two with unreadable pixels
-    assert set(cache.table.index) | NO_PIXELS == set(cohort.index)
-    assert set(cache.skipped["image_id"]) == NO_PIXELS
+    # the cache holds the written HU of every image: the broken ones never reached it
+    assert set(cache.table.index) == set(cohort.index)
+    assert len(cache.skipped) == 0
     ids = sorted(truth)[:5]
     np.testing.assert_array_equal(cache.hu_int16(ids), np.stack([truth[i]["hu"] for i in ids]))
 
