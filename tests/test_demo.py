@@ -17,15 +17,16 @@ def test_summary_has_every_stage(quick_run):
     assert json.loads((out / "demo_summary.json").read_text()) == json.loads(json.dumps(summary))
     assert (out / "data" / "stage_2_train.csv").is_file()
     assert (out / "pretrain" / "backbone.weights.h5").is_file()
-    # the phantom's corrupt files (readable header, broken pixels) are recorded by the cache with their
-    # reason, not fatal: exactly those of them that the cohort holds
+    # the phantom's corrupt files (readable header, broken pixels) are recorded by the header index with their
+    # reason, not fatal: both of them, and none of them reaches a cohort
     import pandas as pd
 
     corrupt = {c["image_id"] for c in json.loads((out / "data" / "phantom_manifest.json").read_text())["corrupt"]}
     cohort = pd.read_csv(out / "data" / "cohort" / "cohort.csv", dtype={"image_id": str})
-    skipped = pd.read_csv(out / "data" / "cache" / "skipped.csv", dtype={"image_id": str})
+    skipped = pd.read_csv(out / "data" / "index" / "skipped.csv", dtype={"image_id": str})
     assert len(corrupt) == 2
-    assert set(skipped["image_id"]) == corrupt & set(cohort["image_id"])
+    assert set(skipped["image_id"]) == corrupt
+    assert not corrupt & set(cohort["image_id"])
     assert skipped["reason"].str.contains(r"\(7FE0,0010\) Pixel Data").all()
 
 

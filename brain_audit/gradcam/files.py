@@ -21,6 +21,7 @@ from brain_audit.gradcam.attention import audit_batch
 from brain_audit.gradcam.maps import Method, cached_cam
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, randomization_check
+from brain_audit.ids import safe_child, validate_id
 from brain_audit.provenance import file_fingerprint, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.skull import region_masks
@@ -123,11 +124,12 @@ def audit_files(
         if overlays:
             for (f, hu, _), cam, rec in zip(pending, maps, part.to_dict("records")):
                 title = overlay_title(rec["image_id"], rec["probability"], rec)
-                save_overlay(out / "overlays" / f"{rec['image_id']}.png", hu, cam, title=title)
+                save_overlay(safe_child(out / "overlays", rec["image_id"], ".png"), hu, cam, title=title)
         pending.clear()
 
     for f in files:
         try:
+            validate_id(Path(f).stem, "image_id", source=Path(f).name)  # names the overlay: never a path
             hu = pad_to_square(read_hu(f))  # regions and overlays in the geometry the model sees
         except (BrainAuditError, OSError) as exc:
             skipped.append({"file": str(f), "reason": str(exc)})

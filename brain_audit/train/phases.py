@@ -41,6 +41,7 @@ from brain_audit.errors import BrainAuditError, ConfigError
 from brain_audit.figures import pyplot, save_figure
 from brain_audit.gradcam.attention import FLAGS, profile_cached
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
+from brain_audit.ids import safe_child
 from brain_audit.model.network import (
     build_model,
     compile_model,
@@ -337,7 +338,7 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
 
     # (3) overlays of the worst findings (errors first, then flagged slices), maps from the pass above
     for row, hu, cam in worst.kept:
-        save_overlay(out / "overlays" / f"{row['image_id']}.png", hu, cam,
+        save_overlay(safe_child(out / "overlays", row["image_id"], ".png"), hu, cam,
                      title=overlay_title(row["image_id"], row["probability"], row))
 
     summary: dict[str, Any] = {"audited_validation_slices": int(len(findings)), "threshold": threshold}

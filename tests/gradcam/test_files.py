@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 
@@ -68,3 +69,23 @@ def test_audit_files_feeds_the_model_what_the_cache_stores(tmp_path):
     assert table.loc[0, "probability"] == pytest.approx(float(expected), abs=1e-5)
     # the padded square is 96 x 96 with 16 air columns each side: outside the head is >= that share
     assert table.loc[0, "area_outside_head"] >= 2 * 16 * 96 / 96**2
+
+
+def test_a_file_whose_name_is_no_id_is_skipped_with_its_reason_and_the_rest_goes_on(tmp_path):
+    """The file stem names the overlay; a stem outside the ID rule (a space) is recorded, never used as a name."""
+    from brain_audit.dicom import encode_slice
+    from brain_audit.gradcam.files import audit_files
+    from brain_audit.model.network import build_model
+
+    hu = np.full((64, 64), -1000.0)
+    hu[8:56, 8:56] = 40.0
+    for name in ("ID_0abc", "IM 0001"):
+        (tmp_path / f"{name}.dcm").write_bytes(encode_slice(hu, sop_instance_uid="ID_0abc", patient_id="ID_p",
+                                                             study_instance_uid="ID_s", series_instance_uid="ID_r"))
+    out = tmp_path / "out"
+    table = audit_files(build_model(image_size=64, weights=None, seed=3), [tmp_path], out, sanity_steps=0)
+    assert table["image_id"].tolist() == ["ID_0abc"] and table.attrs["n_skipped"] == 1
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert skipped["file"].str.endswith("IM 0001.dcm").all()
+    assert skipped["reason"].str.contains("IM 0001.dcm: `image_id` must be an ID").all()
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["ID_0abc.png"]
