@@ -9,6 +9,12 @@ Defaults are never restated here: a setting of the run configuration takes its d
 from :class:`brain_audit.config.RunConfig`; any other takes it from the signature of the
 function (or configuration class) it is passed to, looked up only when the command runs
 or its help is printed (:class:`_DefaultOf`).
+
+Exit codes and errors: 0 done; 1 ran but nothing could be read (every file skipped);
+2 a user error, printed as one line ``brain-audit: error: <message>`` on stderr (a bad option
+or configuration value, a path that cannot be read or written, a file that is not what it
+should be, data too small for the plan: any :class:`~brain_audit.errors.BrainAuditError`);
+130 interrupted. A bug keeps its traceback; ``brain-audit --debug`` shows one for every error.
 """
 
 from __future__ import annotations
@@ -16,15 +22,22 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from brain_audit import __version__
 from brain_audit.config import RunConfig
 from brain_audit.errors import BrainAuditError
 
 _REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []
+
+#: Errors of the operating system that name a file (``filename``): a user error when that file is
+#: one of the command line's paths or lies inside (or above) one of them (:func:`_path_error`).
+_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 #: The run configuration's defaults, shared by the data commands that set the same things.
 _RUN = RunConfig()
@@ -58,6 +71,36 @@ def _resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+class _UsageError(BrainAuditError):
+    """The command line asks for nothing to do or for something impossible."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, as every other error of ``brain-audit``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"brain-audit: error: {message.rstrip('.')}; see `{self.prog} --help`\n")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An option type: an int >= ``minimum``, refused on the command line before anything runs."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}. Got {text!r} instead.")
+        return value
+
+    return parse
+
+
+_COUNT = _at_least(1)
+_INDEX = _at_least(0)
+
+
 def _command(add: Callable[[argparse._SubParsersAction], None]) -> Callable[[argparse._SubParsersAction], None]:
     """Register a sub-command declaration."""
     _REGISTRY.append(add)
@@ -77,7 +120,7 @@ def _add_window(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="*", type=Path, help="DICOM files")
     p.add_argument("--pydicom-example", action="store_true", help="add pydicom's shipped CT_small.dcm")
     p.add_argument("--out", type=Path, default=Path("window_out"), help="output folder (default: %(default)s)")
-    p.add_argument("--size", type=int, default=None, help="resize to SIZE x SIZE first (HU, area interpolation)")
+    p.add_argument("--size", type=_COUNT, default=None, help="resize to SIZE x SIZE first (HU, area interpolation)")
     p.set_defaults(run=_run_window)
 
 
@@ -94,8 +137,7 @@ def _run_window(args: argparse.Namespace) -> int:
 
         files.append(Path(get_testdata_file("CT_small.dcm")))
     if not files:
-        print("brain-audit window: give DICOM files or --pydicom-example", file=sys.stderr)
-        return 2
+        raise _UsageError("window: give DICOM files or --pydicom-example")
     failed = 0
     for f in files:
         try:
@@ -197,10 +239,10 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
                    help="label CSV (default: ROOT/stage_2_train.csv when present, else every .dcm file)")
     p.add_argument("--all-files", action="store_true", help="index every .dcm file, not only the labelled ones")
     p.add_argument("--out", type=Path, default=Path("work/index"), help="index folder (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=_RUN.workers,
+    p.add_argument("--workers", type=_INDEX, default=_RUN.workers,
                    help="processes (default: %(default)s, the run configuration's; 0 = in-process)")
     block_size = _DefaultOf("brain_audit.dataset.index", "build_index", "block_size")
-    p.add_argument("--block-size", type=int, default=block_size,
+    p.add_argument("--block-size", type=_COUNT, default=block_size,
                    help="files per task and resumable part (default: %(default)s)")
     p.add_argument("--retry-skipped", action="store_true", help="read again the files skipped.csv lists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -210,6 +252,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 def _run_index(args: argparse.Namespace) -> int:
     from brain_audit.dataset.index import build_index
     from brain_audit.dataset.labels import read_labels
+    from brain_audit.errors import LabelFileError
     from brain_audit.rsna import TRAIN_CSV
 
     ids = None
@@ -217,8 +260,7 @@ def _run_index(args: argparse.Namespace) -> int:
     if not args.all_files and labels_path.exists():
         ids = read_labels(labels_path).index
     elif args.labels is not None and not args.all_files:
-        print(f"brain-audit index: no label file {labels_path}", file=sys.stderr)
-        return 2
+        raise LabelFileError(f"{labels_path}: no such label file")
     index = build_index(args.root, args.out, ids, workers=args.workers, block_size=args.block_size,
                         retry_skipped=args.retry_skipped, progress=not args.quiet)
     skipped = index.attrs["skipped"]
@@ -322,16 +364,16 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cohort", type=Path, default=Path("work/cohort"),
                    help="cohort folder or cohort.csv (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("work/cache"), help="cache folder (default: %(default)s)")
-    p.add_argument("--size", type=int, default=_RUN.image_size,
+    p.add_argument("--size", type=_COUNT, default=_RUN.image_size,
                    help="slice side in pixels (default: %(default)s, the run configuration's image_size)")
     p.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all)")
-    p.add_argument("--context", type=int, default=_DefaultOf(*cache, "context"),
+    p.add_argument("--context", type=_INDEX, default=_DefaultOf(*cache, "context"),
                    help="also cache N neighbour slices each side (2.5D; default: %(default)s)")
     p.add_argument("--index", type=Path, default=Path("work/index"),
                    help="header index (for --context; default: %(default)s)")
-    p.add_argument("--shard-size", type=int, default=_DefaultOf(*cache, "shard_size"),
+    p.add_argument("--shard-size", type=_COUNT, default=_DefaultOf(*cache, "shard_size"),
                    help="slices per shard (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=_RUN.workers,
+    p.add_argument("--workers", type=_INDEX, default=_RUN.workers,
                    help="processes (default: %(default)s, the run configuration's; 0 = in-process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_cache)
@@ -367,15 +409,15 @@ def _add_feed(sub: argparse._SubParsersAction) -> None:
     feed = ("brain_audit.dataset.feed", "make_feed")
     p.add_argument("--split", default="train", help="split to draw from (default: %(default)s)")
     p.add_argument("--cohort", default=None, help="only images in_<COHORT> (e.g. phase1)")
-    p.add_argument("--batch-size", type=int, default=_RUN.phase1.batch_size,
+    p.add_argument("--batch-size", type=_COUNT, default=_RUN.phase1.batch_size,
                    help="batch size (default: %(default)s, Phase 1's)")
-    p.add_argument("--batches", type=int, default=2, help="batches to print (default: %(default)s)")
+    p.add_argument("--batches", type=_INDEX, default=2, help="batches to print (default: %(default)s)")
     p.add_argument("--labels", choices=("any", "six"), default=_RUN.head,
                    help="label columns, the model head (default: %(default)s)")
     p.add_argument("--augment", action="store_true", help="augment in HU as training does")
-    p.add_argument("--context", type=int, default=_DefaultOf(*feed, "context"),
+    p.add_argument("--context", type=_INDEX, default=_DefaultOf(*feed, "context"),
                    help="neighbour slices each side (2.5D; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=_DefaultOf(*feed, "seed"), help="shuffle seed (default: %(default)s)")
+    p.add_argument("--seed", type=_INDEX, default=_DefaultOf(*feed, "seed"), help="shuffle seed (default: %(default)s)")
     p.set_defaults(run=_run_feed)
 
 
@@ -403,6 +445,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _load_run_config(args: argparse.Namespace):
+    """The run configuration of ``--config``, ``--set``, ``--data-root`` and ``--out``; kept in
+    ``args.run_config`` so that its folders count as the command line's paths (:func:`_user_paths`).
+    Called before the training modules are imported: a bad value is refused at once."""
     import json
 
     from brain_audit.config import load_config
@@ -412,7 +457,8 @@ def _load_run_config(args: argparse.Namespace):
         overrides.append(f"data_root={json.dumps(str(args.data_root))}")
     if args.out:
         overrides.append(f"out_dir={json.dumps(str(args.out))}")
-    return load_config(args.config, overrides)
+    args.run_config = load_config(args.config, overrides)
+    return args.run_config
 
 
 @_command
@@ -428,9 +474,10 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    config = _load_run_config(args)
     from brain_audit.train.prepare import prepare_data
 
-    cache = prepare_data(_load_run_config(args), progress=not args.quiet)
+    cache = prepare_data(config, progress=not args.quiet)
     counts = cache.table.groupby("split").size().to_dict()
     print(f"cache {cache.path}: {counts}; skipped {len(cache.skipped)}")
     return 0
@@ -450,10 +497,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
+    config = _load_run_config(args)
     from brain_audit.train.prepare import prepare_data
     from brain_audit.train.pretrain import run_pretrain
 
-    config = _load_run_config(args)
     prepare_data(config, progress=not args.quiet)
     path = run_pretrain(config, verbose=0 if args.quiet else "auto")
     print(f"backbone weights: {path}")
@@ -478,11 +525,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import json
 
+    config = _load_run_config(args)
     from brain_audit.train.phases import run_phase
     from brain_audit.train.prepare import prepare_data
     from brain_audit.train.pretrain import run_pretrain
 
-    config = _load_run_config(args)
     verbose = 0 if args.quiet else "auto"
     prepare_data(config, progress=not args.quiet)
     if config.weights == "pretrained":
@@ -602,29 +649,93 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="brain-audit",
         description="Intracranial-hemorrhage detection on head CT that audits its own model.",
     )
     parser.add_argument("--version", action="version", version=f"brain_audit {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error too (a user error is otherwise one line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _REGISTRY:
         add(sub)
     return parser
 
 
+def _user_paths(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """The command line's paths, absolute: ``(outputs, inputs)``. Outputs are ``--out`` and the run
+    configuration's ``out_dir``; inputs every other path option, ``--data-root`` and ``data_root``."""
+    outputs: list[str] = []
+    inputs: list[str] = []
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, Path) or (name in ("out", "data_root") and isinstance(v, str)):
+                (outputs if name == "out" else inputs).append(str(v))
+    config = getattr(args, "run_config", None)
+    if config is not None:
+        outputs.append(config.out_dir)
+        inputs.append(config.data_root)
+        if config.backbone_weights not in (None, "imagenet"):  # a weights file
+            inputs.append(config.backbone_weights)
+    return [Path(os.path.abspath(p)) for p in outputs if p], [Path(os.path.abspath(p)) for p in inputs if p]
+
+
+def _path_error(exc: OSError, args: argparse.Namespace) -> str | None:
+    """The one line for an operating-system error on a path of the command line, or None when the
+    file is none of them (then it is a bug, and keeps its traceback)."""
+    if exc.filename is None:
+        return str(exc)  # raised on purpose with a message that names the file ("m.h5: no such weights file")
+    failed = Path(os.path.abspath(exc.filename))
+    reason = exc.strerror or type(exc).__name__
+    outputs, inputs = _user_paths(args)
+
+    def near(paths: list[Path]) -> bool:  # the path itself, a file inside it, or a folder above it
+        return any(failed.is_relative_to(p) or p.is_relative_to(failed) for p in paths)
+
+    if near(outputs):
+        return f"cannot write to {exc.filename}: {reason}"
+    if near(inputs):
+        return f"cannot read {exc.filename}: {reason}"
+    return None
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """Warnings as one line each, like the errors (``warnings.formatwarning``; not with ``--debug``)."""
+    return f"brain-audit: warning: {' '.join(str(message).splitlines())}\n"
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:
+    if args.debug:
+        traceback.print_exc()
+    line = " ".join(message.splitlines()) or "unknown error"
+    print(f"brain-audit: {'error: ' if code == 2 else ''}{line}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``brain-audit``; returns the process exit code."""
+    """Entry point of ``brain-audit``; returns the process exit code (see the module docstring)."""
     parser = build_parser()
     args = _resolve_defaults(parser.parse_args(argv))
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    formatwarning = warnings.formatwarning
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
     try:
         return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", 130)
     except BrainAuditError as exc:
-        print(f"brain-audit {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, str(exc))
+    except _PATH_ERRORS as exc:
+        line = _path_error(exc, args)
+        if line is None:
+            raise
+        return _fail(args, line)
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,9 @@ TOML layout (every key optional; unknown keys are errors)::
     dropouts = [0.5, 0.2]
 
 Overrides use dotted keys with TOML values: ``phase1.epochs=2``, ``weights="none"``.
+Every value is checked, from TOML, an override or Python alike: its type (a bool is not an
+int, an int is a number, list items too) and its range; a refusal names the dotted key:
+"`phase1.epochs` must be >= 0. Got -1 instead."
 Every run writes the resolved configuration next to its outputs
 (:func:`brain_audit.provenance.run_record`).
 """
@@ -30,8 +33,10 @@ Every run writes the resolved configuration next to its outputs
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
+import os
 import sys
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +94,7 @@ class PhasePlan:
     augment: bool = True
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check(self.cohort_size >= 0, "cohort_size", "must be >= 0", self.cohort_size)
         _check(self.cohort_unit in ("patient", "slice"), "cohort_unit", "must be 'patient' or 'slice'", self.cohort_unit)
         _check(0.0 <= self.balance < 1.0, "balance", "must be in [0, 1)", self.balance)
@@ -121,6 +127,7 @@ class AuditPlan:
     overlays: int = 24
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check(self.max_slices >= 1, "max_slices", "must be >= 1", self.max_slices)
         _check(0 < self.hard_negative_probability < 1, "hard_negative_probability", "must be in (0, 1)",
                self.hard_negative_probability)
@@ -153,7 +160,7 @@ class CorrectionPlan:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dropouts", tuple(float(d) for d in self.dropouts))
+        _check_types(self)
         _check(len(self.dropouts) >= 1, "dropouts", "must hold at least one rate", self.dropouts)
         _check(all(0 <= d < 1 for d in self.dropouts), "dropouts", "must be in [0, 1)", self.dropouts)
         _check(self.epochs >= 0, "epochs", "must be >= 0", self.epochs)
@@ -195,6 +202,7 @@ class PretrainPlan:
     warmup_target_auc: float = 0.97
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check(self.patients >= 0, "patients", "must be >= 0", self.patients)
         _check(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0", self.warmup_epochs)
         _check(self.warmup_slices >= 1, "warmup_slices", "must be >= 1", self.warmup_slices)
@@ -217,13 +225,14 @@ class RunConfig:
     Attributes:
         data_root: dataset root in the RSNA layout (``stage_2_train/``, ``stage_2_train.csv``).
         out_dir: run folder; each phase writes ``phase<N>/`` inside it.
-        image_size: model input, px (HU cache resolution).
+        image_size: model input, px (HU cache resolution): a multiple of 32 (EfficientNet's
+            stride) in [32, 1024].
         head: ``"any"`` (one sigmoid) or ``"six"`` (the six RSNA labels, BCE weighted any = 2).
         weights: ``"imagenet"``; ``"pretrained"`` (the backbone ``brain-audit pretrain`` wrote
             into this run's ``pretrain/``); a path to a backbone weights file or to Keras'
             ImageNet file; or ``"none"`` (random init: Phase 1 then trains the whole network
             with BatchNormalization trainable, and the manifest says so).
-        seed: the one seed every phase derives its seeds from.
+        seed: the one seed every phase derives its seeds from, in [0, 2**32).
         audit_patients: patients held out for the clinical audit, chosen first, never trained on.
         validation_fraction: share of the remaining patients used for validation.
         workers: processes for header reading and cache building.
@@ -245,7 +254,10 @@ class RunConfig:
     phase4: CorrectionPlan = field(default_factory=CorrectionPlan)
 
     def __post_init__(self) -> None:
-        _check(self.image_size >= 32, "image_size", "must be >= 32", self.image_size)
+        _check_types(self)
+        _check(32 <= self.image_size <= 1024 and self.image_size % 32 == 0, "image_size",
+               "must be a multiple of 32 (EfficientNet's stride) in [32, 1024]", self.image_size)
+        _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)", self.seed)
         _check(self.head in ("any", "six"), "head", "must be 'any' or 'six'", self.head)
         _check(self.audit_patients >= 0, "audit_patients", "must be >= 0", self.audit_patients)
         _check(0 < self.validation_fraction < 1, "validation_fraction", "must be in (0, 1)", self.validation_fraction)
@@ -262,31 +274,68 @@ class RunConfig:
         return self.weights
 
 
+class _BadValue(ConfigError):
+    """A value breaking its rule: "`phase1.epochs` must be >= 0. Got -1 instead." The key gains its
+    table's prefix as the error leaves a nested plan (:func:`_from_mapping`)."""
+
+    def __init__(self, key: str, rule: str, value: Any) -> None:
+        self.key, self.rule, self.value = key, rule, value
+        super().__init__(f"`{key}` {rule}. Got {value!r} instead.")
+
+    def __reduce__(self):  # picklable with its fields
+        return (type(self), (self.key, self.rule, self.value))
+
+
 def _check(ok: bool, name: str, rule: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"`{name}` {rule}. Got {value!r} instead.")
+        raise _BadValue(name, rule, value)
 
 
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(cls: type, key: str, tp: Any, value: Any) -> Any:
-    origin = typing.get_origin(tp)
+#: What a value of each field type must be, as the messages say it.
+_TYPE_NAMES = {int: "an int", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _is_a(value: Any, tp: type) -> bool:
+    """``value`` is a ``tp``: a bool is not an int or a number; an int is a number (float)."""
+    if tp is bool or isinstance(value, bool):
+        return tp is bool and isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real)
+    if tp is int:
+        return isinstance(value, numbers.Integral)
+    if tp is str:
+        return isinstance(value, (str, os.PathLike))  # data_root, out_dir, weights: a Path from Python
+    return isinstance(value, tp)
+
+
+def _check_types(plan: Any) -> None:
+    """Refuse a field of the wrong type (a bool for an int, a string in a list of rates) and normalise
+    the right ones: ints given for numbers become floats, a list of rates a tuple of floats."""
+    for name, tp in _field_types(type(plan)).items():
+        value = getattr(plan, name)
+        if typing.get_origin(tp) is tuple:  # tuple[float, ...]
+            item = typing.get_args(tp)[0]
+            ok = isinstance(value, (list, tuple)) and all(_is_a(v, item) for v in value)
+            _check(ok, name, f"must be a list of {_TYPE_NAMES[item].split(' ', 1)[1]}s", value)
+            object.__setattr__(plan, name, tuple(item(v) for v in value))
+        elif tp in _TYPE_NAMES:
+            _check(_is_a(value, tp), name, f"must be {_TYPE_NAMES[tp]}", value)
+            object.__setattr__(plan, name, os.fspath(value) if tp is str else tp(value))
+        elif dataclasses.is_dataclass(tp):
+            _check(isinstance(value, tp), name, f"must be a table of {tp.__name__} keys", value)
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """A TOML value for field ``key`` of type ``tp``: tables become plans; types are checked by the plan."""
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"`{key}` must be a table. Got {value!r} instead.")
+            raise _BadValue(key, "must be a table", value)
         return _from_mapping(tp, value, prefix=f"{key}.")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"`{key}` must be a list. Got {value!r} instead.")
-        return tuple(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise ConfigError(f"`{key}` must be {tp.__name__}. Got {value!r} instead.")
     return value
 
 
@@ -296,8 +345,13 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key `{prefix}{unknown[0]}`; known keys: {', '.join(sorted(known))}")
-    kwargs = {k: _coerce(cls, prefix + k, hints[k], v) for k, v in data.items()}
-    return cls(**kwargs)
+    kwargs = {k: _coerce(prefix + k, hints[k], v) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except _BadValue as exc:
+        if not prefix:
+            raise
+        raise _BadValue(prefix + exc.key, exc.rule, exc.value) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

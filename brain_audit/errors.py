@@ -13,7 +13,15 @@ attribute by tag and keyword, e.g.::
 
 from __future__ import annotations
 
-__all__ = ["BrainAuditError", "DicomReadError", "LabelFileError", "CacheError", "ConfigError"]
+__all__ = [
+    "BrainAuditError",
+    "DicomReadError",
+    "LabelFileError",
+    "CacheError",
+    "ConfigError",
+    "WeightsFileError",
+    "WeightsFileNotFoundError",
+]
 
 
 class BrainAuditError(Exception):
@@ -47,4 +55,14 @@ class CacheError(BrainAuditError, RuntimeError):
 
 
 class ConfigError(BrainAuditError, ValueError):
-    """A run configuration (TOML or CLI override) is invalid; the message names the key."""
+    """A run configuration (TOML or CLI override) or a plan argument is invalid, or the data cannot
+    satisfy it (more audit patients than the data holds); the message names the key."""
+
+
+class WeightsFileError(BrainAuditError, ValueError):
+    """A model or weights file is not what it should be (not a ``.keras`` archive, truncated,
+    not Keras' ImageNet file); the message names the file and what it is not."""
+
+
+class WeightsFileNotFoundError(WeightsFileError, FileNotFoundError):
+    """A model or weights file does not exist (still a ``FileNotFoundError`` for old callers)."""

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import inspect
 import os
+import re
 import subprocess
 import sys
+import zipfile
+from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,7 +119,8 @@ def test_every_deferred_default_names_a_real_parameter():
     for name, action in deferred:
         value = action.default.resolve()
         assert value is not inspect.Parameter.empty, (name, action.dest)
-        assert isinstance(value, action.type) if action.type else isinstance(value, str), (name, action.dest, value)
+        # the default is a value the option itself accepts (its type, and its range for the checked counts)
+        assert action.type(str(value)) == value if action.type else isinstance(value, str), (name, action.dest, value)
 
 
 def test_demo_keeps_the_plan_values_unless_given(monkeypatch):
@@ -137,3 +143,206 @@ def test_window_and_help_import_neither_tensorflow_nor_pandas(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, MPLBACKEND="Agg"))
     assert out.stdout.split()[-3:] == ["True", "0", "False"], out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- every user error is one line, exit code 2
+@pytest.fixture(scope="module")
+def phantom10(tmp_path_factory):
+    """A 10-patient phantom cohort in the RSNA layout (64 px, 2 slices each)."""
+    from brain_audit.phantom.cohort import generate_cohort
+    from brain_audit.phantom.config import PhantomConfig
+
+    root = tmp_path_factory.mktemp("phantom10")
+    generate_cohort(root, PhantomConfig(patients=10, slices_per_patient=2, size=64, seed=1), workers=1, progress=False)
+    return root
+
+
+def _header_only(tmp: Path) -> Path:
+    root = tmp / "header_only"
+    (root / "stage_2_train").mkdir(parents=True)
+    (root / "stage_2_train.csv").write_text("ID,Label\n")
+    return root
+
+
+def _not_a_zip(tmp: Path) -> Path:
+    (tmp / "text.keras").write_text("a text file, not a model\n")
+    return tmp / "text.keras"
+
+
+def _cut_zip(tmp: Path) -> Path:
+    """A zip archive cut in half, as an interrupted copy leaves it."""
+    with zipfile.ZipFile(tmp / "whole.keras", "w") as zf:
+        zf.writestr("config.json", "{}")
+        zf.writestr("model.weights.h5", os.urandom(4096))
+    data = (tmp / "whole.keras").read_bytes()
+    (tmp / "cut.keras").write_bytes(data[: len(data) // 2])
+    return tmp / "cut.keras"
+
+
+#: (case, argv with {root}, {tmp} and {model} filled in, how to make the model file, the exact stderr line).
+_RUN = "prepare --data-root {root} --out {tmp}/run --quiet --set workers=1 --set image_size=64"
+USER_ERRORS = [
+    ("default audit_patients on 10 patients", _RUN.split(),
+     "`audit_patients` + `pretrain.patients` must be < the number of patients in the data (10), leaving some to train "
+     "on. Got 200 + 0 instead; set audit_patients to at most 9 (`--set audit_patients=9`, or `--n-audit 9` for "
+     "`brain-audit cohort`)."),
+    ("labels file with a header and no rows", [*_RUN.split(), "--set", "audit_patients=2"],
+     "stage_2_train.csv: a label file must have data rows after its header 'ID,Label'. Got the header only instead."),
+    ("seed -1", [*_RUN.split(), "--set", "seed=-1"], "`seed` must be in [0, 2**32). Got -1 instead."),
+    ("dropouts of strings", [*_RUN.split(), "--set", 'phase4.dropouts=["a"]'],
+     "`phase4.dropouts` must be a list of numbers. Got ['a'] instead."),
+    ("image_size 100000000", [*_RUN.split(), "--set", "image_size=100000000"],
+     "`image_size` must be a multiple of 32 (EfficientNet's stride) in [32, 1024]. Got 100000000 instead."),
+    ("bool as int", [*_RUN.split(), "--set", "phase1.epochs=true"], "`phase1.epochs` must be an int. Got True instead."),
+    ("missing model", "gradcam --model {tmp}/nope.keras --images {root} --out {tmp}/g".split(),
+     "{tmp}/nope.keras: no such model file"),
+    ("text file as model", "gradcam --model {model} --images {root} --out {tmp}/g".split(),
+     "{model}: not a .keras model file (not a zip archive: truncated, or another format)"),
+    ("truncated zip as model", "gradcam --model {model} --images {root} --out {tmp}/g".split(),
+     "{model}: not a .keras model file (not a zip archive: truncated, or another format)"),
+    ("legacy h5 as model", "gradcam --model {tmp}/m.h5 --images {root} --out {tmp}/g".split(),
+     "{tmp}/m.h5: not a .keras model file (save_model writes .keras archives)"),
+    ("window without files", ["window", "--out", "{tmp}/w"], "window: give DICOM files or --pydicom-example"),
+    ("missing label file", "index {root} --labels {tmp}/nope.csv --out {tmp}/i --quiet".split(),
+     "{tmp}/nope.csv: no such label file"),
+    ("missing cache", "feed {tmp}/no_cache".split(),
+     "{tmp}/no_cache: no manifest.json; the cache is missing or half-written (rerun build_cache)"),
+]
+_MODELS = {"text file as model": _not_a_zip, "truncated zip as model": _cut_zip}
+
+
+@pytest.mark.parametrize("case, argv, line", USER_ERRORS, ids=[c[0] for c in USER_ERRORS])
+def test_a_user_error_is_one_line_and_exit_code_2(case, argv, line, phantom10, tmp_path, capsys):
+    root = _header_only(tmp_path) if case.startswith("labels file") else phantom10
+    model = _MODELS[case](tmp_path) if case in _MODELS else None
+    if case == "legacy h5 as model":
+        (tmp_path / "m.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    fill = dict(root=root, tmp=tmp_path, model=model)
+    warns = pytest.warns(RuntimeWarning, match="label file has no data rows") if root != phantom10 else nullcontext()
+    with warns:
+        rc = main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err
+    assert (rc, err) == (2, f"brain-audit: error: {line.format(**fill)}\n")
+
+
+def test_an_unwritable_output_folder_is_named(phantom10, tmp_path, capsys, monkeypatch):
+    """``--out`` inside a folder without write permission: the folder the OS refused, and why."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root ignores the mode: refuse as the OS would refuse anyone else
+        real_mkdir = os.mkdir
+
+        def mkdir(path, *args, **kwargs):
+            if Path(path).parent == locked:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    try:
+        rc = main(["prepare", "--data-root", str(phantom10), "--out", str(locked / "run"), "--quiet",
+                   "--set", "workers=1", "--set", "image_size=64", "--set", "audit_patients=2"])
+    finally:
+        locked.chmod(0o755)
+    assert (rc, capsys.readouterr().err) == (2, f"brain-audit: error: cannot write to {locked / 'run'}: Permission denied\n")
+
+
+def test_an_output_folder_below_a_file_is_named(phantom10, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    rc = main(["prepare", "--data-root", str(phantom10), "--out", str(tmp_path / "a_file" / "run"), "--quiet",
+               "--set", "workers=1", "--set", "image_size=64", "--set", "audit_patients=2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert re.fullmatch(rf"brain-audit: error: cannot write to {re.escape(str(tmp_path / 'a_file' / 'run'))}\S*: "
+                        r"Not a directory\n", err), err
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["cache", "root", "--size", "0"], "argument --size: must be an int >= 1. Got '0' instead; see `brain-audit cache --help`"),
+    (["feed", "c", "--batch-size", "x"],
+     "argument --batch-size: must be an int >= 1. Got 'x' instead; see `brain-audit feed --help`"),
+    (["index", "root", "--workers", "-1"],
+     "argument --workers: must be an int >= 0. Got '-1' instead; see `brain-audit index --help`"),
+    (["cohort", ".", "--cohort", "phase1"],
+     "argument --cohort: expected NAME:N[:BALANCE[:UNIT]], got 'phase1'; see `brain-audit cohort --help`"),
+    (["train", "--phase", "5"], "argument --phase: invalid choice: '5' (choose from '1', '2', '3', '4', 'all'); "
+                                "see `brain-audit train --help`"),
+])
+def test_a_usage_error_is_one_line_too(argv, line, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert (exc.value.code, capsys.readouterr().err) == (2, f"brain-audit: error: {line}\n")
+
+
+def test_interrupt_is_one_line_and_exit_code_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_window", interrupted)
+    assert main(["window", "--pydicom-example"]) == 130
+    assert capsys.readouterr().err == "brain-audit: interrupted\n"
+
+
+def test_debug_adds_the_traceback(capsys):
+    assert main(["--debug", "prepare", "--set", "seed=-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):\n") and "in __post_init__" in err
+    assert err.endswith("\nbrain-audit: error: `seed` must be in [0, 2**32). Got -1 instead.\n")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    """An error that is not the user's (a bug, or an OS error on a file the command line does not name)
+    is not turned into a line: it propagates, so Python prints its traceback and exits 1."""
+    def bug(args):
+        return 1 // 0
+
+    def internal_file(args):
+        return (tmp_path / "not_on_the_command_line.json").read_text()
+
+    monkeypatch.setattr(cli, "_run_window", bug)
+    with pytest.raises(ZeroDivisionError):
+        main(["window", "--pydicom-example", "--out", str(tmp_path / "w")])
+    monkeypatch.setattr(cli, "_run_window", internal_file)
+    with pytest.raises(FileNotFoundError):
+        main(["window", "--pydicom-example", "--out", str(tmp_path / "w")])
+
+
+def test_a_file_of_the_command_line_that_cannot_be_read_is_named(monkeypatch, tmp_path, capsys):
+    def read_input(args):
+        return args.files[0].read_text()
+
+    monkeypatch.setattr(cli, "_run_window", read_input)
+    assert main(["window", str(tmp_path / "gone.dcm"), "--out", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err == f"brain-audit: error: cannot read {tmp_path / 'gone.dcm'}: No such file or directory\n"
+
+
+def test_warnings_are_one_line_during_a_command(monkeypatch, capsys):
+    """Python prints a warning as ``warnings.formatwarning`` gives it (pytest records them instead)."""
+    import warnings
+
+    python_own = warnings.formatwarning
+
+    def warns(args):
+        sys.stderr.write(warnings.formatwarning(RuntimeWarning("first line\nsecond line"), RuntimeWarning, "x.py", 1))
+        return 0
+
+    monkeypatch.setattr(cli, "_run_window", warns)
+    assert main(["window", "--pydicom-example"]) == 0
+    assert capsys.readouterr().err == "brain-audit: warning: first line second line\n"
+    assert main(["--debug", "window", "--pydicom-example"]) == 0  # --debug: Python's own, with file and line
+    assert capsys.readouterr().err == "x.py:1: RuntimeWarning: first line\nsecond line\n"
+    assert warnings.formatwarning is python_own  # restored after the command
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["prepare", "--data-root", "nowhere", "--set", "seed=-1"], "`seed` must be in [0, 2**32). Got -1 instead."),
+    (["prepare", "--data-root", "nowhere", "--set", "phase1.epochs=true"],
+     "`phase1.epochs` must be an int. Got True instead."),
+])
+def test_a_real_process_prints_one_line_and_exits_2(argv, line, tmp_path):
+    """``python -m brain_audit``: stderr is exactly the line (no traceback, nothing imported that logs)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(cli.__file__).parents[1]),
+                                                                     os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "brain_audit", *argv], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=120)
+    assert (done.returncode, done.stderr, done.stdout) == (2, f"brain-audit: error: {line}\n", "")

@@ -6,12 +6,21 @@ import pickle
 
 import pytest
 
-from brain_audit.errors import BrainAuditError, CacheError, ConfigError, DicomReadError, LabelFileError
+from brain_audit.errors import (
+    BrainAuditError,
+    CacheError,
+    ConfigError,
+    DicomReadError,
+    LabelFileError,
+    WeightsFileError,
+    WeightsFileNotFoundError,
+)
 
 
 @pytest.mark.parametrize(
     "error, base",
-    [(DicomReadError, ValueError), (LabelFileError, ValueError), (ConfigError, ValueError), (CacheError, RuntimeError)],
+    [(DicomReadError, ValueError), (LabelFileError, ValueError), (ConfigError, ValueError), (CacheError, RuntimeError),
+     (WeightsFileError, ValueError), (WeightsFileNotFoundError, FileNotFoundError)],
 )
 def test_every_error_is_a_brain_audit_error_and_its_builtin(error, base):
     assert issubclass(error, BrainAuditError) and issubclass(error, base)
@@ -32,3 +41,10 @@ def test_dicom_read_error_survives_a_process_pool():
     back = pickle.loads(pickle.dumps(DicomReadError("/x/ID_0a1b.dcm", "file truncated")))
     assert type(back) is DicomReadError
     assert (str(back), back.path, back.reason) == ("ID_0a1b.dcm: file truncated", "/x/ID_0a1b.dcm", "file truncated")
+
+
+def test_a_missing_weights_file_is_both_of_its_families_and_survives_a_pool():
+    err = WeightsFileNotFoundError("/runs/m.keras: no such model file")
+    assert isinstance(err, WeightsFileError) and isinstance(err, ValueError) and isinstance(err, FileNotFoundError)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is WeightsFileNotFoundError and str(back) == "/runs/m.keras: no such model file"

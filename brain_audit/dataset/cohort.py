@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import numbers
 import warnings
 from pathlib import Path
 from typing import Literal, Sequence
@@ -46,7 +47,7 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from brain_audit.errors import CacheError
+from brain_audit.errors import CacheError, ConfigError
 from brain_audit.ids import ID_RULE, is_safe_id
 from brain_audit.provenance import run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES
@@ -211,17 +212,27 @@ def split_patients(
         ``n_positive`` (slices with ``any = 1``). A subtype present in the data but absent
         from a split warns (RuntimeWarning): too few patients have it.
     """
-    for name, v in (("n_audit", n_audit), ("n_pretrain", n_pretrain)):
-        if not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"`{name}` must be an integer >= 0. Got {v!r} instead.")
-    if not 0.0 <= validation < 1.0:
-        raise ValueError(f"`validation` must be in [0, 1). Got {validation} instead.")
+    for name, v in (("n_audit", n_audit), ("n_pretrain", n_pretrain), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ConfigError(f"`{name}` must be an integer >= 0. Got {v!r} instead.")
+    if isinstance(validation, bool) or not isinstance(validation, numbers.Real) or not 0.0 <= validation < 1.0:
+        raise ConfigError(f"`validation` must be in [0, 1). Got {validation!r} instead.")
     flags = images.groupby("patient_id", sort=True)[list(LABEL_COLUMNS)].max()
     n_pat = len(flags)
+    if n_pat == 0:
+        raise ConfigError("the data holds no patient to split (a label file without data rows, "
+                          "or no labelled image in the header index)")
     if n_audit + n_pretrain >= n_pat:
-        raise ValueError(
-            f"`n_audit` + `n_pretrain` must be < the number of patients ({n_pat}). "
-            f"Got {n_audit} + {n_pretrain} instead."
+        # Named by the run configuration's keys (`n_audit` is its audit_patients): what the user sets.
+        most = n_pat - 1 - n_pretrain
+        if most >= 0:
+            fix = (f"set audit_patients to at most {most} "
+                   f"(`--set audit_patients={most}`, or `--n-audit {most}` for `brain-audit cohort`)")
+        else:
+            fix = f"set audit_patients + pretrain.patients to at most {n_pat - 1}"
+        raise ConfigError(
+            f"`audit_patients` + `pretrain.patients` must be < the number of patients in the data ({n_pat}), leaving "
+            f"some to train on. Got {n_audit} + {n_pretrain} instead; {fix}."
         )
     table = pd.DataFrame(index=flags.index)
     table["stratum"] = _stratum(flags, _rarity_order(flags))
@@ -382,7 +393,7 @@ def plan_cohorts(
     """
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ValueError(f"`specs` names must be unique. Got {names} instead.")
+        raise ConfigError(f"`specs` names must be unique. Got {names} instead.")
     patients = split_patients(images, n_audit=n_audit, n_pretrain=n_pretrain, validation=validation, seed=seed)
     split = patients["split"]
     cohorts: list[pd.DataFrame] = []

@@ -7,6 +7,7 @@ files are listed with their reason and the rest go on.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +19,7 @@ from brain_audit.dataset.cache import pad_to_square, preprocess_slice
 from brain_audit.dicom import read_hu
 from brain_audit.errors import BrainAuditError, ConfigError
 from brain_audit.gradcam.attention import audit_batch
-from brain_audit.gradcam.maps import Method, cached_cam
+from brain_audit.gradcam.maps import Method, cached_cam, find_layer, layer_names
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, randomization_check
 from brain_audit.ids import safe_child, validate_id
@@ -36,6 +37,43 @@ def _dicom_files(images: Sequence[Any]) -> list[Any]:
         p = Path(item)
         files.extend(sorted(p.glob("*.dcm")) if p.is_dir() else [p])
     return files
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_arguments(model: Any, layer: str | None, output_index: Any, method: Any, batch_size: Any,
+                     threshold: Any, sanity_steps: Any, seed: Any) -> None:
+    """Refuse, before any file is read, the arguments a user can get wrong (``brain-audit gradcam``'s options)."""
+
+    def check(ok: bool, name: str, rule: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"`{name}` must be {rule}. Got {value!r} instead.")
+
+    check(_is_int(batch_size) and batch_size >= 1, "batch_size", "an int >= 1", batch_size)
+    check(_is_int(sanity_steps) and sanity_steps >= 0, "sanity_steps", "an int >= 0", sanity_steps)
+    check(_is_int(seed) and seed >= 0, "seed", "an int >= 0", seed)
+    check(isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0 <= threshold <= 1,
+          "threshold", "in [0, 1]", threshold)
+    check(method in ("gradcam", "gradcam++"), "method", "'gradcam' or 'gradcam++'", method)
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 1 or shape[1] is None:
+        raise ConfigError(
+            f"`model` must take single HU slices (N, S, S, 1). Got input shape {shape} instead "
+            "(a 2.5D model with context slices needs its neighbours; audit it from the dataset feed)."
+        )
+    units = int(model.outputs[0].shape[-1])
+    check(_is_int(output_index) and 0 <= output_index < units, "output_index", f"in [0, {units - 1}]", output_index)
+    if layer is not None:
+        try:
+            find_layer(model, layer)
+        except ValueError:  # find_layer's only error: no such layer (its message lists all of them)
+            names = layer_names(model)
+            raise ConfigError(
+                f"`layer` must name a layer of the model or of a nested sub-model. Got {layer!r} instead; "
+                f"the last of its {len(names)} layers: {', '.join(names[-4:])}"
+            ) from None
 
 
 def audit_files(
@@ -84,18 +122,16 @@ def audit_files(
     Returns:
         pandas.DataFrame of the profiles (as written to ``profiles.csv``); ``attrs["n_skipped"]`` counts
         the unreadable files.
+
+    Raises:
+        ConfigError: an argument out of range, a layer the model lacks, an output index past its
+            outputs, or a model that does not take single HU slices (checked before any file is read).
     """
 
 
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an int >= 1. Got {batch_size!r} instead.")
+    _check_arguments(model, layer, output_index, method, batch_size, threshold, sanity_steps, seed)
     shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[-1] != 1 or shape[1] is None:
-        raise ConfigError(
-            f"`model` must take single HU slices (N, S, S, 1). Got input shape {shape} instead "
-            "(a 2.5D model with context slices needs its neighbours; audit it from the dataset feed)."
-        )
     size = (int(shape[1]), int(shape[2]))
     cam_fn = cached_cam(model, layer, output_index, method)
     column = LABEL_COLUMNS[output_index] if cam_fn.n_outputs == len(LABEL_COLUMNS) else "any"

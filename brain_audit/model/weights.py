@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
 
+from brain_audit.errors import WeightsFileError, WeightsFileNotFoundError
 from brain_audit.provenance import atomic_path, file_digest
 
 __all__ = [
@@ -98,13 +100,13 @@ def install_imagenet_weights(source: str | Path, cache_dir: str | Path | None = 
         The path in the cache.
 
     Raises:
-        FileNotFoundError: ``source`` does not exist.
-        ValueError: ``source`` is not the file Keras expects (MD5 differs); the message
-            names the file and both hashes.
+        WeightsFileNotFoundError: ``source`` does not exist (a ``FileNotFoundError``).
+        WeightsFileError: ``source`` is not the file Keras expects (MD5 differs); the message
+            names the file and both hashes (a ``ValueError``).
     """
     source = Path(source)
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such weights file")
+        raise WeightsFileNotFoundError(f"{source}: no such weights file")
     digest = _md5(source)
     if digest != IMAGENET_NOTOP_MD5:
         raise _wrong_file(source.name, digest)
@@ -127,8 +129,8 @@ def install_imagenet_weights(source: str | Path, cache_dir: str | Path | None = 
     return Path(target)
 
 
-def _wrong_file(name: str, digest: str) -> ValueError:
-    return ValueError(
+def _wrong_file(name: str, digest: str) -> WeightsFileError:
+    return WeightsFileError(
         f"{name}: MD5 {digest} is not Keras' {IMAGENET_NOTOP_FILENAME} ({IMAGENET_NOTOP_MD5}); "
         "Keras would discard it and download again"
     )
@@ -162,8 +164,34 @@ def load_model(path: str | Path, compile: bool = True) -> keras.Model:
     The custom objects (:class:`MultiWindow`, :class:`WeightedBinaryCrossentropy`,
     :class:`ColumnAUC`) are registered by :mod:`brain_audit.model.layers`, which importing
     :mod:`brain_audit.model` loads.
+
+    Raises:
+        WeightsFileNotFoundError: no file at ``path`` (a ``FileNotFoundError``).
+        WeightsFileError: ``path`` is a folder, not a ``.keras`` zip archive (another format, or
+            truncated), holds no Keras model, or Keras cannot rebuild the model from it; the
+            message names the file and what it is not (a ``ValueError``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    return keras.models.load_model(path, compile=compile, safe_mode=True)
+    if not path.exists():
+        raise WeightsFileNotFoundError(f"{path}: no such model file")
+    if path.is_dir():
+        raise WeightsFileError(f"{path}: is a folder, not a .keras model file")
+    if path.suffix != ".keras":
+        raise WeightsFileError(f"{path}: not a .keras model file (save_model writes .keras archives)")
+    if not zipfile.is_zipfile(path):
+        raise WeightsFileError(f"{path}: not a .keras model file (not a zip archive: truncated, or another format)")
+    with zipfile.ZipFile(path) as archive:
+        members = set(archive.namelist())
+    missing = sorted({"config.json", "model.weights.h5"} - members)
+    if missing:
+        raise WeightsFileError(f"{path}: not a .keras model file (the zip archive holds no {missing[0]})")
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        # What Keras raises on an archive it cannot rebuild: JSONDecodeError (a ValueError) on a
+        # garbled config, ValueError / TypeError from deserialising unknown or unsafe layers, KeyError
+        # on a config missing a key, OSError from h5py on garbled weights, BadZipFile on a damaged
+        # member. The reason is kept in the message and the chain (`brain-audit --debug`).
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        reason = f": {reason[:160]}{'...' if len(reason) > 160 else ''}" if reason else ""
+        raise WeightsFileError(f"{path}: Keras cannot load it as a model ({type(exc).__name__}{reason})") from exc

@@ -21,7 +21,7 @@ from brain_audit.dataset.cohort import (
     split_patients,
     write_cohorts,
 )
-from brain_audit.errors import CacheError
+from brain_audit.errors import CacheError, ConfigError
 from brain_audit.rsna import LABEL_COLUMNS, SUBTYPES
 
 
@@ -134,9 +134,23 @@ class TestSplitsAndCohorts:
 
     def test_parameter_errors(self):
         images = synthetic_images(10, 3)
-        with pytest.raises(ValueError, match=r"`n_audit` \+ `n_pretrain` must be < the number of patients \(10\). "
-                                             r"Got 200 \+ 0 instead."):
+        with pytest.raises(ConfigError, match=r"^`audit_patients` \+ `pretrain.patients` must be < the number of "
+                                              r"patients in the data \(10\), leaving some to train on\. Got 200 \+ 0 "
+                                              r"instead; set "
+                                              r"audit_patients to at most 9 \(`--set audit_patients=9`, or "
+                                              r"`--n-audit 9` for `brain-audit cohort`\)\.$"):
             split_patients(images)
+        with pytest.raises(ValueError, match=r"Got 2 \+ 10 instead; set audit_patients \+ pretrain.patients to at "
+                                             r"most 9\.$"):
+            split_patients(images, n_audit=2, n_pretrain=10)  # still a ValueError for old callers
+        with pytest.raises(ConfigError, match=r"^the data holds no patient to split \(a label file without data rows"):
+            split_patients(images.iloc[:0])
+        with pytest.raises(ConfigError, match=r"^`seed` must be an integer >= 0\. Got -1 instead\.$"):
+            split_patients(images, n_audit=2, seed=-1)
+        with pytest.raises(ConfigError, match=r"^`n_audit` must be an integer >= 0\. Got True instead\.$"):
+            split_patients(images, n_audit=True)
+        with pytest.raises(ConfigError, match=r"^`specs` names must be unique\. Got \['a', 'a'\] instead\.$"):
+            plan_cohorts(images, (CohortSpec("a", 3), CohortSpec("a", 2)), n_audit=2)
         with pytest.raises(ValueError, match="`n` must be > 0. Got -3 instead."):
             CohortSpec("x", -3)
         with pytest.raises(ValueError, match="`unit` must be 'slice' or 'patient'"):

@@ -89,3 +89,29 @@ def test_a_file_whose_name_is_no_id_is_skipped_with_its_reason_and_the_rest_goes
     assert skipped["file"].str.endswith("IM 0001.dcm").all()
     assert skipped["reason"].str.contains("IM 0001.dcm: `image_id` must be an ID").all()
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["ID_0abc.png"]
+
+
+# ----------------------------------------------------------------------------- argument checks
+def test_arguments_are_refused_before_any_file_is_read(tmp_path):
+    """Each bad argument is a ConfigError (one line at the command line) naming it; no output is written."""
+    from brain_audit.errors import ConfigError
+    from brain_audit.gradcam.files import audit_files
+    from brain_audit.model.network import build_model
+
+    model = build_model(image_size=32, weights=None, seed=1)
+    out = tmp_path / "out"
+    cases = [
+        (dict(batch_size=0), r"^`batch_size` must be an int >= 1\. Got 0 instead\.$"),
+        (dict(batch_size=True), r"^`batch_size` must be an int >= 1\. Got True instead\.$"),
+        (dict(sanity_steps=-1), r"^`sanity_steps` must be an int >= 0\. Got -1 instead\.$"),
+        (dict(seed=-3), r"^`seed` must be an int >= 0\. Got -3 instead\.$"),
+        (dict(threshold=1.5), r"^`threshold` must be in \[0, 1\]\. Got 1\.5 instead\.$"),
+        (dict(method="cam"), r"^`method` must be 'gradcam' or 'gradcam\+\+'\. Got 'cam' instead\.$"),
+        (dict(output_index=1), r"^`output_index` must be in \[0, 0\]\. Got 1 instead\.$"),  # the "any" head: one unit
+        (dict(layer="nope"), r"^`layer` must name a layer of the model or of a nested sub-model\. Got 'nope' instead; "
+                             r"the last of its \d+ layers: .*, predictions$"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            audit_files(model, [tmp_path / "missing.dcm"], out, **kwargs)
+    assert not out.exists()

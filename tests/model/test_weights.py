@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from keras.src.backend import config as keras_config
 from keras.src.utils import file_utils
 
+from brain_audit.errors import WeightsFileError, WeightsFileNotFoundError
 from brain_audit.model import weights as bam
 from brain_audit.model.layers import WeightedBinaryCrossentropy
 from brain_audit.model.network import (
@@ -102,7 +104,7 @@ class TestInstallImagenetWeights:
         wrong = tmp_path / "other.h5"
         wrong.write_bytes(b"some other network")
         other_md5 = hashlib.md5(b"some other network").hexdigest()
-        with pytest.raises(ValueError, match=rf"^other.h5: MD5 {other_md5} is not Keras' "
+        with pytest.raises(WeightsFileError, match=rf"^other.h5: MD5 {other_md5} is not Keras' "
                                              rf"efficientnetb0_notop.h5 \({STAND_IN_MD5}\)"):
             bam.install_imagenet_weights(wrong, cache_dir=cache)
         assert (cache / "models" / bam.IMAGENET_NOTOP_FILENAME).read_bytes() == STAND_IN  # untouched
@@ -116,13 +118,13 @@ class TestInstallImagenetWeights:
         monkeypatch.setattr(file_utils, "urlretrieve", changed_while_copied)
         cache = tmp_path / "keras_home"
         half_md5 = hashlib.md5(b"half a file").hexdigest()
-        with pytest.raises(ValueError, match=rf"^effnet_b0_imagenet.h5: MD5 {half_md5} is not Keras' "
+        with pytest.raises(WeightsFileError, match=rf"^effnet_b0_imagenet.h5: MD5 {half_md5} is not Keras' "
                                              rf"efficientnetb0_notop.h5 \({STAND_IN_MD5}\)"):
             bam.install_imagenet_weights(stand_in, cache_dir=cache)
         assert list((cache / "models").iterdir()) == []
 
     def test_missing_source(self, tmp_path):
-        with pytest.raises(FileNotFoundError, match="nope.h5: no such weights file"):
+        with pytest.raises(WeightsFileNotFoundError, match="nope.h5: no such weights file"):
             bam.install_imagenet_weights(tmp_path / "nope.h5", cache_dir=tmp_path)
 
 
@@ -184,8 +186,45 @@ class TestSaveLoad:
     def test_bad_suffix_and_missing_file(self, model_any, tmp_path):
         with pytest.raises(ValueError, match=r"`path` must end in '.keras'. Got '.*m.h5' instead."):
             save_model(model_any, tmp_path / "m.h5")
-        with pytest.raises(FileNotFoundError, match="nope.keras: no such model file"):
+        with pytest.raises(WeightsFileNotFoundError, match="nope.keras: no such model file"):
             load_model(tmp_path / "nope.keras")
+
+    def test_garbage_model_files_are_named_with_what_they_are_not(self, model_any, tmp_path):
+        """Each refusal is a WeightsFileError (a ValueError for old callers) naming the file."""
+        good = save_model(model_any, tmp_path / "good.keras")
+        with zipfile.ZipFile(good) as zf:
+            members = {n: zf.read(n) for n in zf.namelist()}
+
+        def archive(name: str, member: str, data: bytes | None) -> str:
+            """The good archive with ``member`` replaced by ``data`` (left out when None)."""
+            with zipfile.ZipFile(tmp_path / name, "w") as zf:
+                for n, content in members.items():
+                    if n != member or data is not None:
+                        zf.writestr(n, data if n == member else content)
+            return name
+
+        (tmp_path / "text.keras").write_text("hello\n")
+        (tmp_path / "cut.keras").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        (tmp_path / "legacy.h5").write_bytes(b"\x89HDF\r\n")
+        (tmp_path / "folder.keras").mkdir()
+        cases = {
+            "text.keras": r"not a \.keras model file \(not a zip archive: truncated, or another format\)$",
+            "cut.keras": r"not a \.keras model file \(not a zip archive: truncated, or another format\)$",
+            "legacy.h5": r"not a \.keras model file \(save_model writes \.keras archives\)$",
+            "folder.keras": r"is a folder, not a \.keras model file$",
+            archive("no_weights.keras", "model.weights.h5", None):
+                r"not a \.keras model file \(the zip archive holds no model\.weights\.h5\)$",
+            archive("bad_json.keras", "config.json", b"{not json"):
+                r"Keras cannot load it as a model \(JSONDecodeError: Expecting property name",
+            archive("bad_weights.keras", "model.weights.h5", b"garbage"):
+                r"Keras cannot load it as a model \(OSError: Unable to synchronously open file",
+        }
+        for name, reason in cases.items():
+            path = tmp_path / name
+            with pytest.raises(WeightsFileError, match=rf"^{re.escape(str(path))}: {reason}"):
+                load_model(path, compile=False)
+        assert issubclass(WeightsFileError, ValueError) and issubclass(WeightsFileNotFoundError, FileNotFoundError)
+        assert load_model(good, compile=False).count_params() == model_any.count_params()  # the good one still loads
 
 
 # ---------------------------------------------------------------- backbone weights
@@ -227,7 +266,7 @@ class TestBackboneWeights:
     def test_wrong_imagenet_file_is_refused(self, tmp_path):
         fake = tmp_path / IMAGENET_NOTOP_FILENAME
         fake.write_bytes(b"truncated download")
-        with pytest.raises(ValueError, match=r"efficientnetb0_notop.h5: MD5 [0-9a-f]{32} is not Keras'"):
+        with pytest.raises(WeightsFileError, match=r"efficientnetb0_notop.h5: MD5 [0-9a-f]{32} is not Keras'"):
             build_model(SIZE, weights=fake)
 
     def test_imagenet_file_as_path_builds_the_imagenet_graph(self, tmp_path, monkeypatch):

@@ -205,6 +205,6 @@ def test_cli(tmp_path, capsys):
     assert (out / "phantom_preview.png").is_file()
     assert "6 slices of 2 patients" in capsys.readouterr().out
     assert main(args[:-1]) == 0 and "nothing written" in capsys.readouterr().out
-    assert main(["phantom", "--out", str(out), "--patients", "2", "--seed", "6", "--no-progress"]) == 1
+    assert main(["phantom", "--out", str(out), "--patients", "2", "--seed", "6", "--no-progress"]) == 2
     assert "already holds phantom output" in capsys.readouterr().err
-    assert main(["phantom", "--out", str(tmp_path / "x"), "--patients", "2", "--shortcut", "coil:0.3"]) == 1
+    assert main(["phantom", "--out", str(tmp_path / "x"), "--patients", "2", "--shortcut", "coil:0.3"]) == 2
