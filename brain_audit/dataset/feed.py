@@ -25,6 +25,7 @@ import numpy as np
 
 from brain_audit.dataset.cache import HUCache, open_cache
 from brain_audit.dicom import AIR_HU
+from brain_audit.errors import ConfigError
 from brain_audit.rsna import LABEL_COLUMNS
 
 __all__ = ["Augment", "augment_batch", "make_feed", "feed_length", "feed_plan"]
@@ -89,7 +90,7 @@ def feed_plan(
     cache = cache if isinstance(cache, HUCache) else open_cache(cache)
     ids = np.asarray(cache.ids(split, cohort), dtype=object)
     if not len(ids):
-        raise ValueError(f"`split` {split!r} (cohort {cohort!r}) holds no image in {cache.path}. "
+        raise ConfigError(f"`split` {split!r} (cohort {cohort!r}) holds no image in {cache.path}. "
                          "Got an empty split instead.")
     w = np.ones(len(ids), dtype=np.float32)
     pos = {i: k for k, i in enumerate(ids)}

@@ -28,6 +28,7 @@ from typing import Literal
 import keras
 import numpy as np
 
+from brain_audit.errors import WeightsFileError, WeightsFileNotFoundError
 from brain_audit.model.layers import RSNA_LABEL_WEIGHTS, ColumnAUC, MultiWindow, WeightedBinaryCrossentropy
 from brain_audit.model.weights import _is_imagenet_file, install_imagenet_weights
 from brain_audit.rsna import LABEL_COLUMNS
@@ -63,12 +64,15 @@ def _make_backbone(image_size: int, weights: str | Path | None) -> keras.Model:
         raise ValueError(f"`weights` must be 'imagenet', a file path or None. Got {weights!r} instead.")
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file (`weights` must be 'imagenet', a file path or None)")
+        raise WeightsFileNotFoundError(f"{path}: no such weights file (`weights` must be 'imagenet', a file path or None)")
     if _is_imagenet_file(path):
         install_imagenet_weights(path)
         return keras.applications.EfficientNetB0(include_top=False, weights="imagenet", input_shape=shape)
     backbone = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=shape)
-    backbone.load_weights(path)
+    try:
+        backbone.load_weights(path)
+    except (OSError, ValueError) as exc:  # h5py's OSError for a non-HDF5 file, Keras' ValueError for another graph
+        raise WeightsFileError(f"{path}: not a weights file of EfficientNetB0 ({type(exc).__name__}: {exc})") from exc
     return backbone
 
 

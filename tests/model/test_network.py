@@ -221,3 +221,14 @@ def test_recalibrate_batchnorm_is_the_mean_of_batch_statistics():
     np.testing.assert_allclose(np.asarray(backbone.get_layer("stem_bn").moving_mean), np.mean(batch_means, 0), rtol=1e-4, atol=1e-5)
     assert backbone.get_layer("stem_bn").momentum == 0.99  # restored
     np.testing.assert_array_equal(np.asarray(m.get_layer("predictions").kernel), head_before)
+
+
+def test_a_file_that_is_no_backbone_is_one_weights_error(tmp_path):
+    """A text file passed as backbone weights: WeightsFileError naming the file, not h5py's traceback."""
+    from brain_audit.errors import WeightsFileError
+    from brain_audit.model.network import build_model
+
+    path = tmp_path / "garbage.weights.h5"
+    path.write_text("not HDF5")
+    with pytest.raises(WeightsFileError, match=r"garbage.weights.h5: not a weights file of EfficientNetB0"):
+        build_model(image_size=32, weights=str(path))
