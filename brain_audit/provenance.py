@@ -10,7 +10,10 @@ write bytes that way; writers that want a path (Keras' ``model.save``) use
 
 :func:`run_record` gathers what a run needs to be replayed: the resolved
 configuration, the seeds, the package versions and the platform; torchio's
-habit of recording every transform's arguments, applied to whole runs.
+habit of recording every transform's arguments, applied to whole runs. The same
+record tells a rerun whether a stored result answers the request:
+:func:`config_differences` compares a recorded configuration with a requested one,
+key by key (:func:`flat_config`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ __all__ = [
     "file_fingerprint",
     "package_versions",
     "run_record",
+    "flat_config",
+    "config_differences",
 ]
 
 _PACKAGES = (
@@ -252,3 +257,33 @@ def run_record(
     }
     record.update(extra)
     return record
+
+
+def flat_config(config: Any) -> dict[str, Any]:
+    """A configuration (dataclass or mapping, e.g. the ``config`` of a :func:`run_record`) as JSON values
+    under dotted keys: ``{"image_size": 256, "phase1.epochs": 3, "phase4.dropouts": [0.5, 0.2], ...}``.
+
+    Values go through JSON as :func:`write_json` writes them (tuples become lists), so a configuration
+    and the record written from it compare equal.
+    """
+    data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) and not isinstance(config, type) else config
+    data = json.loads(json.dumps(data or {}, default=_json_default, allow_nan=True))
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Mapping[str, Any]) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk("", data)
+    return flat
+
+
+def config_differences(recorded: Any, requested: Any, keys: Iterable[str]) -> list[tuple[str, Any, Any]]:
+    """``(key, recorded value, requested value)`` for every one of ``keys`` (dotted, in their order) whose value
+    differs between two configurations (dataclasses or mappings, see :func:`flat_config`). A key the
+    recorded configuration lacks (written by an older version) is not compared."""
+    old, new = flat_config(recorded), flat_config(requested)
+    return [(k, old[k], new.get(k)) for k in keys if k in old and old[k] != new.get(k)]

@@ -6,6 +6,7 @@ RFC 1321 for MD5), not against hashlib output computed here.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -16,8 +17,10 @@ from brain_audit.provenance import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
+    config_differences,
     file_digest,
     file_sha256,
+    flat_config,
     remove_temporaries,
     write_json,
 )
@@ -133,3 +136,26 @@ class TestRemoveTemporaries:
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, "sub"])
         assert list((tmp_path / "sub").iterdir()) == []
         assert remove_temporaries(tmp_path / "missing") == []
+
+
+class TestConfigDifferences:
+    def test_flat_keys_and_json_values(self):
+        from brain_audit.config import RunConfig
+
+        flat = flat_config(RunConfig(image_size=64))
+        assert flat["image_size"] == 64 and flat["phase1.epochs"] == 3 and flat["phase4.dropouts"] == [0.5, 0.2]
+        assert flat["pretrain.augment"] is True and "phase1" not in flat
+
+    def test_differences_in_key_order_against_a_written_record(self, tmp_path):
+        from brain_audit.config import load_config
+
+        config = load_config(None, ["phase1.epochs=3", "seed=1"])
+        write_json(tmp_path / "run.json", {"config": config})
+        recorded = json.loads((tmp_path / "run.json").read_text())["config"]
+        asked = load_config(None, ["phase1.epochs=5", "seed=1", "phase1.learning_rate=0.01"])
+        keys = ["phase1.epochs", "seed", "phase1.learning_rate", "phase4.dropouts"]
+        assert config_differences(recorded, config, keys) == []  # a record equals the config it was written from
+        assert config_differences(recorded, asked, keys) == [("phase1.epochs", 3, 5),
+                                                             ("phase1.learning_rate", 0.001, 0.01)]
+        old = {k: v for k, v in recorded.items() if k != "seed"}  # an older record without the key
+        assert config_differences(old, load_config(None, ["seed=2", "phase1.epochs=3"]), keys) == []
