@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,20 @@ def test_phase_keys_name_the_plans_a_phase_starts_from():
     pretrained = phase_keys(load_config(None, ['weights="pretrained"']), 4)
     assert {"pretrain.epochs", "phase3.max_slices", "phase4.dropouts"} <= set(pretrained)
     assert "phase3.overlays" not in pretrained and "phase3.overlays" in phase_keys(load_config(), 3)
+
+
+def test_a_resumable_phase_resumes_for_its_own_request(copy):
+    import tempfile
+
+    from brain_audit.train.phases import run_phase
+
+    config, out, _ = copy
+    finished = json.loads((out / "phase2" / "metrics.json").read_text())
+    for name in ("metrics.json", "model.keras"):  # killed after its last checkpoint, mid-way through a write
+        (out / "phase2" / name).unlink()
+    fd, stale = tempfile.mkstemp(prefix=".last.keras.", suffix=".keras", dir=out / "phase2" / "checkpoint")
+    os.close(fd)
+    again = run_phase(config, 2, verbose=0)
+    assert again == finished  # the checkpoint holds the last epoch: nothing is trained, the same model is scored
+    assert (out / "phase2" / "model.keras").is_file() and not Path(stale).exists()
+    assert json.loads((out / "phase2" / "run.json").read_text())["status"] == "finished"
