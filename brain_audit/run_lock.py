@@ -89,10 +89,7 @@ def _refusal(folder: Path, option: str) -> ConfigError:
 
 
 def _acquire(folder: Path, option: str) -> _Held:
-    try:
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise ConfigError(f"`{folder}` cannot be written ({exc.strerror or exc}); use another {option}") from exc
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -136,8 +133,9 @@ def run_lock(folder: str | Path, *, option: str = "--out") -> Iterator[Path]:
         The lock file, ``<folder>/.brain_audit.lock``.
 
     Raises:
-        ConfigError: another process holds the folder (the message names its PID and command
-            line), or the folder cannot be created or written.
+        ConfigError: another process holds the folder (the message names its PID and command line).
+        OSError: the folder cannot be created or written (``PermissionError``, ``NotADirectoryError``,
+            with the refused path as ``filename``).
 
     Example::
 
@@ -148,10 +146,7 @@ def run_lock(folder: str | Path, *, option: str = "--out") -> Iterator[Path]:
     if fcntl is None:  # pragma: no cover - Windows
         yield folder / LOCK_NAME
         return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"`{folder}` cannot be written ({exc.strerror or exc}); use another {option}") from exc
+    folder.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(folder)
     with _GUARD:
         held = _HELD.get(key)
