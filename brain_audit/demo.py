@@ -42,6 +42,7 @@ from brain_audit.phantom.config import DEFAULT_MIMIC_PROBABILITIES, PhantomConfi
 from brain_audit.phantom.render import render_counterfactual
 from brain_audit.provenance import write_json
 from brain_audit.run_layout import RunPaths
+from brain_audit.run_lock import run_lock
 from brain_audit.train.phases import run_phase
 from brain_audit.train.prepare import prepare_data
 from brain_audit.train.pretrain import manifest_path, run_pretrain
@@ -180,9 +181,15 @@ def run_demo(out_dir: str | Path = "demo_out", plan: DemoPlan = DemoPlan(), *, o
              verbose: int | str = 2, progress: bool = True) -> dict[str, Any]:
     """Run the demo into ``out_dir`` (resumable) and return its summary (also ``demo_summary.json``).
 
-    ``overrides``: run-config ``key=value`` overrides (e.g. ``"phase3.max_slices=32"``).
+    ``overrides``: run-config ``key=value`` overrides (e.g. ``"phase3.max_slices=32"``). ``out_dir`` is held
+    for the whole demo (:func:`brain_audit.run_lock.run_lock`): a second demo into it is refused.
     """
+    with run_lock(out_dir):
+        return _run_demo_locked(out_dir, plan, overrides, verbose, progress)
 
+
+def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[str], verbose: int | str,
+                     progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 

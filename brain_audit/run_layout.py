@@ -7,6 +7,10 @@
     <out_dir>/phase1/ ... phase4/                           model.keras, history.csv, metrics.json, run.json
     <out_dir>/phase4/operating_point.json                  the thresholds chosen on validation
     <out_dir>/clinical_audit_report/                       the held-out audit
+    <out_dir>/.brain_audit.lock                            held while a process writes the run (run_lock)
+
+Each phase's ``run.json`` records the request it answers (configuration, input hashes); a rerun
+reuses the phase only for that request (:func:`brain_audit.train.phases.run_phase`).
 """
 
 from __future__ import annotations

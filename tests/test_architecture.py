@@ -25,6 +25,7 @@ STAGES: dict[str, int] = {
     "brain_audit.parallel": 0,
     "brain_audit.config": 0,
     "brain_audit.run_layout": 0,
+    "brain_audit.run_lock": 0,
     "brain_audit.dicom": 1,
     "brain_audit.windowing": 1,
     "brain_audit.skull": 1,

@@ -13,6 +13,7 @@ import pytest
 
 from brain_audit import run_layout
 from brain_audit.run_layout import REPORT_DIR, RunPaths
+from brain_audit.run_lock import LOCK_NAME
 
 #: RunPaths attribute -> path under the run folder, as the docstring lays it out.
 DOCUMENTED = {
@@ -30,7 +31,7 @@ def test_the_documented_layout_is_the_docstring():
     doc = run_layout.__doc__
     for text in ("<out_dir>/data/index/", "data/cohort/", "data/cache/", "<out_dir>/pretrain/backbone.weights.h5",
                  "<out_dir>/phase1/ ... phase4/", "model.keras", "<out_dir>/phase4/operating_point.json",
-                 "<out_dir>/clinical_audit_report/"):
+                 "<out_dir>/clinical_audit_report/", f"<out_dir>/{LOCK_NAME}"):
         assert text in doc, text
 
 

@@ -16,13 +16,19 @@ anatomy keeps its aspect ratio, resized with :func:`brain_audit.windowing.resize
 [-32768, 32767] clipped). HU stay HU: no window, no 8-bit step; rounding costs at most
 0.5 HU. A 256 x 256 slice takes 128 KiB, so a 20,000-slice cohort is 2.6 GB.
 
-Integrity: every shard is written atomically and then its receipt (the receipt is the
-commit mark). A shard whose receipt matches the current spec (image IDs, source
-fingerprints ``size:mtime_ns``, parameters) is kept, anything else is rebuilt; the
-manifest is deleted when a build starts and written when it ends, and readers refuse a
-folder without it (:class:`~brain_audit.errors.CacheError`). So a half-written cache is
-never used, a changed parameter or source rebuilds what it touches, and a killed build
-resumes where it stopped and ends byte-identical.
+Integrity: one build at a time holds the folder (:func:`brain_audit.run_lock.run_lock`). Every
+shard is written atomically and then its receipt (the receipt is the commit mark). The
+manifest and every receipt record the build's parameters (``CACHE_FORMAT``, size, context,
+shard size, a digest of the cohort table, the RSNA fix, the DICOM folder). Asked for other
+parameters than those recorded, a build says so in a ``RuntimeWarning`` naming each key and
+both values, removes the whole cache and builds it again: a cache is never mixed. With the
+same parameters, a shard whose receipt matches the current spec (image IDs, source
+fingerprints ``size:mtime_ns``) and whose ``.npy`` holds one slice per ID at the requested size
+is kept, anything else is rebuilt. The manifest is deleted when a build starts and written when
+it ends, and readers refuse a folder without it, or a shard whose shape is not the manifest's
+(:class:`~brain_audit.errors.CacheError`); the temporaries of a killed build are removed when
+the next one starts. So a half-written cache is never used, a changed source rebuilds what it
+touches, and a killed build resumes where it stopped and ends byte-identical.
 """
 
 from __future__ import annotations
@@ -47,11 +53,13 @@ from brain_audit.provenance import (
     atomic_write_bytes,
     atomic_write_text,
     file_fingerprint,
+    remove_temporaries,
     run_record,
     write_csv,
     write_json,
 )
 from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
+from brain_audit.run_lock import run_lock
 from brain_audit.windowing import resize_hu
 
 __all__ = [
@@ -137,7 +145,7 @@ def _build_shard(task: dict[str, Any]) -> dict[str, Any]:
     shard_dir = Path(task["shard_dir"])
     atomic_write_bytes(shard_dir / f"{task['name']}.npy", _npy_bytes(data))
     receipt = {"name": task["name"], "spec": task["spec"], "ids": ok_ids, "skipped": skipped,
-               "bytes": int(data.nbytes)}
+               "bytes": int(data.nbytes), "size": int(size), "parameters": task["parameters"]}
     atomic_write_text(shard_dir / f"{task['name']}.json", json.dumps(receipt, indent=1, sort_keys=True) + "\n")
     return receipt
 
@@ -212,6 +220,16 @@ def build_cache(
     if context > 0 and index is None:
         raise ValueError("`index` must be given when `context` > 0 (neighbours come from the header index). "
                          "Got None instead.")
+    with run_lock(cache_dir):
+        return _build_locked(cohort, Path(root), Path(cache_dir), size=size, splits=splits, context=context,
+                             index=index, folder=folder, shard_size=shard_size, fix_rsna_defect=fix_rsna_defect,
+                             workers=workers, progress=progress)
+
+
+def _build_locked(cohort: pd.DataFrame | str | Path, root: Path, cache_dir: Path, *, size: int,
+                  splits: Sequence[str] | None, context: int, index: pd.DataFrame | None, folder: str,
+                  shard_size: int, fix_rsna_defect: bool, workers: int | None, progress: bool) -> "HUCache":
+    """:func:`build_cache` once its arguments are checked, while this process holds the folder."""
     table = read_cohort(cohort) if isinstance(cohort, (str, Path)) else cohort.copy()
     required = ["split", "patient_id", "study_id", "series_id", "z", *LABEL_COLUMNS]
     missing = [c for c in required if c not in table.columns]
@@ -234,7 +252,6 @@ def build_cache(
         ctx["role"] = "context"
         ctx.index.name = "image_id"
         table = pd.concat([table, ctx[table.columns]])
-    root, cache_dir = Path(root), Path(cache_dir)
     shard_dir = cache_dir / "shards"
     split_rank = {s: i for i, s in enumerate(_SPLIT_ORDER)}
     table = table.assign(_r=table["split"].map(lambda s: split_rank.get(s, len(_SPLIT_ORDER))))
@@ -251,6 +268,11 @@ def build_cache(
         except OSError:
             fingerprints[i] = "missing"
 
+    meta_cols = ["split", "role", "patient_id", "study_id", "series_id", "z", *LABEL_COLUMNS,
+                 *[c for c in table.columns if c.startswith("in_")]]
+    cohort_digest = _digest(table[meta_cols].reset_index().astype(str).to_numpy().tolist())
+    parameters = {"format": CACHE_FORMAT, "size": int(size), "context": int(context), "shard_size": int(shard_size),
+                  "cohort": cohort_digest, "fix_rsna_defect": bool(fix_rsna_defect), "folder": folder}
     tasks: list[dict[str, Any]] = []
     for split, g in table.groupby("split", sort=False):
         ids = g.index.tolist()
@@ -259,29 +281,32 @@ def build_cache(
             name = f"{split}-{k // shard_size:05d}"
             spec = _digest({"params": params, "ids": chunk, "fp": [fingerprints[i] for i in chunk]})
             tasks.append({"name": name, "spec": spec, "items": [(i, str(root / files[i])) for i in chunk],
-                          "files": {i: files[i] for i in chunk}, "size": int(size),
+                          "files": {i: files[i] for i in chunk}, "size": int(size), "parameters": parameters,
                           "fix_rsna_defect": bool(fix_rsna_defect), "shard_dir": str(shard_dir)})
-    meta_cols = ["split", "role", "patient_id", "study_id", "series_id", "z", *LABEL_COLUMNS,
-                 *[c for c in table.columns if c.startswith("in_")]]
-    plan_hash = _digest({"params": params, "shards": [t["spec"] for t in tasks],
-                         "meta": _digest(table[meta_cols].reset_index().astype(str).to_numpy().tolist())})
+    plan_hash = _digest({"params": params, "shards": [t["spec"] for t in tasks], "meta": cohort_digest})
 
+    # a killed writer's temporaries go first (this process holds the folder: nobody else is writing)
+    remove_temporaries(cache_dir)
+    remove_temporaries(shard_dir)
     manifest_path = cache_dir / "manifest.json"
-    if manifest_path.exists():
-        try:
-            old = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            old = {}
-        if old.get("plan_hash") == plan_hash and all((shard_dir / f"{t['name']}.json").exists() for t in tasks):
-            return open_cache(cache_dir)
-        manifest_path.unlink()
+    old = _read_json(manifest_path)
+    changed = _changed_parameters(old, shard_dir, parameters)
+    if changed:
+        said = ", ".join(f"{k}={_shown(k, was)} (this build asks {_shown(k, parameters[k])})" for k, was in changed)
+        warnings.warn(f"{cache_dir}: the HU cache was built with {said}; a cache is never mixed, so it is removed and "
+                      "rebuilt", RuntimeWarning, stacklevel=3)
+        _clear(cache_dir)
+        old = None
+    if old is not None and old.get("plan_hash") == plan_hash and all(_receipt_ok(shard_dir, t) for t in tasks):
+        return open_cache(cache_dir, size=size)
+    manifest_path.unlink(missing_ok=True)
     shard_dir.mkdir(parents=True, exist_ok=True)
 
     receipts: dict[str, dict] = {}
     todo = []
     for t in tasks:
-        rec = _read_receipt(shard_dir, t["name"])
-        if rec is not None and rec.get("spec") == t["spec"] and (shard_dir / f"{t['name']}.npy").exists():
+        rec = _receipt_ok(shard_dir, t)
+        if rec is not None:
             receipts[t["name"]] = rec
         else:
             (shard_dir / f"{t['name']}.json").unlink(missing_ok=True)  # receipt first: never a stale pair
@@ -321,6 +346,7 @@ def build_cache(
         config=params,
         inputs={"sources": _digest(sorted(fingerprints.items())), "root": str(root)},
         plan_hash=plan_hash,
+        parameters=parameters,
         size=int(size),
         context=int(context),
         n_images=int(len(images)),
@@ -333,12 +359,80 @@ def build_cache(
     return open_cache(cache_dir)
 
 
-def _read_receipt(shard_dir: Path, name: str) -> dict | None:
-    path = shard_dir / f"{name}.json"
+def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        out = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return out if isinstance(out, dict) else None
+
+
+def _read_receipt(shard_dir: Path, name: str) -> dict | None:
+    return _read_json(shard_dir / f"{name}.json")
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape in a ``.npy`` header (nothing else is read), or ``None`` if the file is missing or not one."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)(fh)
+    except (OSError, ValueError):
+        return None
+    return tuple(int(n) for n in header[0])
+
+
+def _receipt_ok(shard_dir: Path, task: dict[str, Any]) -> dict | None:
+    """The receipt of a finished shard that can be reused for ``task``, else ``None``: its spec (image IDs,
+    source fingerprints, parameters) must match, and the ``.npy`` must hold one slice per ID at the task's size."""
+    rec = _read_receipt(shard_dir, task["name"])
+    if rec is None or rec.get("spec") != task["spec"] or rec.get("size", task["size"]) != task["size"]:
+        return None
+    size = task["size"]
+    return rec if _npy_shape(shard_dir / f"{task['name']}.npy") == (len(rec.get("ids", ())), size, size) else None
+
+
+def _recorded_parameters(manifest: dict) -> dict[str, Any]:
+    """The parameters a manifest records (a manifest of an older version: those it has)."""
+    if isinstance(manifest.get("parameters"), dict):
+        return manifest["parameters"]
+    config = manifest.get("config") or {}
+    legacy = {"format": config.get("format"), "size": manifest.get("size"), "context": manifest.get("context", 0),
+              "fix_rsna_defect": config.get("fix_rsna_defect"), "folder": config.get("folder")}
+    return {k: v for k, v in legacy.items() if v is not None}
+
+
+def _changed_parameters(manifest: dict | None, shard_dir: Path, parameters: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(key, recorded value)`` of every parameter that the manifest, or any shard receipt left by an
+    interrupted build, records with another value than ``parameters``; in the order of ``parameters``."""
+    recorded = [_recorded_parameters(manifest)] if manifest is not None else []
+    if shard_dir.is_dir():
+        for p in sorted(shard_dir.glob("*.json")):
+            rec = _read_json(p)
+            if rec is not None and isinstance(rec.get("parameters"), dict):
+                recorded.append(rec["parameters"])
+    changed: dict[str, Any] = {}
+    for rec in recorded:
+        for key, value in parameters.items():
+            if key in rec and rec[key] != value and key not in changed:
+                changed[key] = rec[key]
+    return [(k, changed[k]) for k in parameters if k in changed]
+
+
+def _shown(key: str, value: Any) -> str:
+    return f"{str(value)[:12]}..." if key == "cohort" else json.dumps(value)
+
+
+def _clear(cache_dir: Path) -> None:
+    """Remove what :func:`build_cache` writes in ``cache_dir`` (and nothing else): manifest first, then the rest."""
+    for name in ("manifest.json", "images.parquet", "skipped.csv"):
+        (cache_dir / name).unlink(missing_ok=True)
+    shard_dir = cache_dir / "shards"
+    if shard_dir.is_dir():
+        for p in shard_dir.iterdir():
+            if p.is_file() and p.suffix in (".npy", ".json"):
+                p.unlink()
 
 
 class HUCache:
@@ -430,7 +524,7 @@ def open_cache(cache_dir: str | Path, *, size: int | None = None) -> HUCache:
 
     Raises:
         CacheError: no manifest (never built, or a build was interrupted), another cache
-            format, another ``size``, or missing shards.
+            format, another ``size``, or a shard missing or of another shape than the manifest says.
     """
     path = Path(cache_dir)
     manifest_path = path / "manifest.json"
@@ -445,9 +539,15 @@ def open_cache(cache_dir: str | Path, *, size: int | None = None) -> HUCache:
                          f"this version reads {CACHE_FORMAT} (rebuild it)")
     if size is not None and int(manifest["size"]) != size:
         raise CacheError(f"{path}: slices are {manifest['size']} px; expected {size} (rebuild with size={size})")
+    side = int(manifest["size"])
     for s in manifest["shards"]:
-        if not (path / "shards" / f"{s['name']}.npy").exists():
+        shard = path / "shards" / f"{s['name']}.npy"
+        if not shard.exists():
             raise CacheError(f"{path}: shard {s['name']}.npy is missing (rerun build_cache)")
+        shape = _npy_shape(shard)
+        if shape != (s["n"], side, side):
+            raise CacheError(f"{path}: shard {s['name']}.npy holds shape {shape}; manifest.json says "
+                             f"({s['n']}, {side}, {side}) (size={side}); rebuild it with build_cache")
     table = pd.read_parquet(path / "images.parquet").set_index("image_id")
     skipped = pd.read_csv(path / "skipped.csv", dtype=str, keep_default_na=False)
     return HUCache(path, manifest, table, skipped)

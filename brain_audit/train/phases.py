@@ -16,13 +16,17 @@ phase  name                  what it does
 =====  ====================  ==============================================================================
 
 Every phase writes ``<out>/phase<N>/`` (:class:`brain_audit.run_layout.RunPaths`): ``model.keras``,
-``history.csv``, ``metrics.json`` and ``run.json`` (resolved config, seeds, package versions, input hashes);
-a finished phase is read back, not rerun.
+``history.csv``, ``metrics.json`` and ``run.json`` (resolved config, seeds, package versions, input hashes,
+written when the phase starts and again when it ends); a finished phase is read back, not rerun, and only for
+the request its ``run.json`` records: another plan stops with a one-line :class:`ConfigError` (``force``
+reruns it). One process at a time writes a run folder (:mod:`brain_audit.run_lock`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,7 +38,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from brain_audit.audit.statistics import confusion_at, patient_level, threshold_for_sensitivity
-from brain_audit.config import RunConfig
+from brain_audit.config import AuditPlan, CorrectionPlan, PhasePlan, RunConfig
 from brain_audit.dataset.feed import make_feed
 from brain_audit.dataset.masks import has_masks, lesion_mask, mask_path, read_masks
 from brain_audit.errors import BrainAuditError, ConfigError
@@ -52,11 +56,20 @@ from brain_audit.model.network import (
 )
 from brain_audit.model.predictions import any_column, predict_ids
 from brain_audit.model.weights import load_model, save_model
-from brain_audit.provenance import atomic_write_bytes, file_sha256, run_record, write_csv, write_json
+from brain_audit.provenance import (
+    atomic_write_bytes,
+    config_differences,
+    file_sha256,
+    remove_temporaries,
+    run_record,
+    write_csv,
+    write_json,
+)
 from brain_audit.run_layout import RunPaths
+from brain_audit.run_lock import run_lock
 from brain_audit.train.hard_negatives import mine_hard_negatives
 from brain_audit.train.prepare import open_run_cache, prepare_data
-from brain_audit.train.pretrain import run_pretrain
+from brain_audit.train.pretrain import PRETRAIN_KEYS, _differing, _refusal, check_backbone, run_pretrain
 from brain_audit.train.runtime import (
     _seed,
     distribution_strategy,
@@ -65,7 +78,7 @@ from brain_audit.train.runtime import (
     precision_policy,
 )
 
-__all__ = ["set_dropout", "run_phase", "run_all"]
+__all__ = ["set_dropout", "phase_keys", "check_trained", "run_phase", "run_all"]
 
 
 
@@ -112,14 +125,11 @@ def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, tar
     return out
 
 
-def _finish_phase(model: Any, out: Path, config: RunConfig, metrics: dict[str, Any], **extra: Any) -> Path:
+def _finish_phase(model: Any, out: Path, config: RunConfig, metrics: dict[str, Any], *, phase: int) -> Path:
 
     path = save_model(model, out / "model.keras")
     write_json(out / "metrics.json", metrics)
-    write_json(
-        out / "run.json",
-        run_record(config, seeds={"run": config.seed}, inputs=extra.pop("inputs", {}), **extra),
-    )
+    write_json(out / "run.json", _phase_record(config, phase, "finished"))
     return path
 
 
@@ -185,8 +195,7 @@ def _phase1(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
         else f"top {plan.unfrozen_blocks} blocks unfrozen"
     )
     metrics["weights"] = str(weights)
-    inputs = {"weights": file_sha256(weights)} if weights and Path(weights).is_file() else {}
-    _finish_phase(model, out, config, metrics, phase=1, inputs=inputs)
+    _finish_phase(model, out, config, metrics, phase=1)
     return metrics
 
 
@@ -224,7 +233,7 @@ def _phase2(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     out = RunPaths(config.out_dir).phase(2)
     model = _train_phase(config, 2, "phase2", plan, build, strategy=strategy, verbose=verbose, augment=plan.augment)
     metrics = _evaluate(model, open_run_cache(config), config, "phase2", config.phase4.target_sensitivity)
-    _finish_phase(model, out, config, metrics, phase=2, inputs={"phase1_model": file_sha256(src)})
+    _finish_phase(model, out, config, metrics, phase=2)
     return metrics
 
 
@@ -363,8 +372,7 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     summary["hard_negatives"] = int(len(hard_df))
     summary["train_negatives_scored"] = int(hard_df.attrs["scored"])
     write_json(out / "metrics.json", summary)
-    write_json(out / "run.json", run_record(config, seeds={"run": config.seed}, phase=3,
-                                             inputs={"phase2_model": file_sha256(src)}))
+    write_json(out / "run.json", _phase_record(config, 3, "finished"))
     return summary
 
 
@@ -447,8 +455,7 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     metrics = {"candidates": candidates, "chosen": chosen, "operating_point": operating,
                "hard_negatives": int(len(hard)), "hard_negative_weight": plan.hard_negative_weight}
     write_json(paths.phase(4) / "metrics.json", metrics)
-    write_json(paths.phase(4) / "run.json", run_record(config, seeds={"run": config.seed}, phase=4,
-                                                       inputs={"phase2_model": file_sha256(src)}))
+    write_json(paths.phase(4) / "run.json", _phase_record(config, 4, "finished"))
     return metrics
 
 
@@ -469,41 +476,185 @@ def _patient_operating_point(p: np.ndarray, cache: Any, val_ids: Sequence[str], 
             "validation_patient_sensitivity": conf["sensitivity"], "validation_patient_specificity": conf["specificity"]}
 
 
+#: Settings every phase depends on besides the plans of its own and earlier phases: the input, the labels,
+#: the seed, the starting weights, what decides its patients (the audit and pretraining hold-outs, the
+#: validation share, the nested cohorts) and the target sensitivity its reported threshold is chosen for.
+_RUN_KEYS = ("image_size", "head", "seed", "weights", "audit_patients", "validation_fraction", "pretrain.patients",
+             *(f"phase{n}.{k}" for n in (1, 2) for k in ("cohort_size", "cohort_unit", "balance")),
+             "phase4.target_sensitivity")
+_PLANS = {1: PhasePlan, 2: PhasePlan, 3: AuditPlan, 4: CorrectionPlan}
+_UPSTREAM = {1: (), 2: (1,), 3: (2,), 4: (2, 3)}
+_INPUTS = {"cohort": "on another cohort", "weights": "from other backbone weights",
+           "phase1_model": "from another phase 1 model", "phase2_model": "from another phase 2 model",
+           "hard_negatives": "on other hard negatives"}
+
+
+#: Keys that change only the phase's own outputs, nothing a later phase reads (Phase 3's pictures).
+_OWN_ONLY = frozenset({"phase3.overlays"})
+
+
+def phase_keys(config: RunConfig, phase: int) -> list[str]:
+    """The configuration keys (dotted) a phase's result depends on, its own plan first: the plans of the
+    phase and the phases before it (but Phase 3's ``overlays`` for Phase 4), ``image_size``, ``head``,
+    ``seed``, ``weights``, the keys that decide its patients, ``phase4.target_sensitivity``, and with
+    ``weights = "pretrained"`` the pretraining's keys."""
+    keys = [f"phase{n}.{f.name}" for n in range(phase, 0, -1) for f in dataclasses.fields(_PLANS[n])]
+    keys = [k for k in keys if k.startswith(f"phase{phase}.") or k not in _OWN_ONLY]
+    keys += _RUN_KEYS
+    if config.weights == "pretrained":
+        keys += PRETRAIN_KEYS
+    return list(dict.fromkeys(keys))
+
+
+def _input_files(config: RunConfig, phase: int) -> dict[str, Path]:
+    """The files a phase starts from, by the name its ``run.json`` records their SHA-256 under."""
+    paths = RunPaths(config.out_dir)
+    files = {"cohort": paths.cohort / "cohort.csv"}
+    if phase == 1 and config.backbone_weights is not None:
+        files["weights"] = Path(config.backbone_weights)  # "imagenet" is no file: Keras' cache checks its hash
+    if phase == 2:
+        files["phase1_model"] = paths.model(1)
+    if phase in (3, 4):
+        files["phase2_model"] = paths.model(2)
+    if phase == 4:
+        files["hard_negatives"] = paths.phase(3) / "hard_negatives.csv"
+    return files
+
+
+def _phase_record(config: RunConfig, phase: int, status: str) -> dict[str, Any]:
+    """A phase's ``run.json``: the resolved configuration, the seed, the SHA-256 of its input files, its status
+    (``"started"`` when it begins, so that a resumed phase is checked too; ``"finished"``)."""
+    inputs = {name: file_sha256(p) for name, p in _input_files(config, phase).items() if p.is_file()}
+    return run_record(config, seeds={"run": config.seed}, inputs=inputs, phase=phase, status=status)
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _finished(paths: RunPaths, phase: int) -> bool:
+    out = paths.phase(phase)
+    return (out / "metrics.json").is_file() and (
+        (out / "hard_negatives.csv").is_file() if phase == 3 else paths.model(phase).is_file()
+    )
+
+
+def _in_progress(out: Path) -> bool:
+    """Whether an unfinished phase has something to resume: a checkpoint, or a finished Phase-4 candidate."""
+    return any(out.glob("checkpoint/state.json")) or any(out.glob("dropout_*/checkpoint/state.json")) or any(
+        out.glob("dropout_*/model.keras"))
+
+
+def _check_phase(config: RunConfig, phase: int, record: dict, *, settings_only: bool = False) -> None:
+    """Refuse a phase whose ``run.json`` answers another request than ``config``: a differing key of
+    :func:`phase_keys`, or (unless ``settings_only``) an input file changed since (cohort, upstream model)."""
+    verb = "run" if phase == 3 else "trained"
+    diffs = config_differences(record.get("config") or {}, config, phase_keys(config, phase))
+    if diffs:
+        raise _refusal(f"phase {phase}", config, _differing(diffs), verb)
+    if settings_only:
+        return
+    recorded = record.get("inputs") or {}
+    root = Path(config.out_dir)
+    for name, path in _input_files(config, phase).items():
+        if name in recorded and path.is_file() and file_sha256(path) != recorded[name]:
+            shown = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+            raise _refusal(f"phase {phase}", config, f"{_INPUTS[name]} ({shown} has changed since)", verb)
+
+
+def check_trained(config: RunConfig, phases: Sequence[int] = (1, 2, 3, 4), *, pretrain: bool | None = None) -> None:
+    """Refuse, before any work, a run folder whose trained stages answer another request than ``config``.
+
+    Every finished or resumable phase of ``phases`` (and the pretrained backbone, when ``pretrain`` or, for
+    ``None``, when ``weights = "pretrained"``) is compared with ``config`` on the keys it depends on
+    (:func:`phase_keys`, :data:`brain_audit.train.pretrain.PRETRAIN_KEYS`). :func:`run_all` calls it before
+    :func:`prepare_data` could rebuild the cache for a changed ``image_size``; :func:`run_phase` also checks
+    the hashes of each phase's inputs when it runs.
+
+    Raises:
+        ConfigError: one line naming the stage, the first differing key and both values.
+    """
+    if pretrain or (pretrain is None and config.weights == "pretrained"):
+        check_backbone(config)
+    paths = RunPaths(config.out_dir)
+    for n in phases:
+        record = _read_record(paths.phase(n) / "run.json")
+        if record is not None and (_finished(paths, n) or _in_progress(paths.phase(n))):
+            _check_phase(config, n, record, settings_only=True)
+
+
 def run_phase(config: RunConfig, phase: int, *, strategy: Any = None, verbose: int | str = "auto",
               force: bool = False) -> dict[str, Any]:
     """Run one phase (1-4) of ``config``; a finished phase is read back, not rerun (unless ``force``).
+
+    A finished phase, or an unfinished one with a checkpoint to resume, is reused only for the request
+    its ``run.json`` records: the same values of every key of :func:`phase_keys` and the same input files
+    (cohort, the model it started from; by SHA-256). Otherwise it stops with a :class:`ConfigError` that
+    names the differing key and both values; ``force`` deletes the phase folder and runs it again. The
+    phases it starts from are checked the same way, and the run folder is held for the whole call
+    (:func:`brain_audit.run_lock.run_lock`).
 
     Mixed precision is used on GPUs of compute capability >= 7 (:func:`precision_for_devices`);
     ``strategy`` defaults to :func:`distribution_strategy`.
 
     Returns:
         The phase's ``metrics.json`` as a dict.
+
+    Raises:
+        ConfigError: the run folder is in use by another process; the phase (or one it starts from) was
+            trained for another request, e.g. ``phase 1 in runs/x was trained with phase1.epochs=3; this run
+            asks 5. Use --force to retrain it, or another --out.``; an earlier phase has not finished.
     """
     if phase not in (1, 2, 3, 4):
         raise ConfigError(f"`phase` must be 1, 2, 3 or 4. Got {phase!r} instead.")
-    paths = RunPaths(config.out_dir)
-    out = paths.phase(phase)
-    done = (out / "metrics.json").is_file() and (
-        (out / "hard_negatives.csv").is_file() if phase == 3 else paths.model(phase).is_file()
-    )
-    if done and not force:
-        return json.loads((out / "metrics.json").read_text())
-    strategy = strategy or distribution_strategy()
-    with precision_policy(precision_for_devices()):
-        if phase == 1:
-            return _phase1(config, strategy, verbose)
-        if phase == 2:
-            return _phase2(config, strategy, verbose)
-        if phase == 3:
-            return _phase3(config, verbose)
-        return _phase4(config, strategy, verbose)
+    with run_lock(config.out_dir):
+        paths = RunPaths(config.out_dir)
+        out = paths.phase(phase)
+        done = _finished(paths, phase)
+        if force or not (done or _in_progress(out)):
+            shutil.rmtree(out, ignore_errors=True)  # nothing of it is kept: no stale file survives the new run
+        else:
+            record = _read_record(out / "run.json")
+            if record is not None:  # (a phase written before run.json recorded it is trusted as before)
+                _check_phase(config, phase, record)
+            if done:
+                return json.loads((out / "metrics.json").read_text())
+            remove_temporaries(out, recursive=True)  # of the killed run being resumed
+        for n in _UPSTREAM[phase]:
+            record = _read_record(paths.phase(n) / "run.json")
+            if record is not None and _finished(paths, n):
+                _check_phase(config, n, record)
+        if phase == 1 and config.weights == "pretrained":
+            check_backbone(config)
+        write_json(out / "run.json", _phase_record(config, phase, "started"))
+        strategy = strategy or distribution_strategy()
+        with precision_policy(precision_for_devices()):
+            if phase == 1:
+                return _phase1(config, strategy, verbose)
+            if phase == 2:
+                return _phase2(config, strategy, verbose)
+            if phase == 3:
+                return _phase3(config, verbose)
+            return _phase4(config, strategy, verbose)
 
 
 def run_all(config: RunConfig, *, pretrain: bool | None = None, verbose: int | str = "auto",
-            progress: bool = True) -> dict[int, dict[str, Any]]:
-    """Prepare the data, pretrain when ``weights == "pretrained"`` (or ``pretrain``), then phases 1-4."""
-    prepare_data(config, progress=progress)
-    if pretrain or (pretrain is None and config.weights == "pretrained"):
-        run_pretrain(config, verbose=verbose)
-    return {n: run_phase(config, n, verbose=verbose) for n in (1, 2, 3, 4)}
+            progress: bool = True, force: bool = False) -> dict[int, dict[str, Any]]:
+    """Prepare the data, pretrain when ``weights == "pretrained"`` (or ``pretrain``), then phases 1-4.
 
+    The run folder is held throughout. Before the data are prepared, the trained stages the folder holds
+    are checked against ``config`` (:func:`check_trained`), so that a changed ``image_size`` stops here
+    instead of after the cache was rebuilt for it; ``force`` retrains every stage instead.
+    """
+    with run_lock(config.out_dir):
+        pretrain = bool(pretrain or (pretrain is None and config.weights == "pretrained"))
+        if not force:
+            check_trained(config, pretrain=pretrain)
+        prepare_data(config, progress=progress)
+        if pretrain:
+            run_pretrain(config, verbose=verbose, force=force)
+        return {n: run_phase(config, n, verbose=verbose, force=force) for n in (1, 2, 3, 4)}

@@ -1,7 +1,7 @@
 """The data of one run: labels -> header index -> patient splits and phase cohorts -> HU cache.
 
 Every step resumes and skips what is done; the audit patients are chosen first and never enter a
-training, validation or pretraining cohort.
+training, validation or pretraining cohort. One process at a time writes a run folder.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from brain_audit.dataset.labels import read_labels
 from brain_audit.errors import ConfigError
 from brain_audit.rsna import TRAIN_CSV
 from brain_audit.run_layout import RunPaths
+from brain_audit.run_lock import run_lock
 
 __all__ = ["prepare_data", "open_run_cache"]
 
@@ -29,10 +30,21 @@ def prepare_data(config: RunConfig, progress: bool = True) -> Any:
     :mod:`brain_audit.dataset.cache`). The audit patients are chosen first and never enter a
     training, validation or pretraining cohort (:func:`brain_audit.dataset.cohort.plan_cohorts`).
 
+    The run folder is held for the whole call (:func:`brain_audit.run_lock.run_lock`): a second run
+    into it is refused. The cache records its parameters; asked for other ones (another
+    ``image_size``, another cohort) it warns and is rebuilt, never mixed (:func:`build_cache`).
+
     Returns:
         The opened :class:`brain_audit.dataset.cache.HUCache`.
-    """
 
+    Raises:
+        ConfigError: the run folder is in use by another process, or ``data_root`` holds no label file.
+    """
+    with run_lock(config.out_dir):
+        return _prepare_locked(config, progress)
+
+
+def _prepare_locked(config: RunConfig, progress: bool) -> Any:
     root = Path(config.data_root)
     if not (root / TRAIN_CSV).is_file():
         raise ConfigError(f"`data_root` must hold {TRAIN_CSV}. Got {str(root)!r} instead.")

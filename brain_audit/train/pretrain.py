@@ -28,25 +28,28 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from brain_audit.config import PretrainPlan, RunConfig
+from brain_audit.config import PretrainPlan, RunConfig, to_dict
 from brain_audit.dataset.cache import load_split_arrays
 from brain_audit.dataset.feed import Augment, augment_batch
-from brain_audit.errors import ConfigError
+from brain_audit.errors import CacheError, ConfigError
 from brain_audit.model.network import build_model, compile_model, get_backbone, recalibrate_batchnorm, unfreeze_all
-from brain_audit.provenance import atomic_path, file_sha256, run_record, write_json
+from brain_audit.provenance import atomic_path, config_differences, file_sha256, run_record, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import RunPaths
+from brain_audit.run_lock import run_lock
 from brain_audit.train.prepare import open_run_cache
 from brain_audit.train.runtime import _seed
 from brain_audit.windowing import resize_hu
 
-__all__ = ["run_pretrain", "PretrainResult", "formula_slices", "pretrain_backbone", "manifest_path", "cohort_sha256"]
+__all__ = ["run_pretrain", "check_backbone", "PRETRAIN_KEYS", "PretrainResult", "formula_slices", "pretrain_backbone",
+           "manifest_path", "cohort_sha256"]
 
 
 def _objective(plan: PretrainPlan) -> str:
@@ -210,6 +213,7 @@ def pretrain_backbone(
     exclude_patients: Iterable[str] | None = None,
     verbose: int | str = "auto",
     jit_compile: bool | str = "auto",
+    record: Mapping[str, Any] | None = None,
 ) -> PretrainResult:
     """Train EfficientNetB0 whole on a pretraining cohort and write its backbone weights.
 
@@ -242,6 +246,8 @@ def pretrain_backbone(
         verbose: passed to ``model.fit``.
         jit_compile: passed to :func:`brain_audit.model.compile_model` (XLA pays off over
             many steps; a compile costs tens of seconds on CPU).
+        record: further top-level fields of the manifest (:func:`run_pretrain` records the run's
+            configuration there, to check a later reuse against it).
 
     Returns:
         :class:`PretrainResult`.
@@ -359,36 +365,115 @@ def pretrain_backbone(
         warmup_history={k: [float(v) for v in vals] for k, vals in warmup_history.items()},
         metrics=metrics,
         keras_backend=keras.backend.backend(),
+        **dict(record or {}),
     )
     man = write_json(manifest_path(out_path), record)
     return PretrainResult(weights_path=out_path, manifest_path=man, history=record["history"], metrics=metrics)
 
 
-def run_pretrain(config: RunConfig, verbose: int | str = "auto") -> Path:
+#: The settings a run's pretrained backbone depends on: its plan, the input, the labels, the seed and the
+#: patients it is trained on (those left after the audit patients, drawn with the run's seed).
+PRETRAIN_KEYS = (*(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainPlan)), "image_size", "head", "seed",
+                 "audit_patients")
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _refusal(stage: str, config: RunConfig, detail: str, verb: str = "trained") -> ConfigError:
+    """The one-line refusal to reuse a stage of a run folder that answers another request."""
+    again = "retrain" if verb == "trained" else "rerun"
+    return ConfigError(f"{stage} in {config.out_dir} was {verb} {detail}. Use --force to {again} it, or another --out.")
+
+
+def _differing(diffs: Sequence[tuple[str, Any, Any]]) -> str:
+    """``with KEY=OLD; this run asks NEW`` for the first difference, naming the other differing keys."""
+    key, old, new = diffs[0]
+    text = f"with {key}={_shown(old)}; this run asks {_shown(new)}"
+    if len(diffs) > 1:
+        text += f" (other keys differ too: {', '.join(k for k, _, _ in diffs[1:])})"
+    return text
+
+
+def _split_digest(cache: Any, split: str) -> str:
+    """SHA-256 of a split's image IDs, patients and labels in the cache table (not of its pixels)."""
+    t = cache.table[cache.table["split"] == split].sort_index()
+    rows = t.reset_index()[["image_id", "patient_id", *LABEL_COLUMNS]].astype(str).to_numpy().tolist()
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_backbone(config: RunConfig) -> None:
+    """Refuse the run's pretrained backbone if it was trained for other settings than ``config``'s.
+
+    Compares the run configuration its manifest records on :data:`PRETRAIN_KEYS` (a manifest of an
+    older version: the plan, ``image_size`` and ``head``) and, when the run's cache opens, the
+    pretraining split (its image IDs, patients and labels). Nothing to check without a backbone.
+
+    Raises:
+        ConfigError: one line naming the first differing key and both values, e.g. ``pretrain in runs/x
+            was trained with pretrain.epochs=14; this run asks 3. Use --force to retrain it, or another --out.``
+    """
+    out = RunPaths(config.out_dir).backbone
+    try:
+        manifest = json.loads(manifest_path(out).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(manifest.get("run_config"), dict):
+        recorded = manifest["run_config"]
+    else:  # written before the run configuration was recorded: what pretrain_backbone's own settings say
+        settings = manifest.get("config") or {}
+        recorded = {"pretrain": {f.name: settings[f.name] for f in dataclasses.fields(PretrainPlan) if f.name in settings},
+                    **{k: settings[k] for k in ("image_size", "head") if k in settings}}
+    diffs = config_differences(recorded, config, PRETRAIN_KEYS)
+    if diffs:
+        raise _refusal("pretrain", config, _differing(diffs))
+    if manifest.get("pretrain_split"):
+        try:
+            cache = open_run_cache(config)
+        except CacheError:  # no cache (yet) at this size: nothing to compare the split with
+            return
+        if _split_digest(cache, "pretrain") != manifest["pretrain_split"]:
+            raise _refusal("pretrain", config, "on another pretraining split (its patients or labels have changed "
+                           "since; see data/cohort/cohort.csv)")
+
+
+def run_pretrain(config: RunConfig, verbose: int | str = "auto", *, force: bool = False) -> Path:
     """Domain-pretrain the backbone on the run's ``pretrain`` split (patients disjoint from audit,
     train and validation); writes ``pretrain/backbone.weights.h5`` and its manifest.
 
-    Use ``weights = "pretrained"`` in the run config to start Phase 1 from it.
-    """
+    Use ``weights = "pretrained"`` in the run config to start Phase 1 from it. A backbone the run
+    folder already holds (weights and manifest) is reused when it was trained for the same settings
+    (:func:`check_backbone`), retrained with ``force``, and otherwise refused. The run folder is held
+    for the whole call (:func:`brain_audit.run_lock.run_lock`).
 
-    out = RunPaths(config.out_dir).backbone
-    if out.is_file():
+    Raises:
+        ConfigError: the run folder is in use by another process; the backbone it holds was trained
+            for other settings (and not ``force``); the pretrain split is empty.
+    """
+    with run_lock(config.out_dir):
+        out = RunPaths(config.out_dir).backbone
+        if not force and out.is_file() and manifest_path(out).is_file():
+            check_backbone(config)
+            return out
+        cache = open_run_cache(config)
+        ids, hu, y6 = load_split_arrays(cache, "pretrain")
+        if len(ids) == 0:
+            raise ConfigError("`pretrain.patients` must be > 0 for `brain-audit pretrain`. Got an empty pretrain split "
+                              "instead.")
+        audit = cache.table.loc[cache.ids("audit"), "patient_id"].unique()
+        labels = y6 if config.head == "six" else y6[:, [LABEL_COLUMNS.index("any")]]
+        manifest_path(out).unlink(missing_ok=True)  # weights without a manifest are never reused
+        pretrain_backbone(
+            hu,
+            labels,
+            out,
+            config.pretrain,
+            image_size=config.image_size,
+            seed=_seed(config, 0),
+            patient_ids=cache.table.loc[ids, "patient_id"].to_numpy(),
+            exclude_patients=audit,
+            verbose=verbose,
+            record={"run_config": to_dict(config), "pretrain_split": _split_digest(cache, "pretrain")},
+        )
         return out
-    cache = open_run_cache(config)
-    ids, hu, y6 = load_split_arrays(cache, "pretrain")
-    if len(ids) == 0:
-        raise ConfigError("`pretrain.patients` must be > 0 for `brain-audit pretrain`. Got an empty pretrain split instead.")
-    audit = cache.table.loc[cache.ids("audit"), "patient_id"].unique()
-    labels = y6 if config.head == "six" else y6[:, [LABEL_COLUMNS.index("any")]]
-    pretrain_backbone(
-        hu,
-        labels,
-        out,
-        config.pretrain,
-        image_size=config.image_size,
-        seed=_seed(config, 0),
-        patient_ids=cache.table.loc[ids, "patient_id"].to_numpy(),
-        exclude_patients=audit,
-        verbose=verbose,
-    )
-    return out

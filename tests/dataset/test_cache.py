@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +73,8 @@ class TestCache:
         assert len(calls) == 3
         build_cache(t, root, tmp_path, size=SIDE, shard_size=5, workers=0, progress=False)
         assert len(calls) == 3  # nothing rebuilt
-        small = build_cache(t, root, tmp_path, size=16, shard_size=5, workers=0, progress=False)
+        with pytest.warns(RuntimeWarning, match=r"built with size=32 \(this build asks 16\); a cache is never mixed"):
+            small = build_cache(t, root, tmp_path, size=16, shard_size=5, workers=0, progress=False)
         assert len(calls) == 6 and small.size == 16
         assert small.hu_int16(list(t.index[:1])).shape == (1, 16, 16)
         with pytest.raises(CacheError, match="slices are 16 px; expected 32"):
@@ -80,6 +85,120 @@ class TestCache:
         victim.write_bytes(data)  # same bytes, new mtime
         build_cache(t, root, tmp_path, size=16, shard_size=5, workers=0, progress=False)
         assert calls[6:] == ["train-00001"]
+
+    def test_manifest_and_receipts_record_the_parameters(self, tiny, tmp_path):
+        root, truth = tiny
+        t = _cohort_frame(truth, list(truth)[:12])
+        build_cache(t, root, tmp_path, size=SIDE, shard_size=5, workers=0, progress=False)
+        manifest = json.loads((tmp_path / "manifest.json").read_text())
+        recorded = manifest["parameters"]
+        assert {k: v for k, v in recorded.items() if k != "cohort"} == {
+            "format": 1, "size": 32, "context": 0, "shard_size": 5, "fix_rsna_defect": True, "folder": "stage_2_train"}
+        assert re.fullmatch("[0-9a-f]{64}", recorded["cohort"])
+        for name in ("train-00000", "train-00001", "train-00002"):
+            receipt = json.loads((tmp_path / "shards" / f"{name}.json").read_text())
+            assert receipt["parameters"] == recorded and receipt["size"] == 32
+        build_cache(t.iloc[:11], root, tmp_path / "other", size=SIDE, shard_size=5, workers=0, progress=False)
+        other = json.loads((tmp_path / "other" / "manifest.json").read_text())["parameters"]["cohort"]
+        assert other != recorded["cohort"]  # another cohort table, another digest
+
+    @pytest.mark.parametrize("change, warning", [
+        ({"size": 16}, r"size=32 \(this build asks 16\)"),
+        ({"shard_size": 4}, r"shard_size=5 \(this build asks 4\)"),
+        ({"size": 16, "shard_size": 4}, r"size=32 \(this build asks 16\), shard_size=5 \(this build asks 4\)"),
+        ({"ids": 11}, r"cohort=[0-9a-f]{12}\.\.\. \(this build asks [0-9a-f]{12}\.\.\.\)"),
+        ({"fix_rsna_defect": False}, r"fix_rsna_defect=true \(this build asks false\)"),
+    ])
+    def test_other_parameters_warn_and_rebuild_the_whole_cache(self, tiny, tmp_path, monkeypatch, change, warning):
+        root, truth = tiny
+        ids = sorted(truth)[:12]
+        args = {"size": SIDE, "shard_size": 5, "fix_rsna_defect": True, "workers": 0, "progress": False}
+        build_cache(_cohort_frame(truth, ids), root, tmp_path, **args)
+        calls = []
+        real = cache_mod._build_shard
+        monkeypatch.setattr(cache_mod, "_build_shard", lambda task: calls.append(task["name"]) or real(task))
+        ids = ids[: change.pop("ids", len(ids))]
+        args.update(change)
+        with pytest.warns(RuntimeWarning, match=f"{re.escape(str(tmp_path))}: the HU cache was built with {warning}; "
+                                                "a cache is never mixed, so it is removed and rebuilt"):
+            cache = build_cache(_cohort_frame(truth, ids), root, tmp_path, **args)
+        n_shards = -(-len(ids) // args["shard_size"])
+        assert len(calls) == n_shards  # every shard built again, none kept
+        names = sorted(p.name for p in (tmp_path / "shards").iterdir())
+        assert names == sorted(f"train-{k:05d}{ext}" for k in range(n_shards) for ext in (".npy", ".json"))
+        side = args["size"]
+        for k in range(n_shards):
+            assert np.load(tmp_path / "shards" / f"train-{k:05d}.npy").shape[1:] == (side, side)
+        if side == 16:  # an area resize of 32 px to 16 px is the mean of each 2 x 2 block
+            for image_id in ids:
+                ref = truth[image_id]["hu"].astype(np.float64).reshape(16, 2, 16, 2).mean(axis=(1, 3))
+                np.testing.assert_array_equal(cache.hu_int16([image_id])[0], np.rint(ref).astype(np.int16))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the same request again: no warning, nothing rebuilt
+            build_cache(_cohort_frame(truth, ids), root, tmp_path, **args)
+        assert len(calls) == n_shards
+
+    @pytest.mark.parametrize("how", ["npy", "npy and receipt"])
+    def test_a_shard_of_another_size_is_never_reused(self, tiny, tmp_path, monkeypatch, how):
+        """The issue's race: a second build at 16 px rewrote a shard under a finished 32 px manifest."""
+        root, truth = tiny
+        ids = sorted(truth)[:12]
+        t = _cohort_frame(truth, ids)
+        build_cache(t, root, tmp_path / "c", size=SIDE, shard_size=5, workers=0, progress=False)
+        build_cache(t, root, tmp_path / "small", size=16, shard_size=5, workers=0, progress=False)
+        victim = tmp_path / "c" / "shards" / "train-00001.npy"
+        victim.write_bytes((tmp_path / "small" / "shards" / "train-00001.npy").read_bytes())
+        if how == "npy and receipt":
+            receipt = victim.with_suffix(".json")
+            receipt.write_bytes((tmp_path / "small" / "shards" / "train-00001.json").read_bytes())
+        with pytest.raises(CacheError, match=r"shard train-00001.npy holds shape \(5, 16, 16\); manifest.json says "
+                                             r"\(5, 32, 32\) \(size=32\); rebuild it with build_cache"):
+            open_cache(tmp_path / "c", size=SIDE)
+        calls = []
+        real = cache_mod._build_shard
+        monkeypatch.setattr(cache_mod, "_build_shard", lambda task: calls.append(task["name"]) or real(task))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a foreign receipt says size=16: the whole cache goes
+            cache = build_cache(t, root, tmp_path / "c", size=SIDE, shard_size=5, workers=0, progress=False)
+        assert "train-00001" in calls
+        np.testing.assert_array_equal(cache.hu_int16(ids), np.stack([truth[i]["hu"] for i in ids]))
+
+    def test_a_killed_builds_temporaries_are_removed(self, tiny, tmp_path):
+        import tempfile
+
+        root, truth = tiny
+        t = _cohort_frame(truth, sorted(truth)[:6])
+        build_cache(t, root, tmp_path, size=SIDE, shard_size=5, workers=0, progress=False)
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        for folder, final in ((tmp_path / "shards", "train-00000.npy"), (tmp_path, "images.parquet")):
+            fd, _ = tempfile.mkstemp(prefix=f".{final}.", suffix=".part", dir=folder)  # what a kill -9 leaves
+            os.close(fd)
+        build_cache(t, root, tmp_path, size=SIDE, shard_size=5, workers=0, progress=False)  # nothing to rebuild
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+    def test_a_resumed_build_with_other_parameters_starts_over(self, tiny, tmp_path, monkeypatch):
+        root, truth = tiny
+        ids = sorted(truth)[:20]
+        t = _cohort_frame(truth, ids)
+        real = cache_mod._build_shard
+        calls = []
+
+        def dying(task):
+            calls.append(task["name"])
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real(task)
+
+        monkeypatch.setattr(cache_mod, "_build_shard", dying)
+        with pytest.raises(KeyboardInterrupt):
+            build_cache(t, root, tmp_path, size=SIDE, shard_size=4, workers=0, progress=False)
+        assert len(list((tmp_path / "shards").glob("*.json"))) == 2  # two 32 px shards, no manifest
+        monkeypatch.setattr(cache_mod, "_build_shard", real)
+        with pytest.warns(RuntimeWarning, match=r"built with size=32 \(this build asks 16\)"):
+            cache = build_cache(t, root, tmp_path, size=16, shard_size=4, workers=0, progress=False)
+        for k in range(5):
+            assert np.load(tmp_path / "shards" / f"train-{k:05d}.npy").shape == (4, 16, 16)
+        assert cache.hu_int16(ids).shape == (20, 16, 16)
 
     def test_killed_build_is_never_used_and_resumes_identical(self, tiny, tmp_path, monkeypatch):
         root, truth = tiny

@@ -7,7 +7,9 @@ models' own predictions, and the files' presence and contents.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ pytest.importorskip("tensorflow")
 
 from brain_audit.config import load_config
 from brain_audit.rsna import LABEL_COLUMNS
+from support.run_copy import copy_run, refusal, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +148,134 @@ def test_phase_order_is_enforced(tmp_path):
 
     with pytest.raises(ConfigError, match=r"`phase` must be 1, 2, 3 or 4\. Got 5 instead\."):
         run_phase(load_config(), 5)
+
+
+# ---------------------------------------------------------------- reuse only for the request a stage records
+@pytest.fixture
+def copy(run, tmp_path):
+    """A copy of the quick run (so that a test may change it) and ``ask(*overrides)``: its config, changed."""
+    config, out, _ = run
+    return copy_run(config, out, tmp_path / "run")
+
+
+def test_a_finished_stage_refuses_another_plan_and_writes_nothing(copy):
+    from brain_audit.errors import ConfigError
+    from brain_audit.train.phases import run_phase
+    from brain_audit.train.pretrain import run_pretrain
+
+    config, out, ask = copy
+    before = snapshot(out)
+    # the quick demo's values (DemoPlan.quick(), demo_configs, conftest.QUICK_OVERRIDES) against new ones
+    cases = [
+        (lambda: run_phase(ask("phase1.epochs=2"), 1), "phase 1", "with phase1.epochs=1; this run asks 2", "trained"),
+        (lambda: run_phase(ask("phase1.learning_rate=0.01"), 2), "phase 2",
+         "with phase1.learning_rate=0.001; this run asks 0.01", "trained"),
+        (lambda: run_phase(ask("phase3.overlays=5"), 3), "phase 3", "with phase3.overlays=2; this run asks 5", "run"),
+        (lambda: run_phase(ask("phase4.dropouts=[0.3]"), 4), "phase 4",
+         "with phase4.dropouts=[0.5, 0.2]; this run asks [0.3]", "trained"),
+        (lambda: run_phase(ask('weights="imagenet"'), 1), "phase 1",
+         'with weights="pretrained"; this run asks "imagenet"', "trained"),
+        (lambda: run_phase(ask("seed=7", "phase1.epochs=2"), 1), "phase 1",
+         "with phase1.epochs=1; this run asks 2 (other keys differ too: seed)", "trained"),
+        (lambda: run_phase(ask("pretrain.epochs=2"), 4), "phase 4", "with pretrain.epochs=1; this run asks 2", "trained"),
+        (lambda: run_pretrain(ask("pretrain.epochs=2")), "pretrain", "with pretrain.epochs=1; this run asks 2", "trained"),
+        (lambda: run_pretrain(ask("audit_patients=5")), "pretrain", "with audit_patients=6; this run asks 5", "trained"),
+    ]
+    for call, stage, detail, verb in cases:
+        with pytest.raises(ConfigError, match=refusal(stage, out, detail, verb)):
+            call()
+    # Phase 3's pictures change nothing Phase 4 reads: it is read back
+    assert run_phase(ask("phase3.overlays=5"), 4) == json.loads((out / "phase4" / "metrics.json").read_text())
+    assert snapshot(out) == before
+
+
+def test_a_changed_image_size_is_one_line_not_a_shape_traceback(copy):
+    from brain_audit.errors import ConfigError
+    from brain_audit.train.phases import run_all, run_phase
+
+    config, out, ask = copy
+    with pytest.raises(ConfigError, match=refusal("phase 3", out, "with image_size=64; this run asks 96", "run")):
+        run_phase(ask("image_size=96"), 3)
+    # run_all stops before prepare_data would rebuild the cache at 96 px
+    with pytest.raises(ConfigError, match=refusal("pretrain", out, "with image_size=64; this run asks 96")):
+        run_all(ask("image_size=96"), verbose=0, progress=False)
+    assert json.loads((out / "data" / "cache" / "manifest.json").read_text())["size"] == 64
+
+
+def test_a_changed_input_file_is_refused(copy):
+    from brain_audit.errors import ConfigError
+    from brain_audit.train.phases import run_phase
+
+    config, out, _ = copy
+    model1 = out / "phase1" / "model.keras"
+    model1.write_bytes((out / "phase2" / "model.keras").read_bytes())  # phase 1 retrained since phase 2 began
+    with pytest.raises(ConfigError, match=refusal("phase 2", out, "from another phase 1 model (phase1/model.keras "
+                                                                 "has changed since)")):
+        run_phase(config, 2)
+    with open(out / "data" / "cohort" / "cohort.csv", "a") as fh:
+        fh.write("\n")
+    with pytest.raises(ConfigError, match=refusal("phase 1", out, "on another cohort (data/cohort/cohort.csv has "
+                                                                 "changed since)")):
+        run_phase(config, 1)
+
+
+def test_a_resumable_phase_refuses_another_plan(copy):
+    from brain_audit.errors import ConfigError
+    from brain_audit.train.phases import run_phase
+
+    config, out, ask = copy
+    for name in ("metrics.json", "model.keras"):  # killed after its last checkpoint
+        (out / "phase2" / name).unlink()
+    assert (out / "phase2" / "checkpoint" / "state.json").is_file()
+    before = snapshot(out)
+    with pytest.raises(ConfigError, match=refusal("phase 2", out, "with phase2.learning_rate=0.0001; this run asks 0.001")):
+        run_phase(ask("phase2.learning_rate=0.001"), 2)
+    assert snapshot(out) == before
+
+
+def test_force_reruns_a_phase_from_a_clean_folder(copy):
+    from brain_audit.train.phases import run_phase
+
+    config, out, ask = copy
+    assert len(list((out / "phase3" / "overlays").glob("*.png"))) == 2
+    metrics = run_phase(ask("phase3.overlays=1"), 3, verbose=0, force=True)
+    assert len(list((out / "phase3" / "overlays").glob("*.png"))) == 1  # the old pictures went with the old run
+    record = json.loads((out / "phase3" / "run.json").read_text())
+    assert record["config"]["phase3"]["overlays"] == 1 and record["status"] == "finished"
+    assert record["inputs"]["phase2_model"] == hashlib.sha256((out / "phase2" / "model.keras").read_bytes()).hexdigest()
+    assert metrics == json.loads((out / "phase3" / "metrics.json").read_text())
+    assert run_phase(ask("phase3.overlays=1"), 3) == metrics  # now the folder answers the new request
+
+
+def test_phase_keys_name_the_plans_a_phase_starts_from():
+    from brain_audit.config import load_config
+    from brain_audit.train.phases import phase_keys
+
+    keys = phase_keys(load_config(None, ['weights="imagenet"']), 2)
+    assert keys[:9] == ["phase2.cohort_size", "phase2.cohort_unit", "phase2.balance", "phase2.epochs",
+                        "phase2.learning_rate", "phase2.dropout", "phase2.unfrozen_blocks", "phase2.batch_size",
+                        "phase2.augment"]  # its own plan first, in PhasePlan's order
+    assert {"phase1.epochs", "image_size", "head", "seed", "weights", "audit_patients", "validation_fraction",
+            "pretrain.patients", "phase4.target_sensitivity"} <= set(keys)
+    assert not {k for k in keys if k.startswith(("phase3.", "phase4.dropouts", "pretrain.epochs"))}
+    assert len(keys) == len(set(keys))
+    pretrained = phase_keys(load_config(None, ['weights="pretrained"']), 4)
+    assert {"pretrain.epochs", "phase3.max_slices", "phase4.dropouts"} <= set(pretrained)
+    assert "phase3.overlays" not in pretrained and "phase3.overlays" in phase_keys(load_config(), 3)
+
+
+def test_a_resumable_phase_resumes_for_its_own_request(copy):
+    import tempfile
+
+    from brain_audit.train.phases import run_phase
+
+    config, out, _ = copy
+    finished = json.loads((out / "phase2" / "metrics.json").read_text())
+    for name in ("metrics.json", "model.keras"):  # killed after its last checkpoint, mid-way through a write
+        (out / "phase2" / name).unlink()
+    fd, stale = tempfile.mkstemp(prefix=".last.keras.", suffix=".keras", dir=out / "phase2" / "checkpoint")
+    os.close(fd)
+    again = run_phase(config, 2, verbose=0)
+    assert again == finished  # the checkpoint holds the last epoch: nothing is trained, the same model is scored
+    assert (out / "phase2" / "model.keras").is_file() and not Path(stale).exists()
+    assert json.loads((out / "phase2" / "run.json").read_text())["status"] == "finished"

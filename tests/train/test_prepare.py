@@ -15,6 +15,7 @@ import pytest
 from brain_audit.config import load_config
 from brain_audit.dataset.cohort import read_cohort
 from brain_audit.errors import ConfigError
+from brain_audit.run_lock import LOCK_NAME
 from brain_audit.train.prepare import prepare_data
 from support.tiny_rsna import N_PATIENTS, SIDE, make_tiny_rsna
 
@@ -72,8 +73,11 @@ def test_a_rerun_finds_everything_done(tmp_path):
     records = {run / "data" / "index" / "index.json", run / "data" / "cohort" / "cohort.json"}  # dated run records
     assert {p for p in before if after[p][0] != before[p][0]} <= records
     assert json.loads((run / "data" / "index" / "index.json").read_text())["n_read_this_run"] == 0
-    cache_files = [p for p in before if "cache" in p.relative_to(run).parts]
+    cache_files = [p for p in before if "cache" in p.relative_to(run).parts and p.name != LOCK_NAME]
     assert len(cache_files) > 4 and all(after[p][1] == before[p][1] for p in cache_files)  # not rewritten
+    assert {p.relative_to(run).as_posix() for p in before if p.name == LOCK_NAME} == {
+        LOCK_NAME, f"data/cache/{LOCK_NAME}"}  # the run and its cache were held while written, and are free now
+    assert all(after[p][0] == b"" for p in before if p.name == LOCK_NAME)
 
 
 def test_a_data_root_without_labels_is_refused(tmp_path):

@@ -145,3 +145,37 @@ def test_pretrain_augmented_batches_are_seeded_and_aligned():
     a.on_epoch_end()
     second = np.concatenate([a[i][1] for i in range(3)])[:, 0]
     assert sorted(first) == sorted(second) == list(range(10)) and not np.array_equal(first, second)
+
+
+# ---------------------------------------------------------------- reuse of a run's backbone
+@pytest.mark.slow
+def test_run_pretrain_reuses_only_the_backbone_of_its_request(quick_run, tmp_path):
+    """On a copy of the quick demo run (pretrain.epochs=1, audit_patients=6 there)."""
+    from brain_audit.errors import ConfigError
+    from brain_audit.train.pretrain import manifest_path, run_pretrain
+    from support.run_copy import copy_run, refusal, snapshot
+
+    config, out, ask = copy_run(*quick_run[:2], tmp_path / "run")
+    weights = out / "pretrain" / "backbone.weights.h5"
+    manifest = json.loads(manifest_path(weights).read_text())
+    assert manifest["run_config"]["pretrain"]["epochs"] == 1 and len(manifest["pretrain_split"]) == 64
+    before = snapshot(out)
+    assert run_pretrain(config) == weights  # the same request: read back
+    with pytest.raises(ConfigError, match=refusal("pretrain", out, "with pretrain.epochs=1; this run asks 2")):
+        run_pretrain(ask("pretrain.epochs=2"))
+    with pytest.raises(ConfigError, match=refusal("pretrain", out, "with image_size=64; this run asks 96 (other keys "
+                                                                   "differ too: seed)")):
+        run_pretrain(ask("image_size=96", "seed=4"))
+    assert snapshot(out) == before
+    # a manifest written before the run configuration was recorded: its own settings still speak
+    legacy = {k: v for k, v in manifest.items() if k not in ("run_config", "pretrain_split")}
+    manifest_path(weights).write_text(json.dumps(legacy))
+    with pytest.raises(ConfigError, match=refusal("pretrain", out, "with pretrain.warmup_slices=32; this run asks 64")):
+        run_pretrain(ask("pretrain.warmup_slices=64"))
+    assert run_pretrain(ask("seed=4")) == weights  # (the legacy record cannot tell the run's seed)
+    # a pretraining split of other patients or labels
+    manifest_path(weights).write_text(json.dumps({**manifest, "pretrain_split": "0" * 64}))
+    with pytest.raises(ConfigError, match=refusal("pretrain", out, "on another pretraining split (its patients or "
+                                                                   "labels have changed since; see "
+                                                                   "data/cohort/cohort.csv)")):
+        run_pretrain(config)
