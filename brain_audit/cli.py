@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import os
 import sys
 import traceback
@@ -32,6 +33,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from brain_audit import __version__
 from brain_audit.config import RunConfig
 from brain_audit.errors import BrainAuditError
+from brain_audit.run_layout import RunPaths
 
 _REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = []
 
@@ -448,7 +450,6 @@ def _load_run_config(args: argparse.Namespace):
     """The run configuration of ``--config``, ``--set``, ``--data-root`` and ``--out``; kept in
     ``args.run_config`` so that its folders count as the command line's paths (:func:`_user_paths`).
     Called before the training modules are imported: a bad value is refused at once."""
-    import json
 
     from brain_audit.config import load_config
 
@@ -480,7 +481,18 @@ def _run_prepare(args: argparse.Namespace) -> int:
     cache = prepare_data(config, progress=not args.quiet)
     counts = cache.table.groupby("split").size().to_dict()
     print(f"cache {cache.path}: {counts}; skipped {len(cache.skipped)}")
+    print(_data_summary_line(RunPaths(config.out_dir).data_summary))
     return 0
+
+
+def _data_summary_line(path: Path) -> str:
+    """One line of ``data/summary.json``: every stage's kept and left-out counts."""
+    s = json.loads(path.read_text())
+    reasons = ", ".join(f"{n} {k}" for k, n in sorted(s["index"]["skipped_by_reason"].items(), key=lambda kv: -kv[1]))
+    return (f"left out: {s['labels']['rows_refused']} label rows refused; {s['index']['skipped']} files skipped by the "
+            f"index{f' ({reasons})' if reasons else ''}; {s['join']['labelled_without_file']} labelled images without "
+            f"a file; {s['cache']['skipped']} slices skipped by the cache; kept {s['index']['without_pixel_spacing']} "
+            f"slices without Pixel Spacing (summary: {path})")
 
 
 @_command
@@ -493,16 +505,21 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         "Then train with --set weights=\"pretrained\". Runs `prepare` first if needed.",
     )
     _run_options(p)
+    p.add_argument("--force", action="store_true", help="retrain a finished backbone (also for other settings)")
     p.set_defaults(run=_run_pretrain)
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
     config = _load_run_config(args)
+    from brain_audit.run_lock import run_lock
     from brain_audit.train.prepare import prepare_data
-    from brain_audit.train.pretrain import run_pretrain
+    from brain_audit.train.pretrain import check_backbone, run_pretrain
 
-    prepare_data(config, progress=not args.quiet)
-    path = run_pretrain(config, verbose=0 if args.quiet else "auto")
+    with run_lock(config.out_dir):
+        if not args.force:
+            check_backbone(config)  # a backbone for other settings stops here, before the data are rebuilt
+        prepare_data(config, progress=not args.quiet)
+        path = run_pretrain(config, verbose=0 if args.quiet else "auto", force=args.force)
     print(f"backbone weights: {path}")
     return 0
 
@@ -523,22 +540,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import json
 
     config = _load_run_config(args)
-    from brain_audit.train.phases import run_phase
+    from brain_audit.run_lock import run_lock
+    from brain_audit.train.phases import check_trained, run_phase
     from brain_audit.train.prepare import prepare_data
     from brain_audit.train.pretrain import run_pretrain
 
     verbose = 0 if args.quiet else "auto"
-    prepare_data(config, progress=not args.quiet)
-    if config.weights == "pretrained":
-        run_pretrain(config, verbose=verbose)
     phases = (1, 2, 3, 4) if args.phase == "all" else (int(args.phase),)
-    for n in phases:
-        metrics = run_phase(config, n, verbose=verbose, force=args.force)
-        keys = ("auc", "patient_auc", "threshold", "hard_negatives", "operating_point")
-        print(f"phase {n}: " + json.dumps({k: metrics[k] for k in keys if k in metrics}, default=str))
+    with run_lock(config.out_dir):  # one process for the whole command, data, backbone and phases
+        if not args.force:
+            check_trained(config, phases)  # trained for other settings: stop before the data are rebuilt
+        prepare_data(config, progress=not args.quiet)
+        if config.weights == "pretrained":
+            run_pretrain(config, verbose=verbose)
+        for n in phases:
+            metrics = run_phase(config, n, verbose=verbose, force=args.force)
+            keys = ("auc", "patient_auc", "threshold", "hard_negatives", "operating_point")
+            print(f"phase {n}: " + json.dumps({k: metrics[k] for k in keys if k in metrics}, default=str))
     return 0
 
 # ---------------------------------------------------------------- gradcam (gradcam, skull)
@@ -634,7 +654,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
 
     from brain_audit.demo import DemoPlan, run_demo
 

@@ -3,6 +3,7 @@
 ::
 
     <out_dir>/data/index/  data/cohort/  data/cache/      prepared data (header index, splits, HU cache)
+    <out_dir>/data/summary.json                            what each data stage kept and left out
     <out_dir>/pretrain/backbone.weights.h5                 domain-pretrained backbone (+ manifest)
     <out_dir>/phase1/ ... phase4/                           model.keras, history.csv, metrics.json, run.json
     <out_dir>/phase4/operating_point.json                  the thresholds chosen on validation
@@ -44,6 +45,11 @@ class RunPaths:
     @property
     def cache(self) -> Path:
         return self.root / "data" / "cache"
+
+    @property
+    def data_summary(self) -> Path:
+        """What every data stage kept and left out (``data/summary.json``)."""
+        return self.root / "data" / "summary.json"
 
     @property
     def pretrain(self) -> Path:

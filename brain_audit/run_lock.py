@@ -140,7 +140,8 @@ def run_lock(folder: str | Path, *, option: str = "--out") -> Iterator[Path]:
     Example::
 
         with run_lock(config.out_dir):
-            audit_holdout(config)
+            prepare_data(config)
+            run_phase(config, 1)
     """
     folder = Path(folder)
     if fcntl is None:  # pragma: no cover - Windows

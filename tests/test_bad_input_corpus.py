@@ -165,3 +165,19 @@ def test_outputs_follow_the_umask(salted):
     for name in ("index/index.parquet", "cohort/cohort.csv", "cache/manifest.json"):
         mode = (salted["out"] / "data" / name).stat().st_mode & 0o777
         assert mode == 0o666 & ~mask, name
+
+
+def test_one_summary_counts_every_skip_of_every_stage(salted):
+    """data/summary.json: the 11 unusable files of the corpus (the other 4 are kept), the 12 label rows whose IDs
+    are paths, and the cache's own skips; the counts by reason add up."""
+    import json
+
+    summary = json.loads((salted["out"] / "data" / "summary.json").read_text())
+    unusable = sum(f is not None for _, f in salted["corpus"].values())
+    assert summary["labels"]["rows_refused"] == 2 * len(LABEL_COLUMNS)
+    assert summary["index"]["skipped"] == unusable == 11
+    assert sum(summary["index"]["skipped_by_reason"].values()) == unusable
+    assert summary["index"]["without_pixel_spacing"] == 1
+    assert summary["cache"]["skipped"] == 0
+    images = pd.read_parquet(salted["out"] / "data" / "cache" / "images.parquet")
+    assert summary["cache"]["cached"] == len(images)

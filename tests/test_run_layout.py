@@ -20,6 +20,7 @@ DOCUMENTED = {
     "index": "data/index",
     "cohort": "data/cohort",
     "cache": "data/cache",
+    "data_summary": "data/summary.json",
     "pretrain": "pretrain",
     "backbone": "pretrain/backbone.weights.h5",
     "operating_point": "phase4/operating_point.json",
@@ -29,7 +30,8 @@ DOCUMENTED = {
 
 def test_the_documented_layout_is_the_docstring():
     doc = run_layout.__doc__
-    for text in ("<out_dir>/data/index/", "data/cohort/", "data/cache/", "<out_dir>/pretrain/backbone.weights.h5",
+    for text in ("<out_dir>/data/index/", "data/cohort/", "data/cache/", "<out_dir>/data/summary.json",
+                 "<out_dir>/pretrain/backbone.weights.h5",
                  "<out_dir>/phase1/ ... phase4/", "model.keras", "<out_dir>/phase4/operating_point.json",
                  "<out_dir>/clinical_audit_report/", f"<out_dir>/{LOCK_NAME}"):
         assert text in doc, text

@@ -31,6 +31,7 @@ from brain_audit.model.weights import load_model
 from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import REPORT_DIR, RunPaths
+from brain_audit.run_lock import run_lock
 
 __all__ = ["REPORT_DIR", "DEPLOYMENT_PREVALENCES", "audit_holdout"]
 
@@ -63,8 +64,20 @@ def audit_holdout(
     Returns:
         The summary (also ``summary.json``).
     """
+    with run_lock(config.out_dir):  # one process writes the run folder (re-entrant inside the demo)
+        return _audit_holdout(config, model_path=model_path, gradcam_slices=gradcam_slices, n_boot=n_boot,
+                              prevalences=prevalences)
 
 
+def _audit_holdout(
+    config: RunConfig,
+    *,
+    model_path: str | Path | None,
+    gradcam_slices: int,
+    n_boot: int,
+    prevalences: Sequence[float],
+) -> dict[str, Any]:
+    """:func:`audit_holdout` inside the run folder's lock."""
     paths = RunPaths(config.out_dir)
     model_path = Path(model_path) if model_path else paths.model(4)
     op_path = paths.operating_point

@@ -42,12 +42,13 @@ from brain_audit.dataset.cohort import (
     write_cohorts,
 )
 from brain_audit.dataset.feed import Augment, augment_batch, feed_length, feed_plan, make_feed
-from brain_audit.dataset.index import INDEX_COLUMNS, build_index, read_index, read_skipped
+from brain_audit.dataset.index import INDEX_COLUMNS, INDEX_FORMAT, build_index, read_index, read_skipped
 from brain_audit.dataset.labels import read_labels
 from brain_audit.dataset.masks import MASK_DIR, encode_masks, has_masks, lesion_mask, mask_path, read_masks, write_masks
 
 __all__ = [
     "read_labels",
+    "INDEX_FORMAT",
     "INDEX_COLUMNS",
     "build_index",
     "read_index",

@@ -8,10 +8,12 @@ cohorts -> cache for one run), ``pretrain`` (domain pretraining of the backbone)
 from __future__ import annotations
 
 from brain_audit.train.hard_negatives import HARD_NEGATIVE_COLUMNS, mine_hard_negatives
-from brain_audit.train.phases import run_all, run_phase, set_dropout
+from brain_audit.train.phases import check_trained, phase_keys, run_all, run_phase, set_dropout
 from brain_audit.train.prepare import open_run_cache, prepare_data
 from brain_audit.train.pretrain import (
+    PRETRAIN_KEYS,
     PretrainResult,
+    check_backbone,
     cohort_sha256,
     formula_slices,
     manifest_path,
@@ -35,6 +37,8 @@ __all__ = [
     "prepare_data",
     "open_run_cache",
     "run_pretrain",
+    "check_backbone",
+    "PRETRAIN_KEYS",
     "PretrainResult",
     "formula_slices",
     "pretrain_backbone",
@@ -43,6 +47,8 @@ __all__ = [
     "HARD_NEGATIVE_COLUMNS",
     "mine_hard_negatives",
     "set_dropout",
+    "phase_keys",
+    "check_trained",
     "run_phase",
     "run_all",
 ]

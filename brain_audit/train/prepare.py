@@ -16,11 +16,12 @@ from brain_audit.dataset.cohort import CohortSpec, join_images, plan_cohorts, wr
 from brain_audit.dataset.index import build_index
 from brain_audit.dataset.labels import read_labels
 from brain_audit.errors import ConfigError
+from brain_audit.provenance import write_json
 from brain_audit.rsna import TRAIN_CSV
 from brain_audit.run_layout import RunPaths
 from brain_audit.run_lock import run_lock
 
-__all__ = ["prepare_data", "open_run_cache"]
+__all__ = ["prepare_data", "data_summary", "open_run_cache"]
 
 
 def prepare_data(config: RunConfig, progress: bool = True) -> Any:
@@ -71,7 +72,35 @@ def _prepare_locked(config: RunConfig, progress: bool) -> Any:
             seed=config.seed,
         )
     write_cohorts(paths.cohort, cohort, patients, config=to_dict(config), seed=config.seed)
-    return build_cache(cohort, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
+    cache = build_cache(cohort, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
+    write_json(paths.data_summary, data_summary(labels, index, images, cohort, cache))
+    return cache
+
+
+def data_summary(labels: Any, index: Any, images: Any, cohort: Any, cache: Any) -> dict[str, Any]:
+    """What every data stage of a run kept and left out, with the reasons counted (``data/summary.json``).
+
+    Counts: label rows refused (unsafe IDs) and images labelled; files indexed, skipped by the index (by
+    reason, the tag and the fault without the file's own values) and kept without Pixel Spacing; labelled
+    images without an indexed file and indexed files without labels; slices drawn into the run's cohorts;
+    slices cached and skipped by the cache.
+    """
+    skipped = index.attrs.get("skipped")
+    n_skipped = 0 if skipped is None else len(skipped)
+    reasons: dict[str, int] = {}
+    if n_skipped:
+        for reason in skipped["reason"].astype(str):
+            key = reason.split(" is ")[0] if reason.startswith("(") else reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    return {
+        "labels": {"images": int(len(labels)), "rows_refused": int(labels.attrs.get("n_refused_rows", 0))},
+        "index": {"indexed": int(len(index)), "skipped": n_skipped, "skipped_by_reason": reasons,
+                  "without_pixel_spacing": int(index["spacing_row"].isna().sum()) if "spacing_row" in index else 0},
+        "join": {"labelled_without_file": int(len(labels.index.difference(index.index))),
+                 "indexed_without_labels": int(len(index.index.difference(labels.index)))},
+        "cohort": {"slices": int(len(cohort)), "patients": int(cohort["patient_id"].nunique())},
+        "cache": {"cached": int(len(cache.table)), "skipped": int(len(cache.skipped))},
+    }
 
 
 def open_run_cache(config: RunConfig) -> Any:
