@@ -35,6 +35,7 @@ import numpy as np
 from brain_audit.audit.holdout import audit_holdout
 from brain_audit.config import PretrainPlan, RunConfig, load_config
 from brain_audit.dataset.cache import open_cache, preprocess_slice
+from brain_audit.errors import ConfigError
 from brain_audit.gradcam.shortcuts import counterfactual_effect
 from brain_audit.model.weights import load_model
 from brain_audit.phantom.cohort import generate_cohort
@@ -48,6 +49,10 @@ from brain_audit.train.prepare import prepare_data
 from brain_audit.train.pretrain import manifest_path, run_pretrain
 
 __all__ = ["DemoPlan", "demo_configs", "run_demo"]
+
+
+#: Patients the demo needs beyond its audit and pretraining patients (train and validation, both classes).
+_MIN_TRAIN_PATIENTS = 8
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,15 @@ class DemoPlan:
     phase4_epochs: int = 1
     batch_size: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        held_out = self.audit_patients + self.pretrain_patients
+        if self.patients < held_out + _MIN_TRAIN_PATIENTS:
+            raise ConfigError(
+                f"`patients` (--patients) must be >= {held_out + _MIN_TRAIN_PATIENTS}: the demo holds out "
+                f"{self.audit_patients} audit and {self.pretrain_patients} pretraining patients and trains and "
+                f"validates on at least {_MIN_TRAIN_PATIENTS} more. Got {self.patients} instead."
+            )
 
     @classmethod
     def quick(cls) -> "DemoPlan":

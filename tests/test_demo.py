@@ -87,3 +87,13 @@ def test_kaggle_notebook_runs(quick_run, tmp_path):
     assert "summary.md" in outputs
     shown = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
     assert any("image/png" in o["data"] for o in shown) and any("text/markdown" in o["data"] for o in shown)
+
+
+def test_a_demo_too_small_for_its_held_out_patients_is_refused_by_name():
+    """30 audit + 80 pretraining patients leave nothing to train on among 100: one ConfigError naming --patients."""
+    from brain_audit.demo import DemoPlan
+    from brain_audit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"`patients` \(--patients\) must be >= 118: .* Got 100 instead\."):
+        DemoPlan(patients=100)
+    assert DemoPlan(patients=118).patients == 118

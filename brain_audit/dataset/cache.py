@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from brain_audit.dataset.cohort import read_cohort
 from brain_audit.dicom import AIR_HU, read_hu
-from brain_audit.errors import CacheError, DicomReadError
+from brain_audit.errors import CacheError, ConfigError, DicomReadError
 from brain_audit.parallel import map_unordered
 from brain_audit.provenance import (
     atomic_write_bytes,
@@ -58,7 +58,7 @@ from brain_audit.provenance import (
     write_csv,
     write_json,
 )
-from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
+from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR, image_path
 from brain_audit.run_lock import run_lock
 from brain_audit.windowing import resize_hu
 
@@ -238,7 +238,7 @@ def _build_locked(cohort: pd.DataFrame | str | Path, root: Path, cache_dir: Path
     if splits is not None:
         table = table[table["split"].isin(list(splits))]
     if not len(table):
-        raise ValueError("`cohort` holds no image to cache (after `splits`). Got an empty table instead.")
+        raise ConfigError("`cohort` holds no image to cache (after `splits`). Got an empty table instead.")
     table.index.name = "image_id"
     table["role"] = "sample"
     if context > 0:
@@ -260,7 +260,8 @@ def _build_locked(cohort: pd.DataFrame | str | Path, root: Path, cache_dir: Path
 
     params = {"format": CACHE_FORMAT, "size": int(size), "dtype": "int16", "fix_rsna_defect": bool(fix_rsna_defect),
               "square": "pad with air, centred", "resize": "brain_audit.windowing.resize_hu", "folder": folder}
-    files = {i: f"{folder}/{i}.dcm" for i in table.index}
+    # IDs are data: image_path refuses one that is no ID or would leave the data root (same strings otherwise)
+    files = {i: image_path(root, i, folder).relative_to(root).as_posix() for i in table.index}
     fingerprints = {}
     for i in table.index:
         try:

@@ -307,3 +307,14 @@ def _cohort_frame(truth: dict, ids: list[str]) -> pd.DataFrame:
         rows.append({"image_id": i, "patient_id": t["patient"] if t else "ID_x", "study_id": "S",
                      "series_id": t["series"] if t else "R", "z": t["z"] if t else 0.0, "split": "train", **lab})
     return pd.DataFrame(rows).set_index("image_id")
+
+
+def test_an_image_id_that_is_a_path_never_becomes_one(tmp_path):
+    """A cohort table handed over in memory (no read_cohort check): the cache refuses the traversal ID by name."""
+    from brain_audit.errors import BrainAuditError
+
+    table = pd.DataFrame({"split": ["train"], "patient_id": ["ID_p"], "study_id": ["ID_s"], "series_id": ["ID_r"],
+                          "z": [0.0], **{c: [0] for c in LABEL_COLUMNS}}, index=pd.Index(["../../etc/x"], name="image_id"))
+    with pytest.raises(BrainAuditError, match=r"\.\./\.\./etc/x"):
+        build_cache(table, tmp_path, tmp_path / "cache", size=32, workers=0, progress=False)
+    assert not (tmp_path.parent / "etc").exists()
