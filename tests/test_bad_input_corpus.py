@@ -179,5 +179,8 @@ def test_one_summary_counts_every_skip_of_every_stage(salted):
     assert sum(summary["index"]["skipped_by_reason"].values()) == unusable
     assert summary["index"]["without_pixel_spacing"] == 1
     assert summary["cache"]["skipped"] == 0
+    assert summary["cache"]["without_tissue"] == 1  # ID_0b0d, every pixel padding: kept, counted, listed
+    manifest = json.loads((salted["out"] / "data" / "cache" / "manifest.json").read_text())
+    assert manifest["without_tissue"] == ["ID_0b0d"]
     images = pd.read_parquet(salted["out"] / "data" / "cache" / "images.parquet")
     assert summary["cache"]["cached"] == len(images)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from brain_audit.dataset.cache import (
     CACHE_FORMAT,
+    NO_TISSUE_MAX_HU,
     HUCache,
     build_cache,
     load_split_arrays,
@@ -63,6 +64,7 @@ __all__ = [
     "write_cohorts",
     "read_cohort",
     "CACHE_FORMAT",
+    "NO_TISSUE_MAX_HU",
     "build_cache",
     "HUCache",
     "open_cache",

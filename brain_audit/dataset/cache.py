@@ -64,6 +64,7 @@ from brain_audit.windowing import resize_hu
 
 __all__ = [
     "CACHE_FORMAT",
+    "NO_TISSUE_MAX_HU",
     "build_cache",
     "HUCache",
     "open_cache",
@@ -76,6 +77,10 @@ __all__ = [
 CACHE_FORMAT = 1
 
 _SPLIT_ORDER = ("train", "validation", "audit", "pretrain", "context")
+
+#: A slice with no pixel above this (HU) holds no tissue: air or padding only (e.g. every pixel stored as
+#: -2000). Legal, so it is cached, but it is counted and listed (``manifest.json``: ``without_tissue``).
+NO_TISSUE_MAX_HU: float = -500.0
 
 
 def pad_to_square(hu: np.ndarray) -> np.ndarray:
@@ -131,6 +136,7 @@ def _build_shard(task: dict[str, Any]) -> dict[str, Any]:
     ok_ids: list[str] = []
     skipped: list[dict[str, str]] = []
     arrays: list[np.ndarray] = []
+    no_tissue: list[str] = []
     for image_id, path in task["items"]:
         try:
             with warnings.catch_warnings():
@@ -141,10 +147,12 @@ def _build_shard(task: dict[str, Any]) -> dict[str, Any]:
             continue
         arrays.append(preprocess_slice(hu, size))
         ok_ids.append(image_id)
+        if not (hu > NO_TISSUE_MAX_HU).any():
+            no_tissue.append(image_id)
     data = np.stack(arrays) if arrays else np.zeros((0, size, size), dtype=np.int16)
     shard_dir = Path(task["shard_dir"])
     atomic_write_bytes(shard_dir / f"{task['name']}.npy", _npy_bytes(data))
-    receipt = {"name": task["name"], "spec": task["spec"], "ids": ok_ids, "skipped": skipped,
+    receipt = {"name": task["name"], "spec": task["spec"], "ids": ok_ids, "skipped": skipped, "without_tissue": no_tissue,
                "bytes": int(data.nbytes), "size": int(size), "parameters": task["parameters"]}
     atomic_write_text(shard_dir / f"{task['name']}.json", json.dumps(receipt, indent=1, sort_keys=True) + "\n")
     return receipt
@@ -329,10 +337,16 @@ def _build_locked(cohort: pd.DataFrame | str | Path, root: Path, cache_dir: Path
 
     rows = []
     skipped = []
+    without_tissue: list[str] = []
     for t in tasks:
         rec = receipts[t["name"]]
         rows.extend((i, t["name"], r) for r, i in enumerate(rec["ids"]))
         skipped.extend(rec["skipped"])
+        without_tissue.extend(rec.get("without_tissue", []))
+    if without_tissue:
+        warnings.warn(f"{cache_dir.name}: {len(without_tissue)} cached slice(s) hold no pixel above "
+                      f"{NO_TISSUE_MAX_HU:g} HU (air or padding only; e.g. {without_tissue[0]}); kept, listed in "
+                      "manifest.json 'without_tissue'", RuntimeWarning, stacklevel=2)
     where = pd.DataFrame(rows, columns=["image_id", "shard", "row"]).set_index("image_id")
     images = where.join(table[meta_cols], how="left")
     images["row"] = images["row"].astype("int32")
@@ -353,6 +367,7 @@ def _build_locked(cohort: pd.DataFrame | str | Path, root: Path, cache_dir: Path
         n_images=int(len(images)),
         n_samples=int((images["role"] == "sample").sum()),
         n_skipped=int(len(skipped_frame)),
+        without_tissue=sorted(without_tissue),
         shards=[{"name": t["name"], "n": len(receipts[t["name"]]["ids"]), "bytes": receipts[t["name"]]["bytes"]}
                 for t in tasks],
     )

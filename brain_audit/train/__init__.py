@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from brain_audit.train.hard_negatives import HARD_NEGATIVE_COLUMNS, mine_hard_negatives
 from brain_audit.train.phases import check_trained, phase_keys, run_all, run_phase, set_dropout
-from brain_audit.train.prepare import open_run_cache, prepare_data
+from brain_audit.train.prepare import data_summary, open_run_cache, prepare_data
 from brain_audit.train.pretrain import (
     PRETRAIN_KEYS,
     PretrainResult,
@@ -35,6 +35,7 @@ __all__ = [
     "reseed_model",
     "fit_resumable",
     "prepare_data",
+    "data_summary",
     "open_run_cache",
     "run_pretrain",
     "check_backbone",

@@ -83,7 +83,7 @@ def data_summary(labels: Any, index: Any, images: Any, cohort: Any, cache: Any) 
     Counts: label rows refused (unsafe IDs) and images labelled; files indexed, skipped by the index (by
     reason, the tag and the fault without the file's own values) and kept without Pixel Spacing; labelled
     images without an indexed file and indexed files without labels; slices drawn into the run's cohorts;
-    slices cached and skipped by the cache.
+    slices cached, skipped by the cache, and cached without tissue (air or padding only).
     """
     skipped = index.attrs.get("skipped")
     n_skipped = 0 if skipped is None else len(skipped)
@@ -99,7 +99,8 @@ def data_summary(labels: Any, index: Any, images: Any, cohort: Any, cache: Any) 
         "join": {"labelled_without_file": int(len(labels.index.difference(index.index))),
                  "indexed_without_labels": int(len(index.index.difference(labels.index)))},
         "cohort": {"slices": int(len(cohort)), "patients": int(cohort["patient_id"].nunique())},
-        "cache": {"cached": int(len(cache.table)), "skipped": int(len(cache.skipped))},
+        "cache": {"cached": int(len(cache.table)), "skipped": int(len(cache.skipped)),
+                  "without_tissue": int(len(cache.manifest.get("without_tissue", [])))},
     }
 
 
