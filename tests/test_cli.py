@@ -128,8 +128,8 @@ def test_demo_keeps_the_plan_values_unless_given(monkeypatch):
     plans = []
     monkeypatch.setattr(demo, "run_demo", lambda out, plan, **kw: plans.append(plan) or {})
     assert main(["demo", "--quick", "--quiet"]) == 0
-    assert main(["demo", "--patients", "40", "--seed", "3", "--quiet"]) == 0
-    assert plans == [demo.DemoPlan.quick(), dataclasses.replace(demo.DemoPlan(), patients=40, seed=3)]
+    assert main(["demo", "--patients", "140", "--seed", "3", "--quiet"]) == 0
+    assert plans == [demo.DemoPlan.quick(), dataclasses.replace(demo.DemoPlan(), patients=140, seed=3)]
 
 
 def test_window_and_help_import_neither_tensorflow_nor_pandas(tmp_path):
