@@ -22,6 +22,7 @@ from pydicom.data import get_testdata_file
 from brain_audit.cli import main
 from brain_audit.dicom import encode_slice
 from brain_audit.rsna import LABEL_COLUMNS, TRAIN_CSV, TRAIN_DIR
+from support.dicom_files import edited
 
 MRN = "MRN123456"
 OUTSIDE_SECRET = "secret"
@@ -32,21 +33,6 @@ def _slice(image_id: str, *, patient: str = "ID_0bad", z: float = 0.0, hu: float
     head = np.hypot(yy - side / 2, xx - side / 2) < side * 0.4
     return encode_slice(np.where(head, hu, -1000.0), sop_instance_uid=image_id, patient_id=patient,
                         study_instance_uid="ID_5bad", series_instance_uid="ID_5ebad", z=z)
-
-
-def _edited(data: bytes, **changes) -> bytes:
-    """``data`` with DICOM attributes set (deleted when None), re-encoded by pydicom."""
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # RSNA-style 'ID_' UIDs are not valid UI values
-        ds = pydicom.dcmread(io.BytesIO(data))
-        for keyword, value in changes.items():
-            if value is None:
-                delattr(ds, keyword)
-            else:
-                setattr(ds, keyword, value)
-        ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def _slope_text(data: bytes) -> bytes:
@@ -67,14 +53,14 @@ def _corpus() -> dict[str, tuple[bytes, str | None]]:
         "ID_0b02": (np.random.default_rng(0).bytes(4096), "not a DICOM file"),
         "ID_0b03": (good[: len(good) - 3000], "(7FE0,0010) Pixel Data"),  # truncated pixels
         "ID_0b04": (good[: good.rindex(b"\xe0\x7f\x10\x00")], "(7FE0,0010) Pixel Data is missing (header only)"),
-        "ID_0b05": (_edited(good, Modality="MR"), "(0008,0060) Modality is 'MR'; expected 'CT'"),
-        "ID_0b06": (_edited(good, SamplesPerPixel=3, PhotometricInterpretation="RGB"), "(0028,0002) Samples per Pixel 3"),
-        "ID_0b07": (_edited(good, NumberOfFrames=4), "(0028,0008) Number of Frames is 4"),
+        "ID_0b05": (edited(good, Modality="MR"), "(0008,0060) Modality is 'MR'; expected 'CT'"),
+        "ID_0b06": (edited(good, SamplesPerPixel=3, PhotometricInterpretation="RGB"), "(0028,0002) Samples per Pixel 3"),
+        "ID_0b07": (edited(good, NumberOfFrames=4), "(0028,0008) Number of Frames is 4"),
         "ID_0b08": (Path(get_testdata_file("rtdose.dcm")).read_bytes(), "(0008,0060) Modality is 'RTDOSE'"),
         "ID_0b09": (_slope_text(good), "(0028,1053) Rescale Slope is 'abc'; not a number"),
-        "ID_0b0a": (_edited(good, RescaleSlope=0), "(0028,1053) Rescale Slope is 0"),
-        "ID_0b0b": (_edited(good, Rows=4096), "(0028,0010) Rows"),  # overstated Rows: the pixels cannot fill it
-        "ID_0b0c": (_edited(_slice("ID_0b0c", z=5.0), PixelSpacing=None), None),  # kept, counted in index.json
+        "ID_0b0a": (edited(good, RescaleSlope=0), "(0028,1053) Rescale Slope is 0"),
+        "ID_0b0b": (edited(good, Rows=4096), "(0028,0010) Rows"),  # overstated Rows: the pixels cannot fill it
+        "ID_0b0c": (edited(_slice("ID_0b0c", z=5.0), PixelSpacing=None), None),  # kept, counted in index.json
         "ID_0b0d": (_slice("ID_0b0d", z=10.0, hu=-2000.0), None),  # every pixel padding: kept
         "ID_0b0e": (_slice("ID_0b0e", patient=MRN, z=0.0), None),  # a hospital's Patient ID: pseudonymised
         "ID_0b0f": (_slice("ID_0b0f", patient="../../../escape/x", z=0.0), None),  # a traversal Patient ID

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -195,16 +196,21 @@ def read_labels(csv_path: str | Path) -> pd.DataFrame:
 def _refused_rows(path: Path) -> list[tuple[int, str]]:
     """Slow pass: ``(line, image ID)`` of every row whose image ID breaks the ID rule."""
     out = []
+    for lineno, line in _data_lines(path):
+        image = line.split(",", 1)[0].rsplit("_", 1)[0]
+        if not is_safe_id(image):
+            out.append((lineno, image))
+    return out
+
+
+def _data_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line after the header, for the slow passes."""
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         next(fh, None)
         for lineno, raw in enumerate(fh, start=2):
             line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            image = line.split(",", 1)[0].rsplit("_", 1)[0]
-            if not is_safe_id(image):
-                out.append((lineno, image))
-    return out
+            if line.strip():
+                yield lineno, line
 
 
 def _check_line(line: str) -> str | None:
@@ -228,16 +234,11 @@ def _check_line(line: str) -> str | None:
 def _raise_first_bad_line(path: Path, summary: str) -> None:
     """Slow pass: find and report the first malformed line (only called when the fast path failed)."""
     rows = 0
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        next(fh, None)
-        for lineno, raw in enumerate(fh, start=2):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            rows += 1
-            why = _check_line(line)
-            if why is not None:
-                raise LabelFileError(f"{path.name}: line {lineno}: {why}: {line[:80]!r}")
+    for lineno, line in _data_lines(path):
+        rows += 1
+        why = _check_line(line)
+        if why is not None:
+            raise LabelFileError(f"{path.name}: line {lineno}: {why}: {line[:80]!r}")
     if not rows:  # pyarrow cannot parse a header without a line end and nothing after it
         _raise_header_only(path)
     raise LabelFileError(f"{path.name}: {summary}")  # pragma: no cover (fast and slow paths disagree)

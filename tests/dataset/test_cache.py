@@ -183,13 +183,7 @@ class TestCache:
         real = cache_mod._build_shard
         calls = []
 
-        def dying(task):
-            calls.append(task["name"])
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            return real(task)
-
-        monkeypatch.setattr(cache_mod, "_build_shard", dying)
+        monkeypatch.setattr(cache_mod, "_build_shard", _dies_at_the_third_shard(real, calls))
         with pytest.raises(KeyboardInterrupt):
             build_cache(t, root, tmp_path, size=SIDE, shard_size=4, workers=0, progress=False)
         assert len(list((tmp_path / "shards").glob("*.json"))) == 2  # two 32 px shards, no manifest
@@ -207,13 +201,7 @@ class TestCache:
         calls = []
         real = cache_mod._build_shard
 
-        def dying(task):
-            calls.append(task["name"])
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            return real(task)
-
-        monkeypatch.setattr(cache_mod, "_build_shard", dying)
+        monkeypatch.setattr(cache_mod, "_build_shard", _dies_at_the_third_shard(real, calls))
         with pytest.raises(KeyboardInterrupt):
             build_cache(t, root, tmp_path / "c", size=SIDE, shard_size=4, workers=0, progress=False)
         with pytest.raises(CacheError, match="no manifest.json; the cache is missing or half-written"):
@@ -318,3 +306,15 @@ def test_an_image_id_that_is_a_path_never_becomes_one(tmp_path):
     with pytest.raises(BrainAuditError, match=r"\.\./\.\./etc/x"):
         build_cache(table, tmp_path, tmp_path / "cache", size=32, workers=0, progress=False)
     assert not (tmp_path.parent / "etc").exists()
+
+
+def _dies_at_the_third_shard(real, calls: list[str]):
+    """A stand-in for the shard worker that records each call and is killed (KeyboardInterrupt) at the third."""
+
+    def dying(task):
+        calls.append(task["name"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task)
+
+    return dying

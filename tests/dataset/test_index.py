@@ -26,6 +26,7 @@ from brain_audit.dataset.labels import read_labels
 from brain_audit.dicom import encode_slice
 from brain_audit.errors import CacheError
 from brain_audit.rsna import LABEL_COLUMNS, TRAIN_CSV, TRAIN_DIR
+from support.dicom_files import edited
 from support.tiny_rsna import SIDE
 
 
@@ -113,21 +114,6 @@ def _slice(image_id: str, *, patient: str = "ID_p0", study: str = "ID_5700", ser
                         study_instance_uid=study, series_instance_uid=series, z=z)
 
 
-def _edited(data: bytes, **changes) -> bytes:
-    """The file ``data`` with attributes set (or deleted when None), re-encoded by pydicom."""
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # RSNA-style 'ID_' UIDs are not valid UI values
-        ds = pydicom.dcmread(io.BytesIO(data))
-        for keyword, value in changes.items():
-            if value is None:
-                delattr(ds, keyword)
-            else:
-                setattr(ds, keyword, value)
-        ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 class TestFilter:
     """Only usable CT slices enter the index; every other file is in skipped.csv with the reason naming its tag."""
 
@@ -141,14 +127,14 @@ class TestFilter:
         files = {
             "ID_good0": good,
             "ID_good1": _slice("ID_good1", z=5.0),
-            "ID_nospacing": _edited(_slice("ID_nospacing", z=10.0), PixelSpacing=None),
+            "ID_nospacing": edited(_slice("ID_nospacing", z=10.0), PixelSpacing=None),
             "ID_allpad": _slice("ID_allpad", z=15.0, hu=-2000.0),  # every pixel outside the reconstruction circle
-            "ID_mr": _edited(good, Modality="MR"),
+            "ID_mr": edited(good, Modality="MR"),
             "ID_rtdose": Path(get_testdata_file("rtdose.dcm")).read_bytes(),  # pydicom's RT Dose file
             "ID_headonly": head_only,
-            "ID_rgb": _edited(good, SamplesPerPixel=3, PhotometricInterpretation="RGB"),
-            "ID_frames": _edited(good, NumberOfFrames=4),
-            "ID_noposition": _edited(good, ImagePositionPatient=None),
+            "ID_rgb": edited(good, SamplesPerPixel=3, PhotometricInterpretation="RGB"),
+            "ID_frames": edited(good, NumberOfFrames=4),
+            "ID_noposition": edited(good, ImagePositionPatient=None),
         }
         for image_id, data in files.items():
             (folder / f"{image_id}.dcm").write_bytes(data)
