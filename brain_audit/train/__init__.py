@@ -8,7 +8,7 @@ cohorts -> cache for one run), ``pretrain`` (domain pretraining of the backbone)
 from __future__ import annotations
 
 from brain_audit.train.hard_negatives import HARD_NEGATIVE_COLUMNS, mine_hard_negatives
-from brain_audit.train.phases import check_trained, phase_keys, run_all, run_phase, set_dropout
+from brain_audit.train.phases import run_all, run_phase, set_dropout
 from brain_audit.train.prepare import data_summary, open_run_cache, prepare_data
 from brain_audit.train.pretrain import (
     PRETRAIN_KEYS,
@@ -20,6 +20,7 @@ from brain_audit.train.pretrain import (
     pretrain_backbone,
     run_pretrain,
 )
+from brain_audit.train.reuse import check_trained, phase_keys
 from brain_audit.train.runtime import (
     distribution_strategy,
     fit_resumable,
@@ -47,9 +48,9 @@ __all__ = [
     "cohort_sha256",
     "HARD_NEGATIVE_COLUMNS",
     "mine_hard_negatives",
-    "set_dropout",
     "phase_keys",
     "check_trained",
+    "set_dropout",
     "run_phase",
     "run_all",
 ]
