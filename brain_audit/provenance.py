@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "remove_temporaries",
+    "read_json",
     "write_json",
     "write_csv",
     "file_digest",
@@ -173,6 +174,16 @@ def _json_default(obj: Any) -> Any:
     except AttributeError:
         pass
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def read_json(path: str | Path) -> dict | None:
+    """A JSON object written by :func:`write_json`, or ``None`` when the file is missing, unreadable or holds
+    no JSON object (a half-written or foreign file is treated as absent, never trusted)."""
+    try:
+        out = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

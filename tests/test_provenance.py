@@ -159,3 +159,14 @@ class TestConfigDifferences:
                                                              ("phase1.learning_rate", 0.001, 0.01)]
         old = {k: v for k, v in recorded.items() if k != "seed"}  # an older record without the key
         assert config_differences(old, load_config(None, ["seed=2", "phase1.epochs=3"]), keys) == []
+
+
+def test_read_json_gives_the_object_or_none(tmp_path):
+    """What write_json wrote comes back; a missing, half-written or non-object file is None, never an error."""
+    from brain_audit.provenance import read_json, write_json
+
+    write_json(tmp_path / "a.json", {"size": 64, "ids": ["ID_1"]})
+    assert read_json(tmp_path / "a.json") == {"size": 64, "ids": ["ID_1"]}
+    (tmp_path / "half.json").write_text('{"size": 6')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert [read_json(tmp_path / n) for n in ("missing.json", "half.json", "list.json")] == [None, None, None]

@@ -53,6 +53,7 @@ from brain_audit.provenance import (
     atomic_write_bytes,
     atomic_write_text,
     file_fingerprint,
+    read_json,
     remove_temporaries,
     run_record,
     write_csv,
@@ -298,7 +299,7 @@ def _build_locked(cohort: pd.DataFrame | str | Path, root: Path, cache_dir: Path
     remove_temporaries(cache_dir)
     remove_temporaries(shard_dir)
     manifest_path = cache_dir / "manifest.json"
-    old = _read_json(manifest_path)
+    old = read_json(manifest_path)
     changed = _changed_parameters(old, shard_dir, parameters)
     if changed:
         said = ", ".join(f"{k}={_shown(k, was)} (this build asks {_shown(k, parameters[k])})" for k, was in changed)
@@ -375,16 +376,8 @@ def _build_locked(cohort: pd.DataFrame | str | Path, root: Path, cache_dir: Path
     return open_cache(cache_dir)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return out if isinstance(out, dict) else None
-
-
 def _read_receipt(shard_dir: Path, name: str) -> dict | None:
-    return _read_json(shard_dir / f"{name}.json")
+    return read_json(shard_dir / f"{name}.json")
 
 
 def _npy_shape(path: Path) -> tuple[int, ...] | None:
@@ -425,7 +418,7 @@ def _changed_parameters(manifest: dict | None, shard_dir: Path, parameters: dict
     recorded = [_recorded_parameters(manifest)] if manifest is not None else []
     if shard_dir.is_dir():
         for p in sorted(shard_dir.glob("*.json")):
-            rec = _read_json(p)
+            rec = read_json(p)
             if rec is not None and isinstance(rec.get("parameters"), dict):
                 recorded.append(rec["parameters"])
     changed: dict[str, Any] = {}

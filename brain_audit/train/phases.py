@@ -57,6 +57,7 @@ from brain_audit.model.predictions import any_column, predict_ids
 from brain_audit.model.weights import load_model, save_model
 from brain_audit.provenance import (
     atomic_write_bytes,
+    read_json,
     remove_temporaries,
     write_csv,
     write_json,
@@ -72,7 +73,6 @@ from brain_audit.train.reuse import (
     _finished,
     _in_progress,
     _phase_record,
-    _read_record,
     check_trained,
 )
 from brain_audit.train.runtime import (
@@ -510,14 +510,14 @@ def run_phase(config: RunConfig, phase: int, *, strategy: Any = None, verbose: i
         if force or not (done or _in_progress(out)):
             shutil.rmtree(out, ignore_errors=True)  # nothing of it is kept: no stale file survives the new run
         else:
-            record = _read_record(out / "run.json")
+            record = read_json(out / "run.json")
             if record is not None:  # (a phase written before run.json recorded it is trusted as before)
                 _check_phase(config, phase, record)
             if done:
                 return json.loads((out / "metrics.json").read_text())
             remove_temporaries(out, recursive=True)  # of the killed run being resumed
         for n in _UPSTREAM[phase]:
-            record = _read_record(paths.phase(n) / "run.json")
+            record = read_json(paths.phase(n) / "run.json")
             if record is not None and _finished(paths, n):
                 _check_phase(config, n, record)
         if phase == 1 and config.weights == "pretrained":

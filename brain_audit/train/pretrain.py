@@ -40,7 +40,7 @@ from brain_audit.dataset.cache import load_split_arrays
 from brain_audit.dataset.feed import Augment, augment_batch
 from brain_audit.errors import CacheError, ConfigError
 from brain_audit.model.network import build_model, compile_model, get_backbone, recalibrate_batchnorm, unfreeze_all
-from brain_audit.provenance import atomic_path, config_differences, file_sha256, run_record, write_json
+from brain_audit.provenance import atomic_path, config_differences, file_sha256, read_json, run_record, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import RunPaths
 from brain_audit.run_lock import run_lock
@@ -415,9 +415,8 @@ def check_backbone(config: RunConfig) -> None:
             was trained with pretrain.epochs=14; this run asks 3. Use --force to retrain it, or another --out.``
     """
     out = RunPaths(config.out_dir).backbone
-    try:
-        manifest = json.loads(manifest_path(out).read_text())
-    except (OSError, ValueError):
+    manifest = read_json(manifest_path(out))
+    if manifest is None:
         return
     if isinstance(manifest.get("run_config"), dict):
         recorded = manifest["run_config"]

@@ -9,7 +9,6 @@ before it reuses or resumes a phase.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +16,7 @@ from brain_audit.config import AuditPlan, CorrectionPlan, PhasePlan, RunConfig
 from brain_audit.provenance import (
     config_differences,
     file_sha256,
+    read_json,
     run_record,
 )
 from brain_audit.run_layout import RunPaths
@@ -83,14 +83,6 @@ def _phase_record(config: RunConfig, phase: int, status: str) -> dict[str, Any]:
     return run_record(config, seeds={"run": config.seed}, inputs=inputs, phase=phase, status=status)
 
 
-def _read_record(path: Path) -> dict | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _finished(paths: RunPaths, phase: int) -> bool:
     out = paths.phase(phase)
     return (out / "metrics.json").is_file() and (
@@ -137,7 +129,7 @@ def check_trained(config: RunConfig, phases: Sequence[int] = (1, 2, 3, 4), *, pr
         check_backbone(config)
     paths = RunPaths(config.out_dir)
     for n in phases:
-        record = _read_record(paths.phase(n) / "run.json")
+        record = read_json(paths.phase(n) / "run.json")
         if record is not None and (_finished(paths, n) or _in_progress(paths.phase(n))):
             _check_phase(config, n, record, settings_only=True)
 
