@@ -567,8 +567,8 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gradcam",
         help="Grad-CAM overlays and attention profiles (where the model looks) for DICOM slices",
-        description="Explain a saved model's output on each DICOM slice with Grad-CAM (batched, of the logit, "
-        "at EfficientNet's top_activation by default), write the seed's overlay PNG per slice and a CSV of "
+        description="Explain a saved model's output on each DICOM slice with a class-activation map (batched, of "
+        "the logit; by default the audits' HiResCAM at the deepest block with >= 24 map cells a side), write the seed's overlay PNG per slice and a CSV of "
         "attention profiles: energy shares on the intracranial space, skull, calcified foci, metal, head holder "
         "and outside the head, with the shortcut flags (brain_audit.gradcam.audit_files).",
     )
@@ -577,11 +577,12 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
     audit = ("brain_audit.gradcam.files", "audit_files")
     p.add_argument("--out", type=Path, default=Path("gradcam_out"), help="output folder (default: %(default)s)")
     p.add_argument("--labels", type=Path, default=None, help="RSNA ID,Label CSV (adds labels and right_for_wrong_reason)")
-    p.add_argument("--layer", default=None, help="layer to explain (default: top_activation, nested backbones searched)")
+    p.add_argument("--layer", default=None,
+                   help="layer to explain (default: the audits' layer, brain_audit.gradcam.maps.audit_layer)")
     p.add_argument("--output-index", type=int, default=_DefaultOf(*audit, "output_index"),
                    help="output unit (0 for 'any'; 0-5 for the six labels; default: %(default)s)")
-    p.add_argument("--method", choices=("gradcam", "gradcam++"), default=_DefaultOf(*audit, "method"),
-                   help="default: %(default)s")
+    p.add_argument("--method", choices=("gradcam", "gradcam++", "hirescam", "layercam"), default=None,
+                   help="default: the audits' method (hirescam)")
     p.add_argument("--batch-size", type=int, default=_DefaultOf(*audit, "batch_size"),
                    help="Grad-CAM batch (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=_DefaultOf(*audit, "threshold"),

@@ -1,6 +1,6 @@
 """Where the model looks, measured: maps, where they fall, and shortcut tests.
 
-``maps`` (batched Grad-CAM / Grad-CAM++ of the logit; Selvaraju et al. 2017), ``attention``
+``maps`` (batched Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM of the logit; the audits' fine-layer choice), ``attention``
 (energy per anatomical region, pointing game, flags; one profile loop for Phase 3, the audit
 and DICOM files), ``shortcuts`` (counterfactual intervention, Adebayo et al.'s randomisation
 check), ``overlays`` (the seed's pictures) and ``files`` (``brain-audit gradcam`` on DICOM files).
@@ -22,12 +22,32 @@ from brain_audit.gradcam.attention import (
     profile_columns,
 )
 from brain_audit.gradcam.files import audit_files
-from brain_audit.gradcam.maps import DEFAULT_LAYERS, GradCAM, cached_cam, find_layer, grad_cam, layer_names, resize_map
+from brain_audit.gradcam.maps import (
+    AUDIT_METHOD,
+    AUDIT_MIN_CELLS,
+    DEFAULT_LAYERS,
+    METHODS,
+    GradCAM,
+    audit_cam,
+    audit_layer,
+    cached_cam,
+    cell_size_mm,
+    find_layer,
+    grad_cam,
+    layer_names,
+    resize_map,
+)
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, counterfactual_effect, randomization_check
 
 __all__ = [
     "DEFAULT_LAYERS",
+    "METHODS",
+    "AUDIT_METHOD",
+    "AUDIT_MIN_CELLS",
+    "audit_layer",
+    "audit_cam",
+    "cell_size_mm",
     "layer_names",
     "find_layer",
     "GradCAM",

@@ -16,10 +16,19 @@ import numpy as np
 import pandas as pd
 
 from brain_audit.dataset.cache import pad_to_square, preprocess_slice
-from brain_audit.dicom import read_hu
+from brain_audit.dicom import read_header, read_hu
 from brain_audit.errors import BrainAuditError, ConfigError
 from brain_audit.gradcam.attention import audit_batch
-from brain_audit.gradcam.maps import Method, cached_cam, find_layer, layer_names
+from brain_audit.gradcam.maps import (
+    AUDIT_METHOD,
+    METHODS,
+    Method,
+    audit_layer,
+    cached_cam,
+    cell_size_mm,
+    find_layer,
+    layer_names,
+)
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, randomization_check
 from brain_audit.ids import safe_child, validate_id
@@ -56,7 +65,7 @@ def _check_arguments(model: Any, layer: str | None, output_index: Any, method: A
     check(_is_int(seed) and seed >= 0, "seed", "an int >= 0", seed)
     check(isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0 <= threshold <= 1,
           "threshold", "in [0, 1]", threshold)
-    check(method in ("gradcam", "gradcam++"), "method", "'gradcam' or 'gradcam++'", method)
+    check(method is None or method in METHODS, "method", f"one of {METHODS}", method)
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[-1] != 1 or shape[1] is None:
         raise ConfigError(
@@ -83,7 +92,7 @@ def audit_files(
     *,
     layer: str | None = None,
     output_index: int = 0,
-    method: Method = "gradcam",
+    method: Method | None = None,
     batch_size: int = 16,
     labels: Any = None,
     threshold: float = 0.5,
@@ -102,14 +111,16 @@ def audit_files(
     the rest go on.
 
     Writes into ``out_dir``: ``overlays/<image_id>.png``, ``profiles.csv`` (one row per slice:
-    ``image_id``, ``file``, ``probability``, ``label``, the profile columns and mimic presence),
+    ``image_id``, ``file``, ``probability``, ``label``, ``cell_mm`` (one map cell in mm, from the file's
+    (0028,0030) Pixel Spacing; empty without it), the profile columns and mimic presence),
     ``skipped.csv``, ``sanity.csv`` (the Adebayo randomisation check of the maps) and ``run.json`` (:func:`brain_audit.provenance.run_record`).
 
     Args:
         model: Keras model taking one HU slice per sample, (N, S, S, 1) (``build_model(context=0)``).
         images: DICOM files and / or folders (their ``*.dcm``, sorted).
         out_dir: output folder (created).
-        layer, output_index, method: as in :func:`grad_cam`.
+        layer, output_index, method: as in :func:`grad_cam`; ``None`` takes the audits' choice,
+            :func:`brain_audit.gradcam.maps.audit_layer` and :data:`~brain_audit.gradcam.maps.AUDIT_METHOD`.
         batch_size: slices per gradient pass, >= 1.
         labels: optional RSNA label table (:func:`brain_audit.dataset.labels.read_labels`), used for the
             ``label`` column and ``right_for_wrong_reason``; column = the explained output's label.
@@ -133,13 +144,17 @@ def audit_files(
     _check_arguments(model, layer, output_index, method, batch_size, threshold, sanity_steps, seed)
     shape = tuple(model.inputs[0].shape)
     size = (int(shape[1]), int(shape[2]))
+    layer = audit_layer(model) if layer is None else layer
+    method = AUDIT_METHOD if method is None else method
     cam_fn = cached_cam(model, layer, output_index, method)
+    cells = cam_fn.cells[0] or size[0]
     column = LABEL_COLUMNS[output_index] if cam_fn.n_outputs == len(LABEL_COLUMNS) else "any"
     out = Path(out_dir)
     files = _dicom_files(images)
     tables: list[Any] = []
     skipped: list[dict[str, str]] = []
     pending: list[tuple[Any, np.ndarray, dict[str, np.ndarray]]] = []
+    field_mm: dict[str, float | None] = {}  # file -> field of view of the padded square, mm
     first: list[np.ndarray] = []  # model-size HU of the first slices, for the sanity check
 
     def flush() -> None:
@@ -156,6 +171,7 @@ def audit_files(
                 labels=labs, image_ids=ids, layer=layer, output_index=output_index, method=method, threshold=threshold,
             )
         part.insert(1, "file", [str(f) for f, _, _ in pending])
+        part.insert(2, "cell_mm", [cell_size_mm(cells, size[0], field_mm[str(f)])["cell_mm"] for f, _, _ in pending])
         tables.append(part)
         if overlays:
             for (f, hu, _), cam, rec in zip(pending, maps, part.to_dict("records")):
@@ -166,7 +182,9 @@ def audit_files(
     for f in files:
         try:
             validate_id(Path(f).stem, "image_id", source=Path(f).name)  # names the overlay: never a path
-            hu = pad_to_square(read_hu(f))  # regions and overlays in the geometry the model sees
+            raw = read_hu(f)
+            hu = pad_to_square(raw)  # regions and overlays in the geometry the model sees
+            spacing = read_header(f).get("pixel_spacing")
         except (BrainAuditError, OSError) as exc:
             skipped.append({"file": str(f), "reason": str(exc)})
             continue
@@ -176,6 +194,7 @@ def audit_files(
         if caught:  # degenerate but legal (no head, open skull): say which file, carry on
             note = "; ".join(str(w.message) for w in caught)
             warnings.warn(f"{Path(f).name}: {note}", RuntimeWarning, stacklevel=2)
+        field_mm[str(f)] = (max(raw.shape[0] * spacing[0], raw.shape[1] * spacing[1]) if spacing else None)
         pending.append((f, hu, masks))
         if len(pending) >= batch_size:
             flush()
@@ -186,7 +205,8 @@ def audit_files(
     write_csv(out / "skipped.csv", pd.DataFrame(skipped, columns=["file", "reason"]))
     sanity: dict[str, Any] = {}
     if sanity_steps and first:
-        check = randomization_check(model, np.stack(first), layer=layer, output_index=output_index, steps=sanity_steps, seed=seed)
+        check = randomization_check(model, np.stack(first), layer=layer, output_index=output_index, steps=sanity_steps,
+                                    seed=seed, method=method)
         write_csv(out / "sanity.csv", check["table"])
         sanity = {"rho_final": check["rho_final"], "trustworthy": check["trustworthy"], "steps": int(sanity_steps)}
         if not check["trustworthy"]:
@@ -202,6 +222,7 @@ def audit_files(
         run_record(
             config={"layer": cam_fn.layer, "output_index": output_index, "method": method, "batch_size": int(batch_size),
                     "threshold": threshold, "image_size": list(size)},
+            map_resolution=cell_size_mm(cells, size[0], None),
             inputs={str(f): file_fingerprint(f) for f in files if Path(f).exists()},
             n_images=len(table),
             n_skipped=len(skipped),

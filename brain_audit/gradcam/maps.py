@@ -1,9 +1,14 @@
-"""Batched Grad-CAM and Grad-CAM++ maps of one output's logit.
+"""Batched class-activation maps (Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM) of one output's logit.
 
 :class:`GradCAM` / :func:`grad_cam` give float32 (N, H, W) maps in [0, 1] at input resolution for a whole
 batch in one gradient pass, from the *logit* of one output (the sigmoid's gradient vanishes on confident
 slices), at EfficientNet's ``top_activation`` by default (found inside the nested backbone). The input is
 whatever the model takes: for :func:`brain_audit.model.build_model`, float32 HU (N, H, W, 1).
+
+What the audits use is :func:`audit_cam`: :data:`AUDIT_METHOD` (HiResCAM) at :func:`audit_layer`, the
+deepest block output with at least :data:`AUDIT_MIN_CELLS` cells across, so that one map cell is a small
+part of the field of view (``top_activation`` is 3 x 3 at 96 px: one cell is a third of the head).
+:attr:`GradCAM.cells` is a map's native resolution; :func:`cell_size_mm` turns it into millimetres.
 
 Keras 3 cannot give ``model.inputs -> nested_layer.output`` as one functional model, so the model is cut at
 the backbone into functional pieces that share its layers (no weights are copied), and the logit is
@@ -13,6 +18,8 @@ mixed precision). The call of a layer inside a model is looked up in ``layer._in
 
 References:
     Selvaraju RR et al. Grad-CAM. ICCV 2017. Chattopadhay A et al. Grad-CAM++. WACV 2018.
+    Draelos RL, Carin L. Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional neural
+    networks. arXiv:2011.08891, 2020. Jiang PT et al. LayerCAM. IEEE Trans Image Process 2021.
     Chollet F. Grad-CAM class activation visualization, keras.io/examples/vision/grad_cam (the recipe the
     tests compare against; it averages gradients over the batch axis too, right only for a batch of one).
 """
@@ -28,14 +35,53 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["DEFAULT_LAYERS", "layer_names", "find_layer", "GradCAM", "grad_cam", "cached_cam", "resize_map"]
+__all__ = [
+    "DEFAULT_LAYERS",
+    "METHODS",
+    "AUDIT_METHOD",
+    "AUDIT_MIN_CELLS",
+    "BLOCK_OUTPUTS",
+    "layer_names",
+    "find_layer",
+    "audit_layer",
+    "GradCAM",
+    "grad_cam",
+    "cached_cam",
+    "audit_cam",
+    "cell_size_mm",
+    "resize_map",
+]
 
 
 #: Layers tried, in order, when ``layer=None``: the EfficientNet's last block (Keras application names).
 DEFAULT_LAYERS: tuple[str, ...] = ("top_activation", "top_conv")
 
+Method = Literal["gradcam", "gradcam++", "hirescam", "layercam"]
 
-Method = Literal["gradcam", "gradcam++"]
+#: The methods :class:`GradCAM` computes.
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "layercam")
+
+#: The method of the audits (Phase 3, the held-out audit, the hard-negative mining): HiResCAM keeps the
+#: gradient at each location, so a fine layer's map follows the model's evidence, and it is the method of
+#: the randomisation check (:func:`brain_audit.gradcam.shortcuts.randomization_check`) the audits run.
+AUDIT_METHOD: Method = "hirescam"
+
+#: A map explained for the audits has at least this many cells along each side (one cell is at most
+#: 1/24 of the field of view; 8 mm of a 200 mm field).
+AUDIT_MIN_CELLS: int = 24
+
+#: EfficientNet's block outputs (the residual stream after each stage), shallow to deep: the layers
+#: :func:`audit_layer` chooses from (Keras application names; strides 2, 4, 8, 16, 16, 32, 32, 32).
+BLOCK_OUTPUTS: tuple[str, ...] = (
+    "block1a_project_bn",
+    "block2b_add",
+    "block3b_add",
+    "block4c_add",
+    "block5c_add",
+    "block6d_add",
+    "block7a_project_bn",
+    "top_activation",
+)
 
 
 def _sublayers(model: Any) -> list[Any]:
@@ -116,6 +162,57 @@ def _default_layer(model: Any) -> list[Any]:
     return path
 
 
+def _map_cells(layer: Any) -> tuple[int | None, int | None]:
+    """(h, w) of a layer's 4-D output as built (None where the model leaves it open)."""
+    try:
+        shape = tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # a layer called in several graphs has no single output
+        return (None, None)
+    if len(shape) != 4:
+        return (None, None)
+    return (None if shape[1] is None else int(shape[1]), None if shape[2] is None else int(shape[2]))
+
+
+def _walk(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (path, layer) of ``model`` in graph order, nested sub-models' layers as ``"outer/inner"``."""
+    out: list[tuple[str, Any]] = []
+    for lay in _sublayers(model):
+        if _is_model(lay):
+            out.extend(_walk(lay, prefix + lay.name + "/"))
+        else:
+            out.append((prefix + lay.name, lay))
+    return out
+
+
+def audit_layer(model: Any, min_cells: int = AUDIT_MIN_CELLS) -> str:
+    """The layer the audits explain: the deepest one whose map has at least ``min_cells`` cells a side.
+
+    Candidates are EfficientNet's block outputs (:data:`BLOCK_OUTPUTS`) when the model has them, else every
+    layer with a 4-D output (input layers excluded). At 96 px input this is ``block2b_add`` (24 x 24), at
+    256 px ``block3b_add`` (32 x 32), at 512 px ``block5c_add`` (32 x 32). When no candidate is that fine
+    (a tiny input), the finest one is returned.
+
+    Returns:
+        The layer's path as :func:`layer_names` prints it (``"efficientnetb0/block2b_add"``).
+
+    Raises:
+        ValueError: ``min_cells`` < 1, or a model without any 4-D layer.
+    """
+    if isinstance(min_cells, bool) or not isinstance(min_cells, (int, np.integer)) or min_cells < 1:
+        raise ValueError(f"`min_cells` must be an int >= 1. Got {min_cells!r} instead.")
+    layers = [(name, lay) for name, lay in _walk(model) if not name.split("/")[-1].startswith("input")]
+    blocks = [(name, lay) for name, lay in layers if name.split("/")[-1] in BLOCK_OUTPUTS]
+    sized = [(name, _map_cells(lay)) for name, lay in (blocks or layers)]
+    sized = [(name, cells) for name, cells in sized if None not in cells]
+    if not sized:
+        raise ValueError(f"`model` must have a layer with a 4-D output of known size. Got none in: "
+                         f"{', '.join(layer_names(model))}")
+    fine = [name for name, cells in sized if min(cells) >= min_cells]
+    if fine:
+        return fine[-1]
+    return max(sized, key=lambda item: min(item[1]))[0]
+
+
 def _node_of(model: Any, layer: Any) -> Any:
     """The call of ``layer`` inside ``model``'s graph (a layer shared by several models has several)."""
     nodes = getattr(model, "_nodes", None) or ()
@@ -174,8 +271,15 @@ class GradCAM:
             else the last layer with a 4-D output.
         output_index: which unit of the final Dense layer (0 for ``head="any"``; 0-5 in
             :data:`brain_audit.rsna.LABEL_COLUMNS` order for the six-label head).
-        method: ``"gradcam"`` (Selvaraju et al. 2017) or ``"gradcam++"`` (Chattopadhay et al. 2018,
-            second- and third-order terms from the exponential of the logit, as in their eq. 19).
+        method: ``"gradcam"`` (Selvaraju et al. 2017: channel weights = gradients averaged over space),
+            ``"gradcam++"`` (Chattopadhay et al. 2018, second- and third-order terms from the exponential
+            of the logit, as in their eq. 19), ``"hirescam"`` (Draelos & Carin 2020: relu of the sum over
+            channels of gradient x activation at each location, no averaging) or ``"layercam"`` (Jiang et
+            al. 2021: as HiResCAM with the gradients' negative part dropped first).
+
+    Attributes:
+        layer: the explained layer's path (``"outer/inner"``).
+        cells: (h, w), the explained layer's native map size (one cell = input side / h pixels).
 
     Raises:
         ValueError: unknown layer (the message lists the available ones), output index out of range,
@@ -190,8 +294,8 @@ class GradCAM:
         method: Method = "gradcam",
     ) -> None:
 
-        if method not in ("gradcam", "gradcam++"):
-            raise ValueError(f"`method` must be 'gradcam' or 'gradcam++'. Got {method!r} instead.")
+        if method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}. Got {method!r} instead.")
         path = _default_layer(model) if layer is None else find_layer(model, layer)
         dense, dense_in = _final_dense(model)
         units = int(dense.units)
@@ -204,6 +308,7 @@ class GradCAM:
         self.n_outputs = units
         self._dense = dense
         self._run = _two_outputs(model, path, dense_in)
+        self.cells = _map_cells(path[-1])
         shape = tuple(model.inputs[0].shape)
         self.input_shape = shape
         spec = tf.TensorSpec((None,) + tuple(shape[1:]), tf.float32)
@@ -227,7 +332,11 @@ class GradCAM:
         # the sum is the per-sample gradient: one backward pass for the batch
         grads = tf.cast(tape.gradient(target, feat), tf.float32)  # (N, h, w, C)
         feat = tf.cast(feat, tf.float32)
-        if self.method == "gradcam":
+        if self.method == "hirescam":  # gradient x activation at each location, summed over channels
+            cam = tf.nn.relu(tf.reduce_sum(grads * feat, axis=-1))
+        elif self.method == "layercam":  # positive gradients only
+            cam = tf.nn.relu(tf.reduce_sum(tf.nn.relu(grads) * feat, axis=-1))
+        elif self.method == "gradcam":
             weights = tf.reduce_mean(grads, axis=(1, 2))  # per sample: (N, C), never over the batch
         else:
             # Grad-CAM++ with the exponential output: alpha = g^2 / (2 g^2 + sum A g^3)
@@ -235,7 +344,8 @@ class GradCAM:
             denom = 2.0 * g2 + tf.reduce_sum(feat, axis=(1, 2), keepdims=True) * g3
             alpha = tf.math.divide_no_nan(g2, tf.where(tf.abs(denom) > 0, denom, tf.ones_like(denom)))
             weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
-        cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feat, weights))
+        if self.method in ("gradcam", "gradcam++"):
+            cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feat, weights))
         cam = tf.image.resize(cam[..., None], tf.shape(x)[1:3], method="bilinear")[..., 0]  # to input size
         return cam, logits
 
@@ -332,6 +442,40 @@ def cached_cam(model: Any, layer: str | None, output_index: int, method: Method 
     if key not in per_model:
         per_model[key] = GradCAM(model, layer=layer, output_index=output_index, method=method)
     return per_model[key]
+
+
+def audit_cam(model: Any, output_index: int = 0) -> GradCAM:
+    """The maps the audits use: :data:`AUDIT_METHOD` at :func:`audit_layer` of ``model`` (built once per model)."""
+    per_model = _CACHE.setdefault(model, {})
+    key = ("audit", int(output_index) if isinstance(output_index, (int, np.integer)) else output_index)
+    if key not in per_model:
+        per_model[key] = cached_cam(model, audit_layer(model), output_index, AUDIT_METHOD)
+    return per_model[key]
+
+
+def cell_size_mm(cells: int, input_size: int, field_of_view_mm: float | None) -> dict[str, Any]:
+    """A map's native resolution in the units a reader checks: cells a side, pixels and mm per cell.
+
+    Args:
+        cells: the map's native cells along one side (:attr:`GradCAM.cells`).
+        input_size: the model's input side, px (one cell = ``input_size / cells`` px).
+        field_of_view_mm: the slice's field of view along that side (the padded square the cache resizes:
+            ``max(rows x row spacing, columns x column spacing)``), or None when the spacing is unknown.
+
+    Returns:
+        ``{"map_cells": cells, "cell_px": ..., "cell_mm": ... or None, "cell_fraction_of_field": 1 / cells}``.
+    """
+    if isinstance(cells, bool) or not isinstance(cells, (int, np.integer)) or cells < 1:
+        raise ValueError(f"`cells` must be an int >= 1. Got {cells!r} instead.")
+    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < cells:
+        raise ValueError(f"`input_size` must be an int >= cells ({cells}). Got {input_size!r} instead.")
+    mm = None
+    if field_of_view_mm is not None and np.isfinite(field_of_view_mm):
+        if field_of_view_mm <= 0:
+            raise ValueError(f"`field_of_view_mm` must be > 0. Got {field_of_view_mm!r} instead.")
+        mm = float(field_of_view_mm) / int(cells)
+    return {"map_cells": int(cells), "cell_px": int(input_size) / int(cells), "cell_mm": mm,
+            "cell_fraction_of_field": 1.0 / int(cells)}
 
 
 def resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

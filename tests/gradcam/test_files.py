@@ -42,8 +42,12 @@ def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys)
     import json
 
     record = json.loads((out / "run.json").read_text())
-    assert record["sanity"]["trustworthy"] == (sanity["spearman_mean"].iloc[-1] < 0.5)
-    assert record["n_images"] == 6 and record["config"]["layer"] == "efficientnetb0/top_activation"
+    assert record["sanity"]["trustworthy"] == (sanity["spearman_mean"].iloc[-1] < 0.3)
+    # the audits' maps: HiResCAM at the deepest block with >= 24 cells a side (64 px input: block1a, 32 x 32)
+    assert record["n_images"] == 6 and record["config"]["layer"] == "efficientnetb0/block1a_project_bn"
+    assert record["config"]["method"] == "hirescam" and record["map_resolution"]["map_cells"] == 32
+    # the phantom's 250 mm field of view (128 px at 1.953 mm) over 32 cells: 7.8125 mm a cell
+    np.testing.assert_allclose(table["cell_mm"], 250.0 / 32, rtol=1e-6)
     assert "sanity check (Adebayo et al. 2018)" in printed
 
 
@@ -106,7 +110,7 @@ def test_arguments_are_refused_before_any_file_is_read(tmp_path):
         (dict(sanity_steps=-1), r"^`sanity_steps` must be an int >= 0\. Got -1 instead\.$"),
         (dict(seed=-3), r"^`seed` must be an int >= 0\. Got -3 instead\.$"),
         (dict(threshold=1.5), r"^`threshold` must be in \[0, 1\]\. Got 1\.5 instead\.$"),
-        (dict(method="cam"), r"^`method` must be 'gradcam' or 'gradcam\+\+'\. Got 'cam' instead\.$"),
+        (dict(method="cam"), r"^`method` must be one of \('gradcam', 'gradcam\+\+', 'hirescam', 'layercam'\)\. Got 'cam' instead\.$"),
         (dict(output_index=1), r"^`output_index` must be in \[0, 0\]\. Got 1 instead\.$"),  # the "any" head: one unit
         (dict(layer="nope"), r"^`layer` must name a layer of the model or of a nested sub-model\. Got 'nope' instead; "
                              r"the last of its \d+ layers: .*, predictions$"),

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from brain_audit.gradcam.maps import GradCAM, find_layer, grad_cam, layer_names
-from support.cam_models import CONV_K, DENSE_W, REGION, RNG, S, expected_gated_map, gated_model
+from brain_audit.gradcam.maps import GradCAM, audit_cam, audit_layer, cell_size_mm, find_layer, grad_cam, layer_names
+from support.cam_models import CONV_K, DENSE_W, REGION, RNG, S, Gate, expected_gated_map, gated_model
 
 
 # ----------------------------------------------------------------------------- the keras.io recipe
@@ -105,6 +105,94 @@ class TestKnownAnswers:
         np.testing.assert_allclose(cam, ref / ref.max(), atol=1e-5)
 
 
+# ----------------------------------------------------------------------------- HiResCAM and LayerCAM
+#: A fixed spatial weight after the explained layer: +1 on the left half, -0.5 on the right, so the
+#: gradient of the logit varies over space and the methods disagree in ways written down by hand.
+SPATIAL = np.where(np.arange(S)[None, :] < S // 2, 1.0, -0.5) * np.ones((S, 1))
+
+
+def spatial_model() -> keras.Model:
+    """1x1 convolution (CONV_K, relu) -> multiply by SPATIAL -> global average -> Dense (DENSE_W[:, 0])."""
+    inp = keras.Input((S, S, 1))
+    x = keras.layers.Conv2D(4, 1, activation="relu", use_bias=False, name="target")(inp)
+    x = Gate(SPATIAL, name="spatial")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name="head")(x)
+    model = keras.Model(inp, out)
+    model.get_layer("target").set_weights([CONV_K.reshape(1, 1, 1, 4)])
+    model.get_layer("head").set_weights([DENSE_W[:, :1], np.zeros(1, "float32")])
+    return model
+
+
+def by_hand(x: np.ndarray, method: str) -> np.ndarray:
+    """A_c = relu(k_c x); dlogit/dA_c(i, j) = w_c SPATIAL(i, j) / S^2; each method's formula, normalised."""
+    a = np.maximum(CONV_K[None, None, :] * x[..., None], 0.0)
+    g = DENSE_W[None, None, :, 0] * SPATIAL[..., None] / S**2
+    if method == "hirescam":  # Draelos & Carin 2020: relu(sum_c g_c(i, j) A_c(i, j))
+        cam = np.maximum((g * a).sum(-1), 0.0)
+    elif method == "layercam":  # Jiang et al. 2021: relu(sum_c relu(g_c(i, j)) A_c(i, j))
+        cam = np.maximum((np.maximum(g, 0.0) * a).sum(-1), 0.0)
+    else:  # Grad-CAM: gradients averaged over space first
+        cam = np.maximum((g.mean(axis=(0, 1))[None, None, :] * a).sum(-1), 0.0)
+    return cam / cam.max()
+
+
+class TestHiResCAMAndLayerCAM:
+    @pytest.mark.parametrize("method", ["hirescam", "layercam", "gradcam"])
+    def test_each_method_matches_its_formula(self, method):
+        x = RNG.uniform(0.1, 1.0, (2, S, S)).astype("float32")
+        cam = GradCAM(spatial_model(), layer="target", method=method)(x)
+        for i in range(2):
+            np.testing.assert_allclose(cam[i], by_hand(x[i], method), atol=1e-5)
+
+    def test_hirescam_keeps_where_the_evidence_is_and_grad_cam_does_not(self):
+        x = RNG.uniform(0.1, 1.0, (1, S, S)).astype("float32")
+        model = spatial_model()
+        hires = GradCAM(model, layer="target", method="hirescam")(x)[0]
+        plain = GradCAM(model, layer="target", method="gradcam")(x)[0]
+        # the right half lowers the logit: HiResCAM gives it nothing, Grad-CAM (mean weight) lights it up
+        assert hires[:, S // 2 :].max() == 0.0 and hires[:, : S // 2].min() > 0.0
+        assert plain[:, S // 2 :].mean() > 0.1
+
+    def test_a_model_without_spatial_weights_gives_grad_cams_map(self):
+        """After global pooling alone the gradient is constant over space: all three methods coincide
+        with the hand-derived Grad-CAM map of the gated model (CAM, Zhou et al. 2016)."""
+        x = RNG.uniform(0.0, 1.0, (2, S, S)).astype("float32")
+        for method in ("hirescam", "gradcam"):
+            cam = grad_cam(gated_model(), x, layer="target", method=method)
+            for i in range(2):
+                np.testing.assert_allclose(cam[i], expected_gated_map(x[i], 0), atol=1e-5)
+
+
+class TestAuditLayer:
+    @pytest.mark.parametrize(
+        ("size", "layer", "cells"),
+        # EfficientNetB0's strides (Tan & Le 2019, table 1): block2 /4, block3 /8, block4-5 /16, block6-7 /32
+        [(96, "block2b_add", 24), (128, "block2b_add", 32), (256, "block3b_add", 32), (512, "block5c_add", 32)],
+    )
+    def test_the_deepest_block_with_24_cells_a_side(self, size, layer, cells):
+        from brain_audit.model.network import build_model
+
+        model = build_model(image_size=size, weights=None, seed=1)
+        assert audit_layer(model) == f"efficientnetb0/{layer}"
+        cam = audit_cam(model)
+        assert cam.method == "hirescam" and cam.cells == (cells, cells)
+        assert audit_cam(model) is cam  # built once per model
+
+    def test_a_model_without_efficientnet_blocks_and_a_tiny_input(self):
+        assert audit_layer(gated_model()) == "target"  # the deepest 4-D layer with >= 24 cells: 32 x 32
+        assert audit_layer(gated_model(), min_cells=64) == "gate"  # none that fine: the finest one (first)
+        with pytest.raises(ValueError, match=r"`min_cells` must be an int >= 1\. Got 0 instead"):
+            audit_layer(gated_model(), min_cells=0)
+
+    def test_cell_size_in_mm(self):
+        assert cell_size_mm(24, 96, 200.0) == {"map_cells": 24, "cell_px": 4.0, "cell_mm": 200.0 / 24,
+                                                "cell_fraction_of_field": 1 / 24}
+        assert cell_size_mm(3, 96, None)["cell_mm"] is None
+        with pytest.raises(ValueError, match=r"`input_size` must be an int >= cells \(24\)\. Got 16 instead"):
+            cell_size_mm(24, 16, 200.0)
+
+
 def test_the_per_model_cache_lets_a_deleted_model_go():
     import gc
     import weakref
@@ -152,7 +240,7 @@ class TestEfficientNet:
         model, batch = effnet
         with pytest.raises(ValueError, match=r"`output_index` must be in \[0, 0\]. Got 1 instead"):
             GradCAM(model, output_index=1)
-        with pytest.raises(ValueError, match="`method` must be 'gradcam' or 'gradcam\\+\\+'. Got 'cam' instead"):
+        with pytest.raises(ValueError, match=r"`method` must be one of \('gradcam', 'gradcam\+\+', 'hirescam', 'layercam'\)\. Got 'cam' instead"):
             GradCAM(model, method="cam")
         with pytest.raises(ValueError, match=r"`hu_batch` must be \(N, H, W\) or .* Got shape \(128, 128\) instead"):
             grad_cam(model, batch[0])
