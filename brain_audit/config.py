@@ -110,7 +110,11 @@ class AuditPlan:
     """Phase 3: the Grad-CAM audit of the Phase-2 model on the validation split.
 
     Attributes:
-        max_slices: audit at most this many validation slices (all positives first).
+        max_slices: profile at most this many slices (validation findings; train negatives when mining).
+        max_errors: explain every false negative and every false positive on validation, up to this many of
+            each kind (a seeded random subset beyond it, counted); the held-out audit does the same.
+        correct_slices: and a seeded random sample of this many correct calls, the comparison group.
+        sanity_slices: the randomisation check (Adebayo et al. 2018) runs on this many fixed slices; always.
         hard_negative_probability: a negative slice scored at or above this is a
             confident false positive, i.e. a hard negative.
         off_brain_share: a negative whose Grad-CAM energy outside the intracranial space
@@ -121,6 +125,9 @@ class AuditPlan:
     """
 
     max_slices: int = 2000
+    max_errors: int = 1000
+    correct_slices: int = 200
+    sanity_slices: int = 16
     hard_negative_probability: float = 0.5
     off_brain_share: float = 0.5
     batch_size: int = 32
@@ -129,6 +136,9 @@ class AuditPlan:
     def __post_init__(self) -> None:
         _check_types(self)
         _check(self.max_slices >= 1, "max_slices", "must be >= 1", self.max_slices)
+        _check(self.max_errors >= 0, "max_errors", "must be >= 0", self.max_errors)
+        _check(self.correct_slices >= 0, "correct_slices", "must be >= 0", self.correct_slices)
+        _check(self.sanity_slices >= 0, "sanity_slices", "must be >= 0", self.sanity_slices)
         _check(0 < self.hard_negative_probability < 1, "hard_negative_probability", "must be in (0, 1)",
                self.hard_negative_probability)
         _check(0 < self.off_brain_share <= 1, "off_brain_share", "must be in (0, 1]", self.off_brain_share)

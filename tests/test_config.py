@@ -106,6 +106,8 @@ def test_pretrain_plan_validation_and_overrides():
         ("phase4.dropouts=0.5", "`phase4.dropouts` must be a list of numbers. Got 0.5 instead."),
         ("phase4.dropouts=[0.5, 1.2]", "`phase4.dropouts` must be in [0, 1). Got (0.5, 1.2) instead."),
         ("phase3.max_slices=0", "`phase3.max_slices` must be >= 1. Got 0 instead."),
+        ("phase3.max_errors=-1", "`phase3.max_errors` must be >= 0. Got -1 instead."),
+        ("phase3.sanity_slices=-3", "`phase3.sanity_slices` must be >= 0. Got -3 instead."),
         ("pretrain.warmup_epochs=-2", "`pretrain.warmup_epochs` must be >= 0. Got -2 instead."),
         ("phase1=3", "`phase1` must be a table. Got 3 instead."),
         ("head=1", "`head` must be a string. Got 1 instead."),

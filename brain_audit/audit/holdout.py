@@ -4,8 +4,9 @@ The audit patients are chosen first (:mod:`brain_audit.dataset.cohort`) and neve
 validation or pretraining cohort. :func:`audit_holdout` scores them with the Phase-4 model at the thresholds
 Phase 4 chose on validation (never re-tuned here) and reports per slice and per patient (a patient's score is
 its most suspicious slice), with 95 % intervals by bootstrap over patients, PPV / NPV at deployment
-prevalences, calibration and attention profiles. Outputs in ``<run>/clinical_audit_report/``:
-``summary.json``, ``summary.md``, ``slices.csv``, ``patients.csv`` and ``patients/<patient>.json``; IDs are
+prevalences, calibration and the attention audit (:mod:`brain_audit.audit.attention_audit`). Outputs in
+``<run>/clinical_audit_report/``: ``summary.json``, ``summary.md``, ``slices.csv``, ``patients.csv``,
+``patients/<patient>.json`` and ``attention/`` (findings, randomisation check, overlays); IDs are
 the header index's pseudonyms (:mod:`brain_audit.ids`), no identifying DICOM field is read, and a patient's
 file name is built by :func:`brain_audit.ids.safe_child`, so no ID can place it outside ``patients/``.
 """
@@ -19,12 +20,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from brain_audit.audit.attention_audit import attention_audit, field_of_view, truth_lesions
 from brain_audit.audit.report import executive_summary
 from brain_audit.audit.statistics import calibration_bins, operating_point_report, patient_level
 from brain_audit.config import RunConfig
 from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
-from brain_audit.gradcam.attention import FLAGS, profile_cached
+from brain_audit.gradcam.attention import FLAGS
 from brain_audit.ids import safe_child
 from brain_audit.model.predictions import any_column, predict_ids
 from brain_audit.model.weights import load_model
@@ -46,7 +48,6 @@ def audit_holdout(
     config: RunConfig,
     *,
     model_path: str | Path | None = None,
-    gradcam_slices: int = 64,
     n_boot: int = 1000,
     prevalences: Sequence[float] = DEPLOYMENT_PREVALENCES,
 ) -> dict[str, Any]:
@@ -56,8 +57,6 @@ def audit_holdout(
         config: the run (its ``out_dir`` holds ``data/cache`` and ``phase4/``).
         model_path: the model to audit; default ``phase4/model.keras`` with the threshold
             of ``phase4/operating_point.json``.
-        gradcam_slices: attention profiles for this many audit slices (positives first,
-            then the most confident negatives).
         n_boot: bootstrap resamples (over patients).
         prevalences: deployment prevalences for PPV / NPV.
 
@@ -65,7 +64,7 @@ def audit_holdout(
         The summary (also ``summary.json``).
     """
     with run_lock(config.out_dir):  # one process writes the run folder (re-entrant inside the demo)
-        return _audit_holdout(config, model_path=model_path, gradcam_slices=gradcam_slices, n_boot=n_boot,
+        return _audit_holdout(config, model_path=model_path, n_boot=n_boot,
                               prevalences=prevalences)
 
 
@@ -73,7 +72,6 @@ def _audit_holdout(
     config: RunConfig,
     *,
     model_path: str | Path | None,
-    gradcam_slices: int,
     n_boot: int,
     prevalences: Sequence[float],
 ) -> dict[str, Any]:
@@ -100,12 +98,15 @@ def _audit_holdout(
                            "probability": p, "called_bleed": (p >= threshold).astype(int)})
     for s in LABEL_COLUMNS[:-1]:
         slices[s] = table[s].to_numpy()
-    # attention profiles of the slices a reader would look at: every positive, then the most confident negatives
-    order = np.concatenate([np.flatnonzero(y == 1), np.flatnonzero(y == 0)[np.argsort(-p[y == 0], kind="stable")]])
-    pick = order[:gradcam_slices]
-    prof_df = profile_cached(model, cache, [ids[i] for i in pick], y[pick], p[pick], threshold,
-                             output_index=column, batch_size=32).drop(columns=["label", "probability"])
-    prof_df.insert(1, "cam_empty", prof_df["peak_region"] == "none")
+    # the attention audit, as Phase 3 runs it: every error and a sample of correct calls, against chance
+    # and randomised weights; overlays of missed bleeds and false alarms (with truth contours when shipped)
+    findings, attention = attention_audit(
+        model, cache, ids, y, p, threshold, out_dir=paths.report / "attention", plan=config.phase3,
+        field_mm=field_of_view(paths.index, ids), lesions=truth_lesions(config.data_root, [i for i, t in zip(ids, y) if t],
+                                                                        cache.size),
+        output_index=column, seed=config.seed, n_boot=max(n_boot, 1000),
+    )
+    prof_df = findings.drop(columns=["label", "probability", "patient_id", "outcome"], errors="ignore")
     slices = slices.merge(prof_df, on="image_id", how="left")
 
     report_dir = paths.report
@@ -159,14 +160,7 @@ def _audit_holdout(
         "slice_level": slice_report,
         "patient_level": patient_report,
         "calibration_bins": calibration_bins(y, p, 10) if both else [],
-        "attention": {
-            "slices_profiled": int(len(prof_df)),
-            "flag_rates": {
-                f: float(slices[f].dropna().astype(bool).mean())
-                for f in FLAGS
-                if f != "right_for_wrong_reason" and f in slices and slices[f].notna().any()
-            },
-        },
+        "attention": {"slices_profiled": int(len(findings)), **attention},
     }
     write_json(report_dir / "summary.json", summary)
     atomic_write_text(report_dir / "summary.md", executive_summary(summary))

@@ -6,7 +6,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["executive_summary"]
+from brain_audit.audit.attention_evidence import attention_markdown
+
+__all__ = ["attention_section", "executive_summary"]
 
 
 def _pct(x: float) -> str:
@@ -31,6 +33,34 @@ def _chance_warning(level: dict[str, Any]) -> list[str]:
         "model at chance; do not deploy it.**",
         "",
     ]
+
+
+def attention_section(attention: dict[str, Any]) -> list[str]:
+    """The report's "Where the model looked" section (Markdown lines) from an attention audit's summary."""
+    if not attention.get("slices_profiled"):
+        return []
+    amap, sanity, cov = attention.get("map", {}), attention.get("sanity", {}), attention.get("coverage", {})
+    cell = "" if amap.get("cell_mm") is None else f", one cell {amap['cell_mm']:.1f} mm"
+    lines = ["## Where the model looked", ""]
+    if not attention.get("trustworthy", False):
+        lines += ["**The attention results below are not trustworthy: the maps did not pass the randomisation "
+                  "check (or it did not run); they may show the image rather than the model.**", ""]
+    lines += [
+        f"{attention['slices_profiled']} slices explained with {amap.get('method', '?')} at `{amap.get('layer', '?')}` "
+        f"({amap.get('map_cells', '?')} x {amap.get('map_cells', '?')} cells{cell}): "
+        + ", ".join(f"{v['profiled']} of {v['total']} {k.replace('_', ' ')}s" for k, v in cov.items()
+                    if isinstance(v, dict)) + ".",
+        "",
+    ]
+    if sanity.get("slices"):
+        steps = "; ".join(f"{r['randomised']} {r['spearman_mean']:.2f}" for r in sanity.get("steps", []))
+        verdict = "maps depend on the weights" if sanity.get("trustworthy") else "maps SURVIVE randomisation"
+        lines += [f"Randomisation check (Adebayo et al. 2018, {sanity['slices']} fixed slices; mean Spearman rank "
+                  f"correlation with the trained maps after re-drawing each block cumulatively): {steps} -> "
+                  f"{verdict} (threshold {sanity.get('max_rho', float('nan')):.2f}).", ""]
+    if attention.get("evidence"):
+        lines += [attention_markdown(attention["evidence"]), ""]
+    return lines
 
 
 def executive_summary(summary: dict[str, Any]) -> str:
@@ -68,10 +98,7 @@ def executive_summary(summary: dict[str, Any]) -> str:
         lines.append(f"| {_pct(d['prevalence'])} | {_pct(d['ppv'])} | {_pct(d['npv'])} | "
                      f"{d['false_alarms_per_true_bleed']:.1f} |")
     lines += ["", f"Calibration (slices): expected calibration error {summary['slice_level']['ece']:.3f}.", ""]
-    rates = summary["attention"]["flag_rates"]
-    if rates:
-        lines += [f"Where the model looked ({summary['attention']['slices_profiled']} slices profiled with Grad-CAM): "
-                  + ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in rates.items()) + ".", ""]
+    lines += attention_section(summary.get("attention") or {})
     lines += ["Per-patient logs: `patients/<patient>.json`; every slice: `slices.csv`.", ""]
     return "\n".join(lines)
 

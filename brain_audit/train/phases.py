@@ -8,7 +8,8 @@ phase  name                  what it does
                              manifest says so
 2      scale-up              from Phase 1 on the balanced Phase-2 cohort, top EfficientNet blocks
                              unfrozen, BatchNorm frozen
-3      adversarial audit     Grad-CAM over validation (errors, shortcut flags, overlays) and the
+3      adversarial audit     the attention audit of validation (:mod:`brain_audit.audit.attention_audit`:
+                             every error, flags against chance, randomisation check, overlays) and the
                              hard-negative list mined from train (:mod:`brain_audit.train.hard_negatives`)
 4      clinical correction   from Phase 2 with hard negatives over-sampled, one candidate per dropout
                              rate, compared on validation; the operating thresholds for the target
@@ -30,21 +31,17 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from brain_audit.audit.attention_audit import attention_audit, field_of_view, truth_lesions
 from brain_audit.audit.statistics import confusion_at, patient_level, threshold_for_sensitivity
 from brain_audit.config import RunConfig
 from brain_audit.dataset.feed import make_feed
-from brain_audit.dataset.masks import has_masks, lesion_mask, mask_path, read_masks
-from brain_audit.errors import BrainAuditError, ConfigError
+from brain_audit.errors import ConfigError
 from brain_audit.figures import pyplot, save_figure
-from brain_audit.gradcam.attention import FLAGS, profile_cached
-from brain_audit.gradcam.overlays import overlay_title, save_overlay
-from brain_audit.ids import safe_child
 from brain_audit.model.network import (
     build_model,
     compile_model,
@@ -245,67 +242,6 @@ def _require(path: Path, phase: int) -> None:
         raise ConfigError(f"phase {phase} has not finished: {path} is missing (run `brain-audit train --phase {phase}`)")
 
 
-def _truth_lesions(config: RunConfig, ids: Sequence[str], size: int) -> dict[str, np.ndarray] | None:
-    """Lesion masks (union of the subtypes) at cache resolution, when the data ship segmentation masks.
-
-    Reads the dataset mask format (:mod:`brain_audit.dataset.masks`; a phantom cohort's truth is
-    in it); images without a mask file are left out, an unreadable one is left out with a warning.
-    """
-    root = Path(config.data_root)
-    if not has_masks(root):
-        return None
-
-    out = {}
-    for image_id in ids:
-        try:
-            if not mask_path(root, image_id).is_file():
-                continue
-            lesion = lesion_mask(read_masks(root, image_id))
-        except BrainAuditError as exc:
-            warnings.warn(f"{exc}; audited without its lesion mask", RuntimeWarning, stacklevel=2)
-            continue
-        out[image_id] = cv2.resize(lesion.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
-    return out
-
-
-def _audit_order(ids: Sequence[str], labels: np.ndarray, limit: int) -> np.ndarray:
-    """Positions to audit: every positive first, then negatives, at most ``limit`` (deterministic)."""
-    pos = np.flatnonzero(labels == 1)
-    neg = np.flatnonzero(labels == 0)
-    return np.concatenate([pos, neg])[:limit]
-
-
-class _WorstFindings:
-    """The ``k`` profiled slices most worth a picture, kept with their HU and map while profiling runs.
-
-    Order: errors first, then flagged slices, then by probability (highest first), ties in profiling
-    order; the same as sorting the whole findings table, without holding every map in memory.
-    """
-
-    def __init__(self, k: int, threshold: float) -> None:
-        self.k, self.threshold = int(k), float(threshold)
-        self._kept: list[tuple[tuple[float, float, int], dict[str, Any], np.ndarray, np.ndarray]] = []
-        self._seen = 0
-
-    def __call__(self, table: Any, hu: np.ndarray, maps: np.ndarray) -> None:
-        if self.k <= 0:
-            return
-        flagged = table[list(FLAGS)].fillna(False).astype(bool).any(axis=1).to_numpy()
-        called = table["probability"].to_numpy() >= self.threshold
-        error = called != table["label"].to_numpy().astype(bool)
-        rank = error.astype(int) * 2 + flagged.astype(int)
-        for i, row in enumerate(table.to_dict("records")):
-            self._kept.append(((-rank[i], -row["probability"], self._seen), row, hu[i], maps[i]))
-            self._seen += 1
-        self._kept.sort(key=lambda item: item[0])
-        del self._kept[self.k :]
-
-    @property
-    def kept(self) -> list[tuple[dict[str, Any], np.ndarray, np.ndarray]]:
-        """``(profile row, HU (S, S), map (S, S))`` of the kept slices, most worth a picture first."""
-        return [(row, hu, cam) for _, row, hu, cam in self._kept]
-
-
 def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     """The adversarial audit: Grad-CAM over validation, and hard negatives mined from train."""
 
@@ -320,23 +256,16 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     column = any_column(config.head)
     threshold = float(json.loads((paths.phase(2) / "metrics.json").read_text()).get("threshold", 0.5))
 
-    # (1) findings on validation: where does the model look, and when is it right for the wrong reason?
-    val_ids = cache.ids("validation", "phase2")
+    # (1) findings on validation: every error and a sample of correct calls, measured against chance and
+    # against randomised weights (audit.attention_audit; overlays of missed bleeds and false alarms)
+    val_ids = list(cache.ids("validation", "phase2"))
     y_val = cache.table.loc[val_ids, "any"].to_numpy().astype(int)
-    order = _audit_order(val_ids, y_val, plan.max_slices)
-    ids = [val_ids[i] for i in order]
-    y = y_val[order]
-    p = predict_ids(model, cache, ids, column)
-    worst = _WorstFindings(plan.overlays, threshold)
-    findings = profile_cached(model, cache, ids, y, p, threshold, _truth_lesions(config, ids, cache.size),
-                              output_index=column, batch_size=plan.batch_size, on_batch=worst)
-    if len(findings):
-        findings.insert(1, "patient_id", cache.table.loc[findings["image_id"], "patient_id"].to_numpy())
-        findings.insert(4, "cam_empty", findings["peak_region"] == "none")  # no positive evidence at all
-        findings["predicted"] = (findings["probability"] >= threshold).astype(int)
-        findings["error"] = np.where(findings["predicted"] == findings["label"], "",
-                                     np.where(findings["label"] == 1, "false_negative", "false_positive"))
-    write_csv(out / "findings.csv", findings)
+    p_val = predict_ids(model, cache, val_ids, column)
+    findings, attention = attention_audit(
+        model, cache, val_ids, y_val, p_val, threshold, out_dir=out, plan=plan, field_mm=field_of_view(paths.index, val_ids),
+        lesions=truth_lesions(config.data_root, [i for i, t in zip(val_ids, y_val) if t == 1], cache.size),
+        output_index=column, seed=config.seed,
+    )
 
     # (2) hard negatives from TRAIN (never validation: Phase 4 trains on them and is judged on validation)
     tr_ids = cache.ids("train", "phase2")
@@ -348,30 +277,11 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     )
     write_csv(out / "hard_negatives.csv", hard_df)
 
-    # (3) overlays of the worst findings (errors first, then flagged slices), maps from the pass above
-    for row, hu, cam in worst.kept:
-        save_overlay(safe_child(out / "overlays", row["image_id"], ".png"), hu, cam,
-                     title=overlay_title(row["image_id"], row["probability"], row))
-
-    summary: dict[str, Any] = {"audited_validation_slices": int(len(findings)), "threshold": threshold}
+    summary: dict[str, Any] = {"audited_validation_slices": int(len(findings)), "threshold": threshold, **attention}
     if len(findings):
         summary["empty_maps"] = int(findings["cam_empty"].sum())  # no positive evidence for 'any' at all
-        summary["errors"] = findings["error"].value_counts().drop("", errors="ignore").to_dict()
-        summary["flag_rates"] = {
-            f: float(findings[f].fillna(False).astype(bool).mean()) for f in FLAGS
-        }
-        summary["mean_energy"] = {
-            c[len("energy_"):]: float(findings[c].mean()) for c in findings.columns if c.startswith("energy_")
-        }
-        if "lesion_energy" in findings:
-            les = findings.dropna(subset=["lesion_energy"])
-            if len(les):
-                summary["pointing_game"] = {
-                    "n": int(len(les)),
-                    "lesion_energy_mean": float(les["lesion_energy"].mean()),
-                    "lesion_area_mean": float(les["lesion_area"].mean()),
-                    "hit_rate": float(les["pointing_hit"].astype(bool).mean()),
-                }
+        summary["errors"] = {k: v["total"] for k, v in attention["coverage"].items()
+                             if k in ("false_negative", "false_positive")}
     summary["hard_negatives"] = int(len(hard_df))
     summary["train_negatives_scored"] = int(hard_df.attrs["scored"])
     write_json(out / "metrics.json", summary)
