@@ -343,9 +343,9 @@ def test_profile_cached_in_chunks_equals_audit_batch_on_the_whole_batch():
     square[40:48, 28:36] = True  # all the model sees: its map lies inside the square
     model = hu_gate_model(square)
     band = (slice(40, 48), slice(8, 56))
-    drawings = [dict(), dict(brain_hu=70), dict(cy=24, inner=14, outer=20, scalp=22), dict(cx=30, brain_hu=50),
-                dict(cy=18, inner=12, outer=15, scalp=17, band=band, band_hu=280), dict(cy=30, cx=35),
-                dict(cy=18, inner=12, outer=15, scalp=17, band=band, band_hu=10)]
+    drawings = [{}, {"brain_hu": 70}, {"cy": 24, "inner": 14, "outer": 20, "scalp": 22}, {"cx": 30, "brain_hu": 50},
+                {"cy": 18, "inner": 12, "outer": 15, "scalp": 17, "band": band, "band_hu": 280}, {"cy": 30, "cx": 35},
+                {"cy": 18, "inner": 12, "outer": 15, "scalp": 17, "band": band, "band_hu": 10}]
     hu = np.stack([head_slice(**kwargs)[0] for kwargs in drawings])
     ids = [f"ID_{k}" for k in (3, 0, 6, 1, 5, 2, 4)]
     cache = FixedCache(dict(zip(ids, hu)))
