@@ -240,8 +240,8 @@ def attention_evidence(
     if len(table) == 0:
         raise ValueError("`table` must hold at least one slice. Got 0 rows instead.")
     if table[patient_col].isna().any():
-        raise ValueError(f"`{patient_col}` must name a patient on every row. Got {int(table[patient_col].isna().sum())} "
-                         "missing instead.")
+        missing = int(table[patient_col].isna().sum())
+        raise ValueError(f"`{patient_col}` must name a patient on every row. Got {missing} missing instead.")
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 10:
         raise ValueError(f"`n_boot` must be an int >= 10. Got {n_boot!r} instead.")
     groups = table[patient_col].astype(str).to_numpy()

@@ -2,8 +2,8 @@
 
 ``maps`` (batched Grad-CAM / Grad-CAM++ of the logit; Selvaraju et al. 2017), ``attention``
 (energy and enrichment per anatomical region, the pointing game beside its chance baselines, flags relative
-to chance; one profile loop for Phase 3, the audit and DICOM files), ``shortcuts`` (counterfactual intervention, Adebayo et al.'s randomisation
-check), ``overlays`` (the seed's pictures) and ``files`` (``brain-audit gradcam`` on DICOM files).
+to chance; one profile loop for Phase 3, the audit and DICOM files), ``shortcuts`` (counterfactual
+intervention, Adebayo et al.'s randomisation check), ``overlays`` (the seed's pictures) and ``files`` (``brain-audit gradcam`` on DICOM files).
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ HIT_RADIUS_MM: float = 15.0
 _PEAK_RTOL: float = 1e-6
 
 #: Flag names of :func:`attention_profile`, in column order.
-FLAGS: tuple[str, ...] = ("bone_focus", "calcification_focus", "device_focus", "outside_head_focus", "right_for_wrong_reason")
+FLAGS: tuple[str, ...] = ("bone_focus", "calcification_focus", "device_focus", "outside_head_focus",
+                          "right_for_wrong_reason")
 
 #: Chance baselines of the pointing game (the probability that a peak drawn from each prior is a hit).
 HIT_BASELINES: tuple[str, ...] = ("baseline_hit_uniform", "baseline_hit_centre", "baseline_hit_head",
@@ -256,7 +257,8 @@ def attention_profile(
     total = float(c.sum(dtype=np.float64))
     zero = not total > 0
     if zero:
-        warnings.warn("attention_profile: the map is zero everywhere; energy shares are 0 and flags False.", RuntimeWarning, stacklevel=2)
+        warnings.warn("attention_profile: the map is zero everywhere; energy shares are 0 and flags False.",
+                      RuntimeWarning, stacklevel=2)
     energy = {n: 0.0 if zero else float(c[parts[n]].sum(dtype=np.float64) / total) for n in _NAMES}
     area = {n: float(parts[n].mean()) for n in _NAMES}
     out: dict[str, Any] = {f"energy_{n}": energy[n] for n in _NAMES}
@@ -298,7 +300,8 @@ def _pointing_game(c: np.ndarray, total: float, parts: dict[str, np.ndarray], le
     out: dict[str, Any] = {}
     dist = _distance_map(lesion)
     if dist is None:
-        warnings.warn("attention_profile: the lesion mask is empty; pointing game not scored.", RuntimeWarning, stacklevel=3)
+        warnings.warn("attention_profile: the lesion mask is empty; pointing game not scored.", RuntimeWarning,
+                      stacklevel=3)
     far = float("inf") if dist is None or peak is None else float(dist[peak].max())
     out["pointing_distance_px"] = far
     out["pointing_hit"] = bool(far <= radius)
@@ -314,7 +317,10 @@ def _pointing_game(c: np.ndarray, total: float, parts: dict[str, np.ndarray], le
         out["baseline_hit_intracranial"] = float(zone[brain].mean()) if brain.any() else nan
     area = float(lesion.mean())
     known = dist is not None
-    out["lesion_energy"] = nan if not known else 0.0 if not total > 0 else float(c[lesion].sum(dtype=np.float64) / total)
+    if not known:
+        out["lesion_energy"] = nan
+    else:
+        out["lesion_energy"] = float(c[lesion].sum(dtype=np.float64) / total) if total > 0 else 0.0
     out["lesion_area"] = area
     out["lesion_enrichment"] = float(out["lesion_energy"] / area) if known else nan
     out["baseline_energy_uniform"] = area if known else nan
@@ -451,7 +457,8 @@ def audit_batch(
             prof = attention_profile(maps[i], masks=m, lesion_mask=lesion, probability=float(probs[i]), label=label,
                                      threshold=threshold, hit_radius_px=hit_radius_px, pixel_mm=mm,
                                      hit_radius_mm=hit_radius_mm)
-        row = {"image_id": str(image_ids[i]) if image_ids is not None else str(i), "probability": float(probs[i]), "label": label}
+        row = {"image_id": str(image_ids[i]) if image_ids is not None else str(i), "probability": float(probs[i]),
+               "label": label}
         row.update(prof)
         row.update({f"has_{k}": v for k, v in mimic_presence(m).items()})
         rows.append(row)

@@ -354,16 +354,21 @@ def test_profile_cached_in_chunks_equals_audit_batch_on_the_whole_batch():
     lesions = {image_id: square for image_id in ids}  # a mask for every slice
     seen = []
     table = profile_cached(model, cache, ids, labels, probabilities, 0.5, lesions, batch_size=3,
-                           on_batch=lambda t, h, m: seen.append((list(t["image_id"]), h, m)))
+                           on_batch=lambda t, h, m: seen.append((list(t["image_id"]), h, m)), pixel_mm=4.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no zero map among these
         ref, maps = audit_batch(model, hu.astype(np.float32), lesion_masks=[square if y else None for y in labels],
-                                labels=labels, image_ids=ids, probabilities=probabilities, threshold=0.5)
+                                labels=labels, image_ids=ids, probabilities=probabilities, threshold=0.5,
+                                pixel_mm=[4.0] * len(ids))
     pd.testing.assert_frame_equal(table, ref)
+    assert (table["hit_radius_px"] == 15.0 / 4.0).all()  # the default 15 mm at 4 mm per pixel
     np.testing.assert_array_equal(table["probability"], probabilities)
     # by hand: all of a map lies in the square, so a label-1 slice scores 1; a label-0 slice is not scored
     nan = float("nan")
     assert table["lesion_energy"].tolist() == pytest.approx([1.0, nan, 1.0, nan, nan, 1.0, nan], nan_ok=True)
+    # the square is 64 of 64 x 64 px: a map uniform over the image puts 1 / 64 of its energy on it
+    assert table["baseline_energy_uniform"].tolist() == pytest.approx([1 / 64, nan, 1 / 64, nan, nan, 1 / 64, nan],
+                                                                      nan_ok=True)
     assert [chunk for chunk, _, _ in seen] == [ids[0:3], ids[3:6], ids[6:7]]
     for k, (chunk, h, m) in enumerate(seen):
         assert h.shape == m.shape == (len(chunk), SIDE, SIDE) and h.dtype == np.float32
