@@ -279,8 +279,10 @@ def attention_profile(
 
     if lesion_mask is not None:
         out.update(_pointing_game(c, total, parts, lesion_mask, shape, radius, peak))
-    calc = _distance_map(np.asarray(masks.get("calcification", np.zeros(shape, bool)), dtype=bool))
-    device = _distance_map(np.asarray(masks.get("device", masks.get("metal", np.zeros(shape, bool))), dtype=bool))
+    calc = device = None
+    if peak is not None:  # distance maps only where a peak can be near a small target
+        calc = _distance_map(np.asarray(masks.get("calcification", np.zeros(shape, bool)), dtype=bool))
+        device = _distance_map(np.asarray(masks.get("device", masks.get("metal", np.zeros(shape, bool))), dtype=bool))
     flags = _share_flags(energy, area, correct)
     out["bone_focus"] = not zero and flags["bone_focus"]
     out["calcification_focus"] = peak_within(calc)
