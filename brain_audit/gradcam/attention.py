@@ -71,8 +71,8 @@ INTRACRANIAL_MIN_ENRICHMENT: float = 0.8
 #: size is given (Zhang et al. 2018 use 15 px at 224 px input).
 HIT_RADIUS_PX: float = 15.0
 
-#: Default tolerance in millimetres when the caller gives the pixel size (``pixel_mm``): 15 mm, the size of
-#: a small bleed, and about one Grad-CAM cell (7 x 7 cells over a 250 mm field of view).
+#: Default tolerance in millimetres when the caller gives the pixel size (``pixel_mm``): about the size of a
+#: small bleed, and under half a Grad-CAM cell (7 x 7 cells over a 250 mm field of view are 36 mm wide).
 HIT_RADIUS_MM: float = 15.0
 
 #: Relative tolerance under which map values count as tied for the maximum (the peak is a set of pixels).
