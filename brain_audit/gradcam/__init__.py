@@ -1,22 +1,29 @@
 """Where the model looks, measured: maps, where they fall, and shortcut tests.
 
-``maps`` (batched Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM of the logit; the audits' fine-layer choice), ``attention``
-(energy per anatomical region, pointing game, flags; one profile loop for Phase 3, the audit
-and DICOM files), ``shortcuts`` (counterfactual intervention, Adebayo et al.'s randomisation
-check), ``overlays`` (the seed's pictures) and ``files`` (``brain-audit gradcam`` on DICOM files).
+``maps`` (batched Grad-CAM, Grad-CAM++, HiResCAM, LayerCAM of the logit; the audits' fine-layer choice),
+``attention`` (energy and enrichment per anatomical region, the pointing game beside its chance baselines, flags
+relative to chance; one profile loop for Phase 3, the audit and DICOM files), ``coverage`` (which slices an
+audit explains), ``shortcuts`` (counterfactual intervention, Adebayo et al.'s randomisation check),
+``overlays`` (the seed's pictures) and ``files`` (``brain-audit gradcam`` on DICOM files).
 """
 
 from __future__ import annotations
 
 from brain_audit.gradcam.attention import (
-    BONE_FOCUS_SHARE,
+    BONE_FOCUS_ENRICHMENT,
+    BONE_FOCUS_MIN_SHARE,
+    ENERGY_BASELINES,
     FLAGS,
+    HIT_BASELINES,
+    HIT_RADIUS_MM,
     HIT_RADIUS_PX,
-    INTRACRANIAL_MIN_SHARE,
+    INTRACRANIAL_MIN_ENRICHMENT,
     MIMIC_REGIONS,
-    OUTSIDE_HEAD_FOCUS_SHARE,
+    OUTSIDE_HEAD_FOCUS_ENRICHMENT,
+    OUTSIDE_HEAD_FOCUS_MIN_SHARE,
     attention_profile,
     audit_batch,
+    chance_flags,
     mimic_presence,
     profile_cached,
     profile_columns,
@@ -41,34 +48,40 @@ from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, counterfactual_effect, randomization_check
 
 __all__ = [
+    "BONE_FOCUS_ENRICHMENT",
+    "BONE_FOCUS_MIN_SHARE",
     "DEFAULT_LAYERS",
+    "ENERGY_BASELINES",
     "METHODS",
     "AUDIT_METHOD",
     "AUDIT_MIN_CELLS",
     "audit_layer",
     "audit_cam",
     "cell_size_mm",
-    "layer_names",
-    "find_layer",
-    "GradCAM",
-    "grad_cam",
-    "cached_cam",
-    "resize_map",
-    "BONE_FOCUS_SHARE",
-    "OUTSIDE_HEAD_FOCUS_SHARE",
-    "INTRACRANIAL_MIN_SHARE",
-    "HIT_RADIUS_PX",
     "FLAGS",
-    "attention_profile",
+    "HIT_BASELINES",
+    "HIT_RADIUS_MM",
+    "HIT_RADIUS_PX",
+    "INTRACRANIAL_MIN_ENRICHMENT",
     "MIMIC_REGIONS",
-    "mimic_presence",
-    "profile_columns",
-    "audit_batch",
-    "profile_cached",
-    "counterfactual_effect",
+    "OUTSIDE_HEAD_FOCUS_ENRICHMENT",
+    "OUTSIDE_HEAD_FOCUS_MIN_SHARE",
     "SANITY_MAX_RHO",
-    "randomization_check",
-    "overlay_title",
-    "save_overlay",
+    "GradCAM",
+    "attention_profile",
+    "audit_batch",
     "audit_files",
+    "cached_cam",
+    "chance_flags",
+    "counterfactual_effect",
+    "find_layer",
+    "grad_cam",
+    "layer_names",
+    "mimic_presence",
+    "overlay_title",
+    "profile_cached",
+    "profile_columns",
+    "randomization_check",
+    "resize_map",
+    "save_overlay",
 ]

@@ -25,11 +25,13 @@ OFF_BRAIN = 0.5
 
 #: image ID -> how its head is drawn; what lies under the square, and the probability by hand (weight 1, bias -2)
 DRAWINGS = {
-    "ID_cushion": dict(cy=18, inner=12, outer=15, scalp=17, band=BAND, band_hu=10),  # outside the head, p 0.137
-    "ID_brain70": dict(brain_hu=70),  # brain only, p 0.288
-    "ID_holder": dict(cy=18, inner=12, outer=15, scalp=17, band=BAND, band_hu=280),  # head holder, p 0.915
-    "ID_brain30": dict(brain_hu=30),  # brain only, p 0.178
-    "ID_skull": dict(cy=24, inner=14, outer=20, scalp=22),  # skull and scalp, no brain, p 0.990
+    # outside the head, p 0.137
+    "ID_cushion": {"cy": 18, "inner": 12, "outer": 15, "scalp": 17, "band": BAND, "band_hu": 10},
+    "ID_brain70": {"brain_hu": 70},  # brain only, p 0.288
+    # head holder, p 0.915
+    "ID_holder": {"cy": 18, "inner": 12, "outer": 15, "scalp": 17, "band": BAND, "band_hu": 280},
+    "ID_brain30": {"brain_hu": 30},  # brain only, p 0.178
+    "ID_skull": {"cy": 24, "inner": 14, "outer": 20, "scalp": 22},  # skull and scalp, no brain, p 0.990
 }
 DRAWN = {image_id: head_slice(**kwargs) for image_id, kwargs in DRAWINGS.items()}
 SLICES = {image_id: hu for image_id, (hu, _) in DRAWN.items()}
@@ -55,7 +57,9 @@ def _expected(rows: list[tuple[str, bool, bool]]) -> pd.DataFrame:
     for image_id, false_positive, off_brain in rows:
         p = hu_gate_probability(SLICES[image_id], SQUARE)
         reasons = [f"false positive p={p:.3f} >= {BAR}"] * false_positive
-        reasons += [f"attention {_drawn_off_brain_share(image_id):.0%} outside the intracranial space"] * off_brain
+        # all the map off the brain: intracranial enrichment 0 (energy share 0 over a non-empty area)
+        reasons += [(f"attention {_drawn_off_brain_share(image_id):.0%} outside the intracranial space "
+                    "(intracranial enrichment 0.00 < 0.8)")] * off_brain
         out.append({"image_id": image_id, "probability": p, "reason": "; ".join(reasons)})
     return pd.DataFrame(out, columns=list(HARD_NEGATIVE_COLUMNS))
 
@@ -103,3 +107,26 @@ def test_the_bar_decides_the_false_positives(bar):
     p = {i: hu_gate_probability(hu, SQUARE) for i, hu in SLICES.items()}
     assert list(table["image_id"]) == [i for i in IDS if p[i] >= bar]
     assert all(r.startswith("false positive") and "attention" not in r for r in table["reason"])
+
+
+def test_attention_off_the_brain_no_more_than_chance_is_not_mined(monkeypatch):
+    """The share alone is geometry: the intracranial space is under half of a slice, so a map spread like a
+    uniform one has most of its energy outside it. Mined only below chance (enrichment < 0.8) or where the
+    slice has no intracranial area (enrichment undefined)."""
+    import brain_audit.train.hard_negatives as hn
+
+    profiles = pd.DataFrame({
+        "image_id": ["ID_uniform", "ID_off", "ID_vertex", "ID_zero"],
+        "peak_region": ["flat", "skull", "scalp", "none"],
+        "energy_intracranial": [0.35, 0.10, 0.0, 0.0],  # 65 %, 90 %, 100 % and (zero map) 100 % off the brain
+        "enrichment_intracranial": [1.0, 0.10 / 0.35, float("nan"), 0.0],
+    })
+    monkeypatch.setattr(hn, "profile_cached", lambda *args, **kwargs: profiles)
+    monkeypatch.setattr(hn, "predict_ids", lambda model, cache, ids, index: np.full(len(ids), 0.1))
+    table = hn.mine_hard_negatives(None, None, list(profiles["image_id"]), output_index=0, threshold=0.5,
+                                   probability=0.9, off_brain_share=0.5, max_profiled=4)
+    assert table["image_id"].tolist() == ["ID_off", "ID_vertex"]
+    assert table["reason"].tolist() == [
+        "attention 90% outside the intracranial space (intracranial enrichment 0.29 < 0.8)",
+        "attention 100% outside the intracranial space (no intracranial area on the slice)",
+    ]
