@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from brain_audit.gradcam.maps import Method, cached_cam, resize_map
+from brain_audit.gradcam.maps import AUDIT_METHOD, Method, audit_cam, audit_layer, cached_cam, resize_map
 from brain_audit.skull import DISJOINT_ORDER, disjoint_regions, region_masks
 
 __all__ = [
@@ -397,7 +397,7 @@ def audit_batch(
     probabilities: Sequence[float] | np.ndarray | None = None,
     layer: str | None = None,
     output_index: int = 0,
-    method: Method = "gradcam",
+    method: Method | None = None,
     threshold: float = 0.5,
     hit_radius_px: float | None = None,
     pixel_mm: float | Sequence[float | None] | None = None,
@@ -419,7 +419,8 @@ def audit_batch(
         image_ids: per-slice IDs for the ``image_id`` column (default ``"0"``, ``"1"``, ...).
         probabilities: per-slice probabilities of the explained output when the caller has scored
             the slices already (``model.predict``); default: the sigmoid of the logits of the same pass.
-        layer, output_index, method: as in :func:`grad_cam`.
+        layer, output_index, method: as in :func:`grad_cam`; ``None`` takes the audits' choice
+            (:func:`brain_audit.gradcam.maps.audit_layer`, :data:`~brain_audit.gradcam.maps.AUDIT_METHOD`).
         threshold, hit_radius_px, hit_radius_mm: as in :func:`attention_profile`.
         pixel_mm: size of one pixel of each slice's *masks* in mm, one number for all slices or one per
             slice (None entries: ``hit_radius_px``); as in :func:`attention_profile`.
@@ -438,7 +439,11 @@ def audit_batch(
                       ("probabilities", probabilities), ("pixel_mm", None if scalar_mm else pixel_mm)):
         if seq is not None and len(seq) != n:
             raise ValueError(f"`{name}` must hold one entry per slice ({n}). Got {len(seq)} instead.")
-    cam_fn = cached_cam(model, layer, output_index, method)
+    if layer is None and method is None:
+        cam_fn = audit_cam(model, output_index)
+    else:
+        cam_fn = cached_cam(model, audit_layer(model) if layer is None else layer, output_index,
+                            AUDIT_METHOD if method is None else method)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         maps, logits = cam_fn(x, return_logits=True)
@@ -467,6 +472,10 @@ def audit_batch(
     return pd.DataFrame(rows), maps
 
 
+def _finite_or_none(x: Any) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
 def profile_cached(
     model: Any,
     cache: Any,
@@ -479,10 +488,10 @@ def profile_cached(
     output_index: int = 0,
     batch_size: int = 32,
     on_batch: Callable[[Any, np.ndarray, np.ndarray], None] | None = None,
-    pixel_mm: float | None = None,
+    pixel_mm: float | Mapping[str, float] | None = None,
     hit_radius_mm: float = HIT_RADIUS_MM,
     layer: str | None = None,
-    method: Method = "gradcam",
+    method: Method | None = None,
 ) -> Any:
     """:func:`audit_batch` over cached slices, ``batch_size`` at a time (bounded memory).
 
@@ -503,10 +512,11 @@ def profile_cached(
         batch_size: slices per gradient pass, >= 1.
         on_batch: called as ``on_batch(table, hu, maps)`` after each batch, e.g. to keep the maps
             of the slices worth a picture without holding every map in memory.
-        pixel_mm: size of one cache pixel in mm (field of view / cache side); with it the pointing game's
-            tolerance is ``hit_radius_mm``, without it :data:`HIT_RADIUS_PX` pixels.
+        pixel_mm: size of one cache pixel in mm (field of view / cache side), one number or image ID ->
+            mm (missing or NaN: pixels); with it the pointing game's tolerance is ``hit_radius_mm``, without
+            it :data:`HIT_RADIUS_PX` pixels.
         hit_radius_mm: tolerance in mm, used with ``pixel_mm``.
-        layer, method: as in :func:`grad_cam`.
+        layer, method: as in :func:`audit_batch` (None: the audits' maps).
 
     Returns:
         pandas.DataFrame: the rows of :func:`audit_batch`, in the order of ``ids``.
@@ -529,9 +539,12 @@ def profile_cached(
             lesion = [lesions.get(i) if y == 1 else None for i, y in zip(part, labels[sel])]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # zero maps: peak_region "none"
+            mm = pixel_mm
+            if isinstance(pixel_mm, Mapping):
+                mm = [_finite_or_none(pixel_mm.get(i)) for i in part]
             table, maps = audit_batch(model, hu, lesion_masks=lesion, labels=labels[sel], image_ids=part,
                                       probabilities=probabilities[sel], output_index=output_index,
-                                      threshold=threshold, pixel_mm=pixel_mm, hit_radius_mm=hit_radius_mm,
+                                      threshold=threshold, pixel_mm=mm, hit_radius_mm=hit_radius_mm,
                                       layer=layer, method=method)
         if on_batch is not None:
             on_batch(table, hu, maps)
