@@ -2,11 +2,20 @@
 
 ``statistics`` (operating points, PPV at deployment prevalence, calibration, patient-level
 results, cluster-bootstrap intervals), ``subgroups`` (metrics with and without each mimic),
-``holdout`` (the final model on the audit patients) and ``report`` (the executive summary).
+``holdout`` (the final model on the audit patients), ``report`` (the executive summary) and ``bone_study``
+(the model's scores with the skull removed, against an equal-area control change).
 """
 
 from __future__ import annotations
 
+from brain_audit.audit.bone_study import (
+    bone_study,
+    mcnemar_exact,
+    null_perturbation,
+    remove_bone,
+    run_bone_study,
+    wilson_interval,
+)
 from brain_audit.audit.holdout import DEPLOYMENT_PREVALENCES, REPORT_DIR, audit_holdout
 from brain_audit.audit.report import executive_summary
 from brain_audit.audit.statistics import (
@@ -22,17 +31,23 @@ from brain_audit.audit.statistics import (
 from brain_audit.audit.subgroups import stratified_metrics
 
 __all__ = [
-    "threshold_for_sensitivity",
-    "confusion_at",
-    "predictive_values_at_prevalence",
-    "calibration_bins",
-    "expected_calibration_error",
-    "patient_level",
-    "bootstrap_ci",
-    "operating_point_report",
-    "stratified_metrics",
-    "REPORT_DIR",
     "DEPLOYMENT_PREVALENCES",
+    "REPORT_DIR",
     "audit_holdout",
+    "bone_study",
+    "bootstrap_ci",
+    "calibration_bins",
+    "confusion_at",
     "executive_summary",
+    "expected_calibration_error",
+    "mcnemar_exact",
+    "null_perturbation",
+    "operating_point_report",
+    "patient_level",
+    "predictive_values_at_prevalence",
+    "remove_bone",
+    "run_bone_study",
+    "stratified_metrics",
+    "threshold_for_sensitivity",
+    "wilson_interval",
 ]
