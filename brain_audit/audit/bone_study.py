@@ -43,7 +43,7 @@ from brain_audit.provenance import atomic_write_text, file_sha256, read_json, ru
 from brain_audit.rsna import SUBTYPES
 from brain_audit.run_layout import RunPaths
 from brain_audit.run_lock import run_lock
-from brain_audit.skull import region_masks
+from brain_audit.skull import BONE_HU, region_masks
 
 __all__ = [
     "ARMS",
@@ -143,8 +143,9 @@ def null_perturbation(hu: np.ndarray, masks: Mapping[str, np.ndarray] | None = N
     The changed pixels are the band just outside the bone: scalp and soft tissue first, then the air around the
     head, nearest to the bone first (Euclidean distance to :func:`bone_mask`; ties broken at random by ``rng``).
     So the change has the area of the bone removal, lies beside it and, like it, replaces pixels far from
-    ``fill_hu`` (scalp 40 HU, air -1000 HU against bone at hundreds of HU), but leaves every bone, metal,
-    intracranial and calcified pixel as it is. Pixels that already equal ``fill_hu`` are not chosen, so exactly as
+    ``fill_hu`` (scalp 40 HU, air -1000 HU against bone at hundreds of HU), but leaves every skull, metal,
+    intracranial and calcified pixel, and any other pixel above :data:`brain_audit.skull.BONE_HU` (facial bone,
+    a dense head holder), as it is. Pixels that already equal ``fill_hu`` are not chosen, so exactly as
     many pixels change as in :func:`remove_bone` (bone is > 300 HU, so each of its pixels changes for a fill
     below that). A slice without bone is returned unchanged.
 
@@ -163,7 +164,7 @@ def null_perturbation(hu: np.ndarray, masks: Mapping[str, np.ndarray] | None = N
     x = _as_hu(hu)
     masks = region_masks(x) if masks is None else masks
     removed = bone_mask(masks)
-    keep = removed | masks["metal"] | masks["intracranial"] | masks["calcification"] | masks["skull"]
+    keep = removed | masks["metal"] | masks["intracranial"] | masks["calcification"] | masks["skull"] | (x > BONE_HU)
     target = int(np.count_nonzero(removed & (x != np.float32(fill_hu))))
     out = x.copy()
     if target == 0:
