@@ -236,6 +236,12 @@ class TestBoneStudyKnownModel:
         assert neg["bone_removed"]["wilcoxon_p"] == pytest.approx(stats.wilcoxon(expected[labels == 0]).pvalue)
         assert np.isnan(neg["control"]["wilcoxon_p"]) and neg["control"]["unchanged"] == 12
 
+    def test_bone_against_control(self, known_study):
+        result, expected, labels = known_study
+        vs = result["summary"]["groups"]["negative"]["bone_vs_control"]
+        assert vs["rose"] == 0  # the control leaves the bone model's score as it is
+        assert vs["median_delta_logit"] == pytest.approx(np.median(expected[labels == 0]), abs=2e-5)
+
     def test_bootstrap_only_from_ten_slices(self, known_study):
         result, expected, labels = known_study
         g = result["summary"]["groups"]
