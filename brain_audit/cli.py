@@ -27,8 +27,9 @@ import os
 import sys
 import traceback
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from brain_audit import __version__
 from brain_audit.config import RunConfig
@@ -560,6 +561,42 @@ def _run_train(args: argparse.Namespace) -> int:
             keys = ("auc", "patient_auc", "threshold", "hard_negatives", "operating_point")
             print(f"phase {n}: " + json.dumps({k: metrics[k] for k in keys if k in metrics}, default=str))
     return 0
+
+# ---------------------------------------------------------------- bone-study (audit.bone_study)
+@_command
+def _add_bone_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bone-study",
+        help="score the audit patients with the skull removed, against an equal-area control change",
+        description="On a finished run (Phase 4), score every audit slice as is, with the skull replaced by water "
+        "and with a control change of the same area that removes no bone; per bleed group the share of slices "
+        "whose probability rose, the median change in logit and the tests (brain_audit.audit.bone_study). "
+        "Writes <out>/clinical_audit_report/bone_study/.",
+    )
+    _run_options(p)
+    p.add_argument("--model", type=Path, default=None, help="the model to study (default: <out>/phase4/model.keras)")
+    p.add_argument("--n-boot", type=_at_least(10), default=_DefaultOf("brain_audit.audit.bone_study",
+                                                                      "run_bone_study", "n_boot"),
+                   help="bootstrap resamples over patients (default: %(default)s)")
+    p.set_defaults(run=_run_bone_study)
+
+
+def _run_bone_study(args: argparse.Namespace) -> int:
+    config = _load_run_config(args)
+    from brain_audit.audit.bone_study import run_bone_study
+
+    summary = run_bone_study(config, model_path=args.model, n_boot=args.n_boot)
+    for g, e in summary["groups"].items():
+        cells = []
+        for arm in ("bone_removed", "control"):
+            a = e[arm]
+            if e["n_slices"]:
+                cells.append(f"{arm} rose {a['rose']}/{e['n_slices']} ({a['share_rose']:.0%}), "
+                             f"median dlogit {a['median_delta_logit']:+.3f}, p {a['wilcoxon_p']:.2g}")
+        print(f"{g}: {e['n_slices']} slices, {e['n_patients']} patients" + ("; " if cells else "") + "; ".join(cells))
+    print(f"report: {Path(summary['output_dir']) / 'bone_study.md'}")
+    return 0
+
 
 # ---------------------------------------------------------------- gradcam (gradcam, skull)
 @_command

@@ -8,6 +8,7 @@
     <out_dir>/phase1/ ... phase4/                           model.keras, history.csv, metrics.json, run.json
     <out_dir>/phase4/operating_point.json                  the thresholds chosen on validation
     <out_dir>/clinical_audit_report/                       the held-out audit
+    <out_dir>/clinical_audit_report/bone_study/            the bone-removal study (audit.bone_study)
     <out_dir>/.brain_audit.lock                            held while a process writes the run (run_lock)
 
 Each phase's ``run.json`` records the request it answers (configuration, input hashes); a rerun
@@ -19,10 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["REPORT_DIR", "RunPaths"]
+__all__ = ["BONE_STUDY_DIR", "REPORT_DIR", "RunPaths"]
 
 #: Folder of the held-out clinical audit inside a run.
 REPORT_DIR = "clinical_audit_report"
+#: Folder of the bone-removal study inside the clinical audit report.
+BONE_STUDY_DIR = "bone_study"
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,8 @@ class RunPaths:
     @property
     def report(self) -> Path:
         return self.root / REPORT_DIR
+
+    @property
+    def bone_study(self) -> Path:
+        """The bone-removal study (:mod:`brain_audit.audit.bone_study`)."""
+        return self.report / BONE_STUDY_DIR

@@ -35,6 +35,9 @@ STAGES: dict[str, int] = {
     "brain_audit.gradcam": 4,
     "brain_audit.audit": 5,
     "brain_audit.audit.attention_evidence": 5,  # reads gradcam's profile tables
+    "brain_audit.audit.bone_study": 5,
+    "brain_audit.audit.attention_audit": 5,
+    "brain_audit.gradcam.coverage": 4,
     "brain_audit.train": 6,
     "brain_audit.phantom": 2,  # a data source: may use the slice and dataset stages, nothing after them
     "brain_audit.demo": 7,

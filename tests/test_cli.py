@@ -206,6 +206,9 @@ USER_ERRORS = [
      "{tmp}/nope.csv: no such label file"),
     ("missing cache", "feed {tmp}/no_cache".split(),
      "{tmp}/no_cache: no manifest.json; the cache is missing or half-written (rerun build_cache)"),
+    ("bone study without phase 4", ["bone-study", "--out", "{tmp}/run", "--quiet"],
+     ("the bone study needs a finished Phase 4: {tmp}/run/phase4/model.keras or {tmp}/run/phase4/operating_point.json "
+      "is missing")),
 ]
 _MODELS = {"text file as model": _not_a_zip, "truncated zip as model": _cut_zip}
 
@@ -343,3 +346,22 @@ def test_a_real_process_prints_one_line_and_exits_2(argv, line, tmp_path):
     done = subprocess.run([sys.executable, "-m", "brain_audit", *argv], capture_output=True, text=True, cwd=tmp_path,
                           env=env, timeout=120)
     assert (done.returncode, done.stderr, done.stdout) == (2, f"brain-audit: error: {line}\n", "")
+
+
+@pytest.mark.slow
+def test_bone_study_prints_the_groups_and_writes_the_report(quick_run, tmp_path, capsys):
+    from support.run_copy import copy_run
+
+    config, out, _ = quick_run
+    config, run, _ = copy_run(config, out, tmp_path / "run")
+    argv = ["bone-study", "--out", str(run), "--n-boot", "20", "--set", f"image_size={config.image_size}",
+            "--set", f"seed={config.seed}", "--set", f'head="{config.head}"']
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == ["deep", "superficial", "subarachnoid", "negative"]
+    d = run / "clinical_audit_report" / "bone_study"
+    assert lines[-1] == f"report: {d / 'bone_study.md'}"
+    import pandas as pd
+
+    slices = pd.read_csv(d / "slices.csv")
+    assert lines[3].startswith(f"negative: {int((slices['label'] == 0).sum())} slices")

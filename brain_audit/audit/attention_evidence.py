@@ -27,100 +27,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from brain_audit.audit.statistics import cluster_bootstrap, wilson_interval
 from brain_audit.gradcam.attention import ENERGY_BASELINES, FLAGS, HIT_BASELINES, chance_flags
 
-__all__ = ["attention_evidence", "attention_markdown", "cluster_bootstrap", "wilson_interval"]
-
-
-def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``successes / n``.
-
-    Never of zero width for ``n >= 1`` (0 of n gives ``(0, z^2 / (n + z^2))``), unlike the Wald interval.
-
-    Args:
-        successes: number of successes, ``0 <= successes <= n``.
-        n: number of trials, >= 1.
-        alpha: 1 - confidence level, in (0, 1).
-
-    Returns:
-        ``(lower, upper)``, both in [0, 1].
-
-    References:
-        Wilson EB. JASA 1927; Brown LD, Cai TT, DasGupta A. Interval estimation for a binomial
-        proportion. Statistical Science 2001.
-    """
-    if isinstance(n, bool) or not float(n).is_integer() or n < 1:
-        raise ValueError(f"`n` must be an integer >= 1. Got {n!r} instead.")
-    if isinstance(successes, bool) or not float(successes).is_integer() or not 0 <= successes <= n:
-        raise ValueError(f"`successes` must be an integer in [0, n={n}]. Got {successes!r} instead.")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"`alpha` must be in (0, 1). Got {alpha!r} instead.")
-    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2.0 * n)) / denom
-    half = z / denom * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def cluster_bootstrap(
-    values: np.ndarray,
-    groups: Sequence[Any] | np.ndarray,
-    statistic: Callable[[np.ndarray], float],
-    *,
-    n_boot: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> tuple[float, float, float]:
-    """Percentile bootstrap interval of ``statistic(values)``, resampling whole groups (patients).
-
-    Groups are drawn with replacement, all their rows coming along, in the order and with the draws of
-    :func:`brain_audit.audit.statistics.bootstrap_ci` (groups sorted, ``rng.integers(0, k, size=k)`` per
-    resample), so both give the same interval for the same statistic and seed. Resamples where the
-    statistic is not finite are skipped; with fewer than half of them finite the interval is NaN.
-
-    Args:
-        values: (N,) or (N, C) array, one row per slice.
-        groups: (N,) group (patient) of each row.
-        statistic: maps a resample of rows (same trailing shape as ``values``) to a float.
-        n_boot: resamples, >= 10.
-        seed: seed of ``numpy.random.default_rng``.
-        alpha: 1 - confidence level, in (0, 1).
-
-    Returns:
-        ``(point estimate on all rows, lower, upper)``.
-
-    References:
-        Efron B, Tibshirani RJ. An Introduction to the Bootstrap. 1993, ch. 13; Field CA, Welsh AH.
-        JRSS-B 2007.
-    """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 10:
-        raise ValueError(f"`n_boot` must be an int >= 10. Got {n_boot!r} instead.")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"`alpha` must be in (0, 1). Got {alpha!r} instead.")
-    v = np.asarray(values)
-    g = np.asarray(groups).astype(str)
-    if v.shape[:1] != g.shape or v.size == 0:
-        raise ValueError(f"`groups` must have one entry per row of `values` ({len(v)}). Got {g.size} instead.")
-    point = float(statistic(v))
-    _, inv = np.unique(g, return_inverse=True)
-    order = np.argsort(inv, kind="stable")
-    counts = np.bincount(inv)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    k = counts.size
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, k, size=k)
-        lengths = counts[pick]
-        shift = np.repeat(starts[pick] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        stat = float(statistic(v[order[shift + np.arange(lengths.sum())]]))
-        if np.isfinite(stat):
-            out.append(stat)
-    if len(out) < n_boot // 2:
-        return point, float("nan"), float("nan")
-    lo, hi = np.quantile(out, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return point, float(lo), float(hi)
+__all__ = ["attention_evidence", "attention_markdown"]
 
 
 def _proportion(flags: np.ndarray, groups: np.ndarray, n_boot: int, seed: int, alpha: float) -> dict[str, Any]:

@@ -11,13 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brain_audit.audit.attention_evidence import (
-    attention_evidence,
-    attention_markdown,
-    cluster_bootstrap,
-    wilson_interval,
-)
-from brain_audit.audit.statistics import bootstrap_ci
+from brain_audit.audit.attention_evidence import attention_evidence, attention_markdown
+from brain_audit.audit.statistics import bootstrap_ci, cluster_bootstrap, wilson_interval
 from brain_audit.gradcam.attention import FLAGS, attention_profile
 
 Z2 = 1.959963984540054**2  # the 97.5 % normal quantile, squared
