@@ -162,7 +162,7 @@ class TestWilson:
                 assert hi - lo > 0.01
 
     def test_bad(self):
-        with pytest.raises(ValueError, match=r"^`k` must be in \[0, n\] with n >= 0\. Got k=4, n=3 instead\.$"):
+        with pytest.raises(ValueError, match=r"^`successes` must be an integer in \[0, n=3\]\. Got 4 instead\.$"):
             wilson_interval(4, 3)
         with pytest.raises(ValueError, match=r"`n` must be an integer >= 1\. Got 0 instead\."):
             wilson_interval(0, 0)
