@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brain_audit.audit.holdout import audit_holdout
+from brain_audit.audit.statistics import cluster_bootstrap, wilson_interval
 from brain_audit.config import PretrainPlan, RunConfig, load_config
 from brain_audit.dataset.cache import open_cache, preprocess_slice
 from brain_audit.errors import ConfigError
@@ -165,29 +166,36 @@ def _shortcut_intervention(config: RunConfig, mimic: str, limit: int = 48) -> di
 
     Paired renders of the same slice (:func:`brain_audit.phantom.render_counterfactual`),
     preprocessed exactly as the cache does (:func:`brain_audit.dataset.cache.preprocess_slice`);
-    :func:`brain_audit.gradcam.counterfactual_effect` measures ``p_with - p_without``.
+    :func:`brain_audit.gradcam.counterfactual_effect` measures ``p_with - p_without``; the mean change carries
+    a patient-cluster bootstrap interval, the share of flipped decisions a Wilson interval.
     """
     paths = RunPaths(config.out_dir)
     model = load_model(paths.model(4), compile=False)
     threshold = json.loads(paths.operating_point.read_text())["threshold"]
     images = json.loads((Path(config.data_root) / "phantom_manifest.json").read_text())["images"]
-    audit_ids = set(open_cache(paths.cache, size=config.image_size).ids("audit"))
+    cache = open_cache(paths.cache, size=config.image_size)
+    audit_ids = set(cache.ids("audit"))
     result: dict[str, Any] = {"mimic": mimic, "threshold": threshold}
     for direction, has_it in (("removed", True), ("added", False)):
-        pairs = []
+        pairs, patients = [], []
         for rec in images:
             if rec["image_id"] not in audit_ids or (mimic in rec["mimics"]) != has_it:
                 continue  # remove it where it is, add it where it is not
             hu_with, _ = render_counterfactual(config.data_root, rec["image_id"], mimic, True)
             hu_without, _ = render_counterfactual(config.data_root, rec["image_id"], mimic, False)
             pairs.append((preprocess_slice(hu_with, config.image_size), preprocess_slice(hu_without, config.image_size)))
+            patients.append(str(cache.table.loc[rec["image_id"], "patient_id"]))
             if len(pairs) >= limit:
                 break
         if pairs:
             w, wo = (np.stack([p[i] for p in pairs]).astype(np.float32) for i in (0, 1))
             eff = counterfactual_effect(model, w, wo, threshold=threshold)
-            result[direction] = {"n": len(pairs), "mean_delta": float(eff.attrs["mean_delta"]),
-                                 "flip_rate": float(eff.attrs["flip_rate"])}
+            delta = eff["delta"].to_numpy() if direction == "added" else -eff["delta"].to_numpy()
+            mean, lo, hi = cluster_bootstrap(delta, patients, np.mean, n_boot=2000, seed=config.seed)
+            flips = int(eff["flipped"].sum())
+            result[direction] = {"n": len(pairs), "patients": len(set(patients)),
+                                 "mean_change": mean, "mean_change_ci95": [lo, hi],
+                                 "flip_rate": flips / len(pairs), "flip_rate_ci95": list(wilson_interval(flips, len(pairs)))}
     return result
 
 
@@ -237,12 +245,20 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
         "pretrain": pre.get("metrics", {}),
         "phase1_auc": phases[1].get("auc"),
         "phase2_auc": phases[2].get("auc"),
-        "phase3": {k: phases[3].get(k) for k in ("flag_rates", "errors", "hard_negatives", "pointing_game")},
+        "phase3": {k: phases[3].get(k) for k in ("map", "coverage", "errors", "hard_negatives", "trustworthy")}
+        | {"sanity_rho_final": (phases[3].get("sanity") or {}).get("rho_final"),
+           "evidence": phases[3].get("evidence")},
         "phase4": phases[4].get("operating_point"),
         "audit_patient_level": {
             k: audit["patient_level"].get(k) for k in ("auc", "auc_ci95", "sensitivity_ci95", "specificity_ci95")
         },
         "audit_deployment_ppv": audit["patient_level"]["deployment"],
+        "audit_attention": {k: audit["attention"].get(k) for k in ("map", "coverage", "trustworthy", "evidence")}
+        | {"sanity_rho_final": (audit["attention"].get("sanity") or {}).get("rho_final")},
+        "bone_study": {g: {arm: {k: e[arm][k] for k in ("share_rose", "share_rose_ci95", "median_delta_logit",
+                                                          "median_delta_logit_ci95", "wilcoxon_p")}
+                            for arm in ("bone_removed", "control")}
+                       for g, e in (audit.get("bone_study") or {}).get("groups", {}).items()},
         "shortcut_intervention": intervention,
     }
     write_json(Path(config.out_dir) / "demo_summary.json", summary)

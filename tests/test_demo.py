@@ -50,7 +50,14 @@ def test_intervention_matches_a_recomputed_pair(quick_run):
         assert not np.array_equal(pair[0], pair[1])  # the coil is really in one of them
         p = model.predict(np.stack(pair)[..., None], verbose=0)[:, 0]
         deltas.append(float(p[0] - p[1]))
-    assert added["mean_delta"] == pytest.approx(np.mean(deltas), abs=1e-5)
+    assert added["mean_change"] == pytest.approx(np.mean(deltas), abs=1e-5)
+    lo, hi = added["mean_change_ci95"]
+    assert lo <= added["mean_change"] <= hi and (hi > lo or added["patients"] == 1)
+    # the flip rate's Wilson interval (hand formula in tests/audit/test_attention_evidence.py)
+    from brain_audit.audit.statistics import wilson_interval
+
+    flips = round(added["flip_rate"] * added["n"])
+    assert added["flip_rate_ci95"] == pytest.approx(list(wilson_interval(flips, added["n"])))
 
 
 def test_rerun_resumes_without_training(quick_run):

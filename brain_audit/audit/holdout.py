@@ -6,7 +6,8 @@ Phase 4 chose on validation (never re-tuned here) and reports per slice and per 
 its most suspicious slice), with 95 % intervals by bootstrap over patients, PPV / NPV at deployment
 prevalences, calibration and the attention audit (:mod:`brain_audit.audit.attention_audit`). Outputs in
 ``<run>/clinical_audit_report/``: ``summary.json``, ``summary.md``, ``slices.csv``, ``patients.csv``,
-``patients/<patient>.json`` and ``attention/`` (findings, randomisation check, overlays); IDs are
+``patients/<patient>.json``, ``attention/`` (findings, randomisation check, overlays) and ``bone_study/``
+(:mod:`brain_audit.audit.bone_study`); IDs are
 the header index's pseudonyms (:mod:`brain_audit.ids`), no identifying DICOM field is read, and a patient's
 file name is built by :func:`brain_audit.ids.safe_child`, so no ID can place it outside ``patients/``.
 """
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from brain_audit.audit.attention_audit import attention_audit, field_of_view, truth_lesions
+from brain_audit.audit.bone_study import run_bone_study
 from brain_audit.audit.report import executive_summary
 from brain_audit.audit.statistics import calibration_bins, operating_point_report, patient_level
 from brain_audit.config import RunConfig
@@ -162,6 +164,8 @@ def _audit_holdout(
         "calibration_bins": calibration_bins(y, p, 10) if both else [],
         "attention": {"slices_profiled": int(len(findings)), **attention},
     }
+    # the bone-removal study on the same slices (bone_study/), a section of the report
+    summary["bone_study"] = run_bone_study(config, model_path=model_path, n_boot=max(n_boot, 1000))
     write_json(report_dir / "summary.json", summary)
     atomic_write_text(report_dir / "summary.md", executive_summary(summary))
     write_json(report_dir / "run.json", run_record(config, seeds={"run": config.seed},

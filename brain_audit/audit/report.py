@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brain_audit.audit.attention_evidence import attention_markdown
+from brain_audit.audit.bone_study import bone_study_markdown
 
 __all__ = ["attention_section", "executive_summary"]
 
@@ -99,6 +100,10 @@ def executive_summary(summary: dict[str, Any]) -> str:
                      f"{d['false_alarms_per_true_bleed']:.1f} |")
     lines += ["", f"Calibration (slices): expected calibration error {summary['slice_level']['ece']:.3f}.", ""]
     lines += attention_section(summary.get("attention") or {})
+    if summary.get("bone_study"):
+        body = bone_study_markdown(summary["bone_study"]).split("\n", 1)[1]  # without its own title
+        lines += ["## Bone-removal study", "", *body.strip().split("\n"), "",
+                  "Files: `bone_study/slices.csv`, `bone_study/bone_study.png`.", ""]
     lines += ["Per-patient logs: `patients/<patient>.json`; every slice: `slices.csv`.", ""]
     return "\n".join(lines)
 
