@@ -61,6 +61,7 @@ _INTRACRANIAL_MAX = _SDH
 _D_GRAY, _D_VENT_R, _D_VENT_L, _D_VENT3, _D_FISSURE, _D_FALX, _D_CISTERN, _D_MIDBRAIN = range(1, 9)
 
 _BLUR_SIGMA_PX = 0.6  # mild blur, 3 x 3 kernel
+_SINUS_WALL = 0.6  # mm of bone between the frontal sinus and each table (the sinus walls)
 
 
 def _bump(z: float, lo: float, hi: float) -> float:
@@ -358,11 +359,15 @@ def _cortex_table(pat: Patient, z: float, s_z: float) -> tuple[np.ndarray, ...]:
 
 
 def _shell_table(pat: Patient, z: float, slope: float, code_in: np.ndarray, edh_hu: np.float32,
-                 sdh_hu: np.float32, sah_hu: float | None) -> tuple[np.ndarray, np.ndarray]:
+                 sdh_hu: np.float32, sah_hu: float | None,
+                 sinus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """HU and tissue code over (psi, r) for one slice: ``code_in`` inside, skull and scalp outside.
 
     ``edh_hu`` / ``sdh_hu`` / ``sah_hu`` are the HU of the epidural, subdural and subarachnoid
-    cells of ``code_in`` (``sah_hu`` None: none). The table is blurred radially for partial volume.
+    cells of ``code_in`` (``sah_hu`` None: none). ``sinus`` (bool (psi,), from
+    :func:`brain_audit.phantom.skull_base.frontal_sinus`) marks angles whose diploe is replaced by
+    sinus air, inside bony walls (coded as extracranial soft tissue, not skull). The table is
+    blurred radially for partial volume.
     """
     p = pat.p
     # skull and scalp
@@ -395,6 +400,10 @@ def _shell_table(pat: Patient, z: float, slope: float, code_in: np.ndarray, edh_
     diploe = (r_out >= f32(ti)) & (r_out < T_ - f32(to))
     hu_out = np.where(diploe, dip, hu_out)
     code_out = np.where(r_out < T_, _SKULL, np.where(r_out < b_skin, _SCALP, _OUT)).astype(np.uint8)
+    if sinus is not None:
+        air = sinus[:, None] & (r_out >= f32(ti + _SINUS_WALL)) & (r_out < T_ - f32(to + _SINUS_WALL))
+        hu_out[air] = f32(_AIR_HU)
+        code_out[air] = _SCALP
 
     lut = np.array([p["wm_hu"], p["gm_hu"], p["csf_hu"], 0, edh_hu, sdh_hu, 0, 0, 0], np.float32)
     hu_in = lut[code_in]

@@ -33,7 +33,7 @@ __all__ = [
 
 #: Version of the generator written to the manifest; bumped when the same config would
 #: give different images.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 
 #: Share of each subtype among lesions, after the RSNA 2019 training set (subdural most
@@ -55,6 +55,8 @@ DEFAULT_MIMIC_PROBABILITIES: dict[str, tuple[float, float]] = {
     "falx_calcification": (0.05, 0.05),
     "coil": (0.01, 0.01),
     "catheter": (0.01, 0.01),
+    "catheter_metal_tip": (0.01, 0.01),
+    "frontal_bone": (0.02, 0.02),
 }
 
 
