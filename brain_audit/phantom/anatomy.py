@@ -291,13 +291,13 @@ def _exterior(pat: Patient, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     hx, hy = px, py + p["holder_gap"] + cushion - R
     h, w = pat.shape
     sp = pat.spacing
-    centre = (int(round((hx / sp + (w - 1) / 2.0) * 16)), int(round((hy / sp + (h - 1) / 2.0) * 16)))
+    centre = (round((hx / sp + (w - 1) / 2.0) * 16), round((hy / sp + (h - 1) / 2.0) * 16))
     span = p["holder_span"]
 
     def arc(radius: float, thick: float, value: float) -> None:
-        r16 = int(round(radius / sp * 16))
+        r16 = round(radius / sp * 16)
         cv2.ellipse(ext, centre, (r16, r16), 0.0, 90.0 - span, 90.0 + span, float(value),
-                    max(int(round(thick / sp)), 1), cv2.LINE_8, 4)
+                    max(round(thick / sp), 1), cv2.LINE_8, 4)
 
     # holder: a denser outer shell over a lighter core
     t = p["holder_thick"]
@@ -324,7 +324,7 @@ def _cortex_table(pat: Patient, z: float, s_z: float) -> tuple[np.ndarray, ...]:
     p = pat.p
     sul = p["sulci"]
     nearest, arc = p["sulcal_table"]
-    roll = int(round(z * p["sulcus_drift"]))
+    roll = round(z * p["sulcus_drift"])
     if roll:
         nearest = np.roll(nearest, roll, axis=0)
         arc = np.roll(arc, roll, axis=0)
@@ -415,7 +415,7 @@ def _shell_table(pat: Patient, z: float, slope: float, code_in: np.ndarray, edh_
     # (and the pixel footprint, so that coarse grids average the thin tables instead of aliasing them)
     sigma_mm = math.sqrt(0.35 ** 2 + (0.22 * slope * pat.slice_spacing) ** 2 + (0.4 * pat.spacing) ** 2)
     sig = sigma_mm / _DR
-    table_hu = cv2.GaussianBlur(table_hu, (2 * int(math.ceil(3 * sig)) + 1, 1), sig, borderType=cv2.BORDER_REPLICATE)
+    table_hu = cv2.GaussianBlur(table_hu, (2 * math.ceil(3 * sig) + 1, 1), sig, borderType=cv2.BORDER_REPLICATE)
     return table_hu, table_code
 
 
@@ -506,15 +506,15 @@ def _ellipse(pat: Patient, img: np.ndarray, u: float, v: float, a: float, b: flo
         return
     col, row = _head_to_px(pat, u, v)
     sp = pat.spacing
-    cv2.ellipse(img, (int(round(float(col) * 16)), int(round(float(row) * 16))),
-                (max(int(round(a / sp * 16)), 1), max(int(round(b / sp * 16)), 1)),
+    cv2.ellipse(img, (round(float(col) * 16), round(float(row) * 16)),
+                (max(round(a / sp * 16), 1), max(round(b / sp * 16), 1)),
                 angle + math.degrees(pat.p["theta"]), 0, 360, value, -1, cv2.LINE_8, 4)
 
 
 def _polyline(pat: Patient, img: np.ndarray, u: np.ndarray, v: np.ndarray, value: int, width_mm: float) -> None:
     col, row = _head_to_px(pat, u, v)
     pts = np.stack([col, row], axis=1) * 16.0
-    th = max(int(round(width_mm / pat.spacing)), 1)
+    th = max(round(width_mm / pat.spacing), 1)
     cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, value, th, cv2.LINE_8, 4)
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +24,9 @@ from brain_audit.errors import ConfigError
 from brain_audit.phantom.lesions import MIMICS
 
 __all__ = [
-    "GENERATOR_VERSION",
-    "DEFAULT_SUBTYPE_MIX",
     "DEFAULT_MIMIC_PROBABILITIES",
+    "DEFAULT_SUBTYPE_MIX",
+    "GENERATOR_VERSION",
     "PhantomConfig",
     "parse_shortcut",
 ]

@@ -23,8 +23,9 @@ A cross-section under 20 mm2 is not drawn (not visible on a slice).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -64,10 +65,11 @@ __all__ = ["DEVICES", "MIMICS", "TRUTH_EXTRA", "Lesion"]
 #: * ``coil``: aneurysm coil pack near the circle of Willis / anterior communicating
 #:   artery, metal (saturates at 3071 HU) with radiating bright and dark streak artefacts.
 #: * ``catheter``: ventricular shunt catheter of radiopaque (barium-impregnated) silicone, a
-#:   2.2-3.0 mm tube with a 150-300 HU wall and a CSF lumen, from a right frontal entry (Kocher's
-#:   point) through the skull into the right lateral ventricle. The wall density is a modelling
-#:   choice in the range the issue gives for radiopaque polymer (about 100-300 HU), far below bone
-#:   and metal; no measured shunt tubing was at hand.
+#:   2.2-3.0 mm tube with a 200-350 HU wall and a CSF lumen (about 100-300 HU on the slice after
+#:   the blur), from a right frontal entry (Kocher's point) through the skull (the bone is kept:
+#:   no burr hole) into the right lateral ventricle. The wall density is a modelling choice in the
+#:   range the issue gives for radiopaque polymer, far below bone and metal; no measured shunt
+#:   tubing was at hand.
 #: * ``catheter_metal_tip``: the same kind of tube from a left or right frontal entry, with a
 #:   3-5 mm metal tip / marker (saturating 3071 HU, no streaks drawn) at its ventricular end.
 #: * ``frontal_bone``: hyperostosis frontalis interna, nodular dense bone (900-1,300 HU before
@@ -95,6 +97,10 @@ DEVICES: tuple[str, ...] = ("coil", "catheter", "catheter_metal_tip")
 #: streak artefact changes the HU (at least 1 HU before rounding), and ``device``, the union of
 #: the masks of :data:`DEVICES`.
 TRUTH_EXTRA: tuple[str, ...] = ("coil_streaks", "device")
+
+#: A catheter is not drawn over pixels denser than this (HU before blur): the skull it passes through
+#: stays whole (the burr hole is not modelled), so the skull ring stays closed for region finding.
+_BONE_KEEP_HU = 300.0
 
 _MIN_LESION_MM2 = 20.0  # a lesion cross-section smaller than this is not drawn on the slice (5 px at 128 x 128)
 
@@ -497,7 +503,7 @@ def _add_mimic(pat: Patient, m: str, pre: np.ndarray, hu: np.ndarray, mask: np.n
         if got is None:
             return
         sl, dist, along = got
-        wall = dist < geo["diam"] / 2
+        wall = (dist < geo["diam"] / 2) & (pre[sl] < _BONE_KEEP_HU)  # the bone it passes through is kept
         value = np.where(dist < geo["diam"] / 6, np.float32(pat.p["csf_hu"]), np.float32(geo["hu"]))
         if m == "catheter_metal_tip":
             value = np.where(along < geo["metal_len"], np.float32(3.0 * _MAX_HU), value)

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -76,7 +77,7 @@ from brain_audit.phantom.truth import load_manifest, load_truth
 from brain_audit.rsna import SUBTYPES
 from brain_audit.windowing import BSB, window
 
-__all__ = ["build_patient", "render", "render_slice", "render_image", "render_counterfactual", "preview"]
+__all__ = ["build_patient", "preview", "render", "render_counterfactual", "render_image", "render_slice"]
 
 
 def build_patient(cfg: PhantomConfig, index: int) -> Patient:
