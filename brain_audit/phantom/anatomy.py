@@ -21,7 +21,8 @@ Tissue HU drawn per patient, before blur and noise: gray matter 35-39, white mat
 CSF 4-9, cortical bone 1,400-1,700 with diploe 440-600, fat -110..-85, head holder ~280
 (targets: ``../shared/reference/real_head_ct.md``). Pixels outside the reconstruction circle
 are padding: -1024 HU in the render (what :func:`brain_audit.dicom.read_hu` returns for them),
-:data:`PAD_HU_FILE` in the file. Nothing here draws a lesion or a mimic
+:data:`PAD_HU_FILE` in the file. The skull base, frontal sinus and the vertex's partial-volume
+bone are drawn by :mod:`brain_audit.phantom.skull_base`. Nothing here draws a lesion or a mimic
 (:mod:`brain_audit.phantom.lesions`) or writes a file.
 """
 

@@ -63,6 +63,21 @@ class TestSkullBase:
 
 
 @pytest.mark.parametrize("p", range(CFG.patients))
+def test_beam_hardening_band_between_the_petrous_ridges(p):
+    # the Hounsfield bar: a dark band across the posterior fossa, tens of HU below the brain around it
+    _, hu, t = _slice_at(p, -38.0)
+    rows = np.nonzero(t["head"].any(axis=1))[0]
+    cols = np.nonzero(t["head"].any(axis=0))[0]
+    cy, cx = (rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2
+    yy, xx = np.mgrid[: hu.shape[0], : hu.shape[1]]
+    brain = t["intracranial"] & ~ndimage.binary_dilation(t["skull"], iterations=3) & (hu > -20) & (hu < 100)
+    # both cerebellar hemispheres and temporal lobes, off the midline cisterns, posterior half
+    sel = brain & (np.abs(xx - cx) * MM > 12) & (np.abs(xx - cx) * MM < 40) & (yy > cy - 10 / MM)
+    row_median = np.array([np.median(hu[r][sel[r]]) for r in range(hu.shape[0]) if sel[r].sum() >= 10])
+    assert np.median(row_median) - row_median.min() >= 20.0  # HU
+
+
+@pytest.mark.parametrize("p", range(CFG.patients))
 def test_vertex_has_a_thick_partial_volume_plate(p):
     def band(hu, t):
         ic = t["intracranial"]
