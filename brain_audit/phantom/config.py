@@ -172,7 +172,13 @@ class PhantomConfig:
 
 
 def parse_shortcut(text: str) -> tuple[str, tuple[float, float]]:
-    """Parse ``"coil:0.3,0.02"`` into ``("coil", (0.3, 0.02))`` (mimic: p_given_bleed, p_given_no_bleed)."""
+    """Parse ``"coil:0.3,0.02"`` into ``("coil", (0.3, 0.02))`` (mimic: p_given_bleed, p_given_no_bleed).
+
+    The mimic is any name of :data:`~brain_audit.phantom.lesions.MIMICS`: the seed's shortcuts are
+    ``coil``, ``catheter`` (polymer), ``catheter_metal_tip``, ``frontal_bone`` and the calcifications,
+    named one at a time (``choroid_plexus_calcification``, ``pineal_calcification``,
+    ``falx_calcification``).
+    """
     name, sep, rest = text.partition(":")
     parts = rest.split(",")
     if not sep or name not in MIMICS or len(parts) != 2:
