@@ -15,12 +15,15 @@ key               what it is
                   every pixel > :data:`CALC_MIN_HU`, area <= :data:`CALC_MAX_AREA_FRACTION` of the
                   intracranial area; blood, 50-90 HU, stays below)
 ``metal``         > :data:`METAL_HU` anywhere (coils, clips, shunt valves, dental work)
+``device``        ``metal`` plus thin, elongated dense components (> :data:`DEVICE_MIN_HU`, median below
+                  :data:`BONE_HU`) that enter the intracranial space from the skull: a shunt catheter's
+                  polymer tube (overlaps ``metal``; not part of :func:`disjoint_regions`)
 ``head_holder``   dense structure (> :data:`HOLDER_HU`, median < :data:`HOLDER_MAX_MEDIAN_HU`) outside the head
 ``scalp``         head that is neither skull nor intracranial (scalp, face, soft tissue)
 ================  ==================================================================
 
-The masks overlap where anatomy does (``calcification`` and intracranial ``metal`` lie inside
-``intracranial``; ``head_holder`` inside ``outside_head``). :func:`disjoint_regions` turns them into a
+The masks overlap where anatomy does (``calcification``, intracranial ``metal`` and ``device`` lie inside
+``intracranial``; ``head_holder`` inside ``outside_head``; ``device`` holds ``metal``). :func:`disjoint_regions` turns them into a
 partition of the image by a fixed priority, which is what attention shares are computed over.
 
 Thresholds come from :file:`real_head_ct.md` (one real slice, 0.48 mm pixels): skull HU percentiles
@@ -41,19 +44,23 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
-    "TISSUE_HU",
     "BONE_HU",
-    "METAL_HU",
+    "CALC_MAX_AREA_FRACTION",
     "CALC_MIN_HU",
     "CALC_PEAK_HU",
-    "CALC_MAX_AREA_FRACTION",
-    "METAL_STREAK_FRACTION",
+    "DEVICE_MAX_WIDTH_FRACTION",
+    "DEVICE_MIN_ASPECT",
+    "DEVICE_MIN_HU",
+    "DEVICE_MIN_LENGTH_FRACTION",
+    "DISJOINT_ORDER",
     "HOLDER_HU",
     "HOLDER_MAX_MEDIAN_HU",
+    "METAL_HU",
+    "METAL_STREAK_FRACTION",
     "REGION_KEYS",
-    "DISJOINT_ORDER",
-    "region_masks",
+    "TISSUE_HU",
     "disjoint_regions",
+    "region_masks",
 ]
 
 #: Lower HU bound of any tissue (scalp fat reaches about -130 HU; air is about -1000).
@@ -79,6 +86,17 @@ HOLDER_HU: float = 150.0
 #: median 280 HU; bone pieces of the face and skull base have medians well above, real skull 755 HU).
 HOLDER_MAX_MEDIAN_HU: float = 450.0
 
+#: Lower HU bound of a non-metal device: radiopaque (barium-impregnated) polymer tubing is denser
+#: than blood (50-90 HU) and brain, and far below bone; the phantom's shunt catheter wall is 150-300 HU.
+DEVICE_MIN_HU: float = 100.0
+#: A device tube is at most this wide (full width across its long axis) as a share of the image side
+#: (2.4 % = 6 mm on a 250 mm field; shunt catheters are 2-3 mm across).
+DEVICE_MAX_WIDTH_FRACTION: float = 0.024
+#: ... at least this long inside the skull (4 % = 10 mm on a 250 mm field) ...
+DEVICE_MIN_LENGTH_FRACTION: float = 0.04
+#: ... and at least this many times longer than wide (a round calcification is about 1).
+DEVICE_MIN_ASPECT: float = 4.0
+
 #: Keys of :func:`region_masks`.
 REGION_KEYS: tuple[str, ...] = (
     "head",
@@ -87,6 +105,7 @@ REGION_KEYS: tuple[str, ...] = (
     "intracranial",
     "calcification",
     "metal",
+    "device",
     "head_holder",
     "scalp",
 )
@@ -142,7 +161,7 @@ def _fill_ring(bone: np.ndarray, scale: int) -> tuple[np.ndarray, int | None]:
 
     min_interior = max(4, int(0.002 * scale * scale))
     for frac in (0.0, 0.01, 0.02, 0.04, 0.08):
-        r = int(round(frac * scale))
+        r = round(frac * scale)
         closed = bone if r == 0 else cv2.morphologyEx(bone.astype(np.uint8), cv2.MORPH_CLOSE, _disk(r)).astype(bool)
         filled = ndimage.binary_fill_holes(closed)
         if int((filled & ~closed).sum()) >= min_interior:
@@ -159,7 +178,9 @@ def region_masks(hu: np.ndarray) -> dict[str, np.ndarray]:
     then found again without them, so a holder touching the head is not head); intracranial
     (skull ring filled and bone removed; an open ring is closed with discs of growing radius,
     then the convex hull is tried, with a warning); calcification (small hyperdense islands
-    inside, away from the inner table and metal streaks); scalp (the rest of the head).
+    inside, away from the inner table and metal streaks); device (metal plus thin elongated dense
+    components entering from the skull, by second moments; taken out of ``calcification``); scalp
+    (the rest of the head).
 
     Args:
         hu: float array (H, W) in Hounsfield units, any resolution (thresholds are in HU; sizes
@@ -190,6 +211,7 @@ def region_masks(hu: np.ndarray) -> dict[str, np.ndarray]:
     metal = x > METAL_HU
     out = {k: empty.copy() for k in REGION_KEYS}
     out["metal"] = metal
+    out["device"] = metal.copy()  # tubes are added once the skull is known
     head = _head(x, scale, exclude=empty)
     bone = _largest_component((x > BONE_HU) & head & ~metal)
     filled, radius = _fill_ring(bone, scale) if bone.any() else (empty, None)
@@ -249,9 +271,49 @@ def region_masks(hu: np.ndarray) -> dict[str, np.ndarray]:
         max_area = max(1.0, CALC_MAX_AREA_FRACTION * float(intracranial.sum()))
         keep = idx[(area <= max_area) & (peak >= CALC_PEAK_HU) & (touch == 0)]
         calc = np.isin(labels, keep)
+    device = _tubes(x, intracranial, skull, metal, scale, rim)
+    out["device"] = metal | device
+    if device.any() and calc.any():  # a focus touching a tube is part of it
+        labels, n = ndimage.label(calc, structure=np.ones((3, 3)))
+        near_device = cv2.dilate(device.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        calc &= ~np.isin(labels, np.unique(labels[near_device & calc]))
     out["calcification"] = calc
     out["scalp"] = head & ~skull & ~intracranial & ~metal
     return out
+
+
+def _tubes(x: np.ndarray, intracranial: np.ndarray, skull: np.ndarray, metal: np.ndarray, scale: int,
+           rim: int) -> np.ndarray:
+    """Thin, elongated dense components entering the intracranial space from the skull (catheter tubes).
+
+    Candidates are intracranial pixels above :data:`DEVICE_MIN_HU`, not metal, outside a band of
+    ``2 * rim`` pixels along the inner table (its partial-volume edge). A component is a tube when it
+    touches that band (it comes through the skull), its median HU is below :data:`BONE_HU`, and its
+    second moments give a length of at least :data:`DEVICE_MIN_LENGTH_FRACTION`, a width of at most
+    :data:`DEVICE_MAX_WIDTH_FRACTION` of the image side and an aspect ratio of at least
+    :data:`DEVICE_MIN_ASPECT` (full lengths of a uniform bar: sqrt(12) standard deviations).
+    """
+    empty = np.zeros(x.shape, dtype=bool)
+    band = cv2.dilate(skull.astype(np.uint8), _disk(2 * rim)).astype(bool)
+    cand = (x > DEVICE_MIN_HU) & intracranial & ~metal & ~band
+    labels, n = ndimage.label(cand, structure=np.ones((3, 3)))
+    if n == 0:
+        return empty
+    touch = cv2.dilate(band.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)  # 8-neighbours of the band
+    idx = np.arange(1, n + 1)
+    touches = ndimage.maximum(touch.astype(np.uint8), labels, idx) > 0
+    keep = []
+    for i in idx[touches]:
+        rows, cols = np.nonzero(labels == i)
+        if rows.size < 3 or np.median(x[rows, cols]) >= BONE_HU:
+            continue
+        cov = np.cov(np.stack([rows, cols]).astype(np.float64))
+        lo, hi = np.sqrt(np.clip(np.linalg.eigvalsh(cov), 0.0, None) * 12.0)  # full lengths of a uniform bar
+        width = max(lo, 1.0)
+        if (hi >= DEVICE_MIN_LENGTH_FRACTION * scale and width <= DEVICE_MAX_WIDTH_FRACTION * scale
+                and hi / width >= DEVICE_MIN_ASPECT):
+            keep.append(i)
+    return np.isin(labels, keep) if keep else empty
 
 
 def disjoint_regions(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

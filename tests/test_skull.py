@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from brain_audit.skull import DISJOINT_ORDER, REGION_KEYS, disjoint_regions, region_masks
 
@@ -156,7 +157,8 @@ class TestAgainstPhantomTruth:
     def test_regions_match_the_truth(self):
         phantom = pytest.importorskip("brain_audit.phantom")
         cfg = phantom.PhantomConfig(
-            patients=3, slices_per_patient=8, size=256, seed=11, mimic_probabilities={m: (0.5, 0.5) for m in phantom.MIMICS}
+            patients=3, slices_per_patient=8, size=256, seed=11,
+            mimic_probabilities={**{m: (0.5, 0.5) for m in phantom.MIMICS}, "catheter_metal_tip": (0.2, 0.2)},
         )
         calc_names = [m for m in phantom.MIMICS if m.endswith("_calcification")]
         agree = n = 0
@@ -168,11 +170,69 @@ class TestAgainstPhantomTruth:
                     m = region_masks(hu)
                 assert _dice(m["intracranial"], truth["intracranial"]) > 0.9
                 assert _dice(m["head"], truth["head"]) > 0.95
-                # metal only where the coil is, and found whenever there is one
-                assert not (m["metal"] & ~truth["coil"]).any()
-                assert m["metal"].any() == truth["coil"].any()
-                if not truth["coil"].any():  # near a coil, streaks hide small foci by design
+                # metal only where a device is, and found whenever there is metal (coil or catheter tip)
+                metal_truth = truth["coil"] | truth["catheter_metal_tip"]
+                assert not (m["metal"] & ~truth["device"]).any()
+                # every device found is a planted one (each found component meets the device truth)
+                lab, n_dev = ndimage.label(m["device"], structure=np.ones((3, 3)))
+                assert set(np.unique(lab[truth["device"]])) >= set(range(1, n_dev + 1))
+                assert m["metal"].any() == metal_truth.any()
+                if not metal_truth.any():  # near metal, streaks hide small foci by design
                     n += 1
                     agree += m["calcification"].any() == any(truth[c].any() for c in calc_names)
                     assert not (m["calcification"] & ~np.logical_or.reduce([truth[c] for c in calc_names])).any()
         assert n >= 3 and agree / n >= 0.8
+
+
+class TestDevice:
+    """``device``: metal plus thin elongated dense tubes entering from the skull (a shunt catheter)."""
+
+    @staticmethod
+    def _tube(hu: np.ndarray, value: float = 250.0) -> np.ndarray:
+        """A 1 px wide (about 2 mm at this scale) tube drawn from inside the skull ring (r = 46) to r = 18 towards the centre, upper left."""
+        import cv2
+
+        tube = np.zeros((N, N), np.uint8)
+        a = np.radians(135.0)
+        p0 = (round(CX + 46 * np.cos(a)), round(CY - 46 * np.sin(a)))
+        p1 = (round(CX + 18 * np.cos(a)), round(CY - 18 * np.sin(a)))
+        cv2.line(tube, p0, p1, 1, 1)
+        inside = tube.astype(bool) & _disc(43)
+        hu[inside] = value
+        return inside
+
+    def test_a_catheter_tube_is_found_and_is_not_calcification(self):
+        hu, truth = _slice(coil=False)
+        tube = self._tube(hu)
+        m = region_masks(hu)
+        assert m["device"][tube & _disc(40)].mean() >= 0.9, "the tube beyond the inner table's edge is a device"
+        assert not (m["device"] & ~tube).any()
+        assert not (m["calcification"] & tube).any()
+        assert m["calcification"][truth["calcification"]].any()  # the round focus is still a calcification
+
+    def test_a_round_calcification_is_not_a_device(self):
+        hu, truth = _slice(coil=False)
+        hu[_disc(3.0, CY - 20, CX + 20)] = 250.0  # larger round focus, 6 px across
+        m = region_masks(hu)
+        assert not m["device"].any()
+        assert m["calcification"][truth["calcification"]].any()
+
+    def test_metal_is_a_device(self):
+        hu, truth = _slice()
+        m = region_masks(hu)
+        np.testing.assert_array_equal(m["device"], m["metal"])
+        assert m["device"][truth["metal"]].all()
+
+    def test_real_ct_small_has_no_device(self):
+        from pydicom.data import get_testdata_file
+
+        from brain_audit.dicom import read_hu
+
+        hu = read_hu(get_testdata_file("CT_small.dcm"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = region_masks(hu)
+        assert not m["device"].any()
+
+    def test_device_is_not_in_the_partition(self):
+        assert "device" in REGION_KEYS and "device" not in DISJOINT_ORDER

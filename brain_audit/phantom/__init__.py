@@ -7,8 +7,8 @@ devices, and plantable Clever-Hans shortcuts, written as the Kaggle dataset is l
 (:mod:`brain_audit.dataset.masks`). Because the generator knows where every lesion and device
 is, Grad-CAM and the audit can be scored against truth.
 
-Modules: ``config`` (what to generate), ``anatomy`` (the head), ``lesions`` (bleeds, mimics,
-devices), ``render`` (a patient and its slices; re-renders, counterfactuals, previews),
+Modules: ``config`` (what to generate), ``anatomy`` (the head), ``skull_base`` (bone by level: skull
+base, frontal sinus, vertex partial volume), ``lesions`` (bleeds, mimics, devices), ``render`` (a patient and its slices; re-renders, counterfactuals, previews),
 ``cohort`` (the writer: DICOM files, labels, truth, manifest) and ``truth`` (read back).
 
 HU targets, from one real 512 x 512 supratentorial head-CT slice and the literature
@@ -31,33 +31,34 @@ from brain_audit.phantom.config import (
     PhantomConfig,
     parse_shortcut,
 )
-from brain_audit.phantom.lesions import MIMICS, TRUTH_EXTRA, Lesion
+from brain_audit.phantom.lesions import DEVICES, MIMICS, TRUTH_EXTRA, Lesion
 from brain_audit.phantom.render import build_patient, preview, render, render_counterfactual, render_image, render_slice
 from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, load_manifest, load_truth, write_truth
 
 __all__ = [
-    "GENERATOR_VERSION",
-    "DEFAULT_SUBTYPE_MIX",
     "DEFAULT_MIMIC_PROBABILITIES",
-    "PhantomConfig",
-    "parse_shortcut",
-    "PAD_HU_FILE",
-    "Patient",
-    "padding_mask",
-    "MIMICS",
-    "TRUTH_EXTRA",
-    "Lesion",
-    "build_patient",
-    "render",
-    "render_slice",
-    "render_image",
-    "render_counterfactual",
-    "preview",
-    "generate_cohort",
-    "TRUTH_DIR",
+    "DEFAULT_SUBTYPE_MIX",
+    "DEVICES",
+    "GENERATOR_VERSION",
     "MANIFEST",
+    "MIMICS",
+    "PAD_HU_FILE",
+    "TRUTH_DIR",
+    "TRUTH_EXTRA",
     "TRUTH_KEYS",
-    "write_truth",
+    "Lesion",
+    "Patient",
+    "PhantomConfig",
+    "build_patient",
+    "generate_cohort",
     "load_manifest",
     "load_truth",
+    "padding_mask",
+    "parse_shortcut",
+    "preview",
+    "render",
+    "render_counterfactual",
+    "render_image",
+    "render_slice",
+    "write_truth",
 ]

@@ -21,7 +21,8 @@ Tissue HU drawn per patient, before blur and noise: gray matter 35-39, white mat
 CSF 4-9, cortical bone 1,400-1,700 with diploe 440-600, fat -110..-85, head holder ~280
 (targets: ``../shared/reference/real_head_ct.md``). Pixels outside the reconstruction circle
 are padding: -1024 HU in the render (what :func:`brain_audit.dicom.read_hu` returns for them),
-:data:`PAD_HU_FILE` in the file. Nothing here draws a lesion or a mimic
+:data:`PAD_HU_FILE` in the file. The skull base, frontal sinus and the vertex's partial-volume
+bone are drawn by :mod:`brain_audit.phantom.skull_base`. Nothing here draws a lesion or a mimic
 (:mod:`brain_audit.phantom.lesions`) or writes a file.
 """
 
@@ -61,6 +62,7 @@ _INTRACRANIAL_MAX = _SDH
 _D_GRAY, _D_VENT_R, _D_VENT_L, _D_VENT3, _D_FISSURE, _D_FALX, _D_CISTERN, _D_MIDBRAIN = range(1, 9)
 
 _BLUR_SIGMA_PX = 0.6  # mild blur, 3 x 3 kernel
+_SINUS_WALL = 0.6  # mm of bone between the frontal sinus and each table (the sinus walls)
 
 
 def _bump(z: float, lo: float, hi: float) -> float:
@@ -290,13 +292,13 @@ def _exterior(pat: Patient, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     hx, hy = px, py + p["holder_gap"] + cushion - R
     h, w = pat.shape
     sp = pat.spacing
-    centre = (int(round((hx / sp + (w - 1) / 2.0) * 16)), int(round((hy / sp + (h - 1) / 2.0) * 16)))
+    centre = (round((hx / sp + (w - 1) / 2.0) * 16), round((hy / sp + (h - 1) / 2.0) * 16))
     span = p["holder_span"]
 
     def arc(radius: float, thick: float, value: float) -> None:
-        r16 = int(round(radius / sp * 16))
+        r16 = round(radius / sp * 16)
         cv2.ellipse(ext, centre, (r16, r16), 0.0, 90.0 - span, 90.0 + span, float(value),
-                    max(int(round(thick / sp)), 1), cv2.LINE_8, 4)
+                    max(round(thick / sp), 1), cv2.LINE_8, 4)
 
     # holder: a denser outer shell over a lighter core
     t = p["holder_thick"]
@@ -323,7 +325,7 @@ def _cortex_table(pat: Patient, z: float, s_z: float) -> tuple[np.ndarray, ...]:
     p = pat.p
     sul = p["sulci"]
     nearest, arc = p["sulcal_table"]
-    roll = int(round(z * p["sulcus_drift"]))
+    roll = round(z * p["sulcus_drift"])
     if roll:
         nearest = np.roll(nearest, roll, axis=0)
         arc = np.roll(arc, roll, axis=0)
@@ -358,11 +360,15 @@ def _cortex_table(pat: Patient, z: float, s_z: float) -> tuple[np.ndarray, ...]:
 
 
 def _shell_table(pat: Patient, z: float, slope: float, code_in: np.ndarray, edh_hu: np.float32,
-                 sdh_hu: np.float32, sah_hu: float | None) -> tuple[np.ndarray, np.ndarray]:
+                 sdh_hu: np.float32, sah_hu: float | None,
+                 sinus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """HU and tissue code over (psi, r) for one slice: ``code_in`` inside, skull and scalp outside.
 
     ``edh_hu`` / ``sdh_hu`` / ``sah_hu`` are the HU of the epidural, subdural and subarachnoid
-    cells of ``code_in`` (``sah_hu`` None: none). The table is blurred radially for partial volume.
+    cells of ``code_in`` (``sah_hu`` None: none). ``sinus`` (bool (psi,), from
+    :func:`brain_audit.phantom.skull_base.frontal_sinus`) marks angles whose diploe is replaced by
+    sinus air, inside bony walls (coded as extracranial soft tissue, not skull). The table is
+    blurred radially for partial volume.
     """
     p = pat.p
     # skull and scalp
@@ -395,6 +401,10 @@ def _shell_table(pat: Patient, z: float, slope: float, code_in: np.ndarray, edh_
     diploe = (r_out >= f32(ti)) & (r_out < T_ - f32(to))
     hu_out = np.where(diploe, dip, hu_out)
     code_out = np.where(r_out < T_, _SKULL, np.where(r_out < b_skin, _SCALP, _OUT)).astype(np.uint8)
+    if sinus is not None:
+        air = sinus[:, None] & (r_out >= f32(ti + _SINUS_WALL)) & (r_out < T_ - f32(to + _SINUS_WALL))
+        hu_out[air] = f32(_AIR_HU)
+        code_out[air] = _SCALP
 
     lut = np.array([p["wm_hu"], p["gm_hu"], p["csf_hu"], 0, edh_hu, sdh_hu, 0, 0, 0], np.float32)
     hu_in = lut[code_in]
@@ -406,7 +416,7 @@ def _shell_table(pat: Patient, z: float, slope: float, code_in: np.ndarray, edh_
     # (and the pixel footprint, so that coarse grids average the thin tables instead of aliasing them)
     sigma_mm = math.sqrt(0.35 ** 2 + (0.22 * slope * pat.slice_spacing) ** 2 + (0.4 * pat.spacing) ** 2)
     sig = sigma_mm / _DR
-    table_hu = cv2.GaussianBlur(table_hu, (2 * int(math.ceil(3 * sig)) + 1, 1), sig, borderType=cv2.BORDER_REPLICATE)
+    table_hu = cv2.GaussianBlur(table_hu, (2 * math.ceil(3 * sig) + 1, 1), sig, borderType=cv2.BORDER_REPLICATE)
     return table_hu, table_code
 
 
@@ -497,15 +507,15 @@ def _ellipse(pat: Patient, img: np.ndarray, u: float, v: float, a: float, b: flo
         return
     col, row = _head_to_px(pat, u, v)
     sp = pat.spacing
-    cv2.ellipse(img, (int(round(float(col) * 16)), int(round(float(row) * 16))),
-                (max(int(round(a / sp * 16)), 1), max(int(round(b / sp * 16)), 1)),
+    cv2.ellipse(img, (round(float(col) * 16), round(float(row) * 16)),
+                (max(round(a / sp * 16), 1), max(round(b / sp * 16), 1)),
                 angle + math.degrees(pat.p["theta"]), 0, 360, value, -1, cv2.LINE_8, 4)
 
 
 def _polyline(pat: Patient, img: np.ndarray, u: np.ndarray, v: np.ndarray, value: int, width_mm: float) -> None:
     col, row = _head_to_px(pat, u, v)
     pts = np.stack([col, row], axis=1) * 16.0
-    th = max(int(round(width_mm / pat.spacing)), 1)
+    th = max(round(width_mm / pat.spacing), 1)
     cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, value, th, cv2.LINE_8, 4)
 
 

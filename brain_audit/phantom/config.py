@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,9 +24,9 @@ from brain_audit.errors import ConfigError
 from brain_audit.phantom.lesions import MIMICS
 
 __all__ = [
-    "GENERATOR_VERSION",
-    "DEFAULT_SUBTYPE_MIX",
     "DEFAULT_MIMIC_PROBABILITIES",
+    "DEFAULT_SUBTYPE_MIX",
+    "GENERATOR_VERSION",
     "PhantomConfig",
     "parse_shortcut",
 ]
@@ -33,7 +34,7 @@ __all__ = [
 
 #: Version of the generator written to the manifest; bumped when the same config would
 #: give different images.
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 
 #: Share of each subtype among lesions, after the RSNA 2019 training set (subdural most
@@ -55,6 +56,8 @@ DEFAULT_MIMIC_PROBABILITIES: dict[str, tuple[float, float]] = {
     "falx_calcification": (0.05, 0.05),
     "coil": (0.01, 0.01),
     "catheter": (0.01, 0.01),
+    "catheter_metal_tip": (0.01, 0.01),
+    "frontal_bone": (0.02, 0.02),
 }
 
 
@@ -169,7 +172,13 @@ class PhantomConfig:
 
 
 def parse_shortcut(text: str) -> tuple[str, tuple[float, float]]:
-    """Parse ``"coil:0.3,0.02"`` into ``("coil", (0.3, 0.02))`` (mimic: p_given_bleed, p_given_no_bleed)."""
+    """Parse ``"coil:0.3,0.02"`` into ``("coil", (0.3, 0.02))`` (mimic: p_given_bleed, p_given_no_bleed).
+
+    The mimic is any name of :data:`~brain_audit.phantom.lesions.MIMICS`: the seed's shortcuts are
+    ``coil``, ``catheter`` (polymer), ``catheter_metal_tip``, ``frontal_bone`` and the calcifications,
+    named one at a time (``choroid_plexus_calcification``, ``pineal_calcification``,
+    ``falx_calcification``).
+    """
     name, sep, rest = text.partition(":")
     parts = rest.split(",")
     if not sep or name not in MIMICS or len(parts) != 2:

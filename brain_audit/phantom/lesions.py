@@ -23,8 +23,9 @@ A cross-section under 20 mm2 is not drawn (not visible on a slice).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,9 +52,11 @@ from brain_audit.phantom.anatomy import (
 )
 from brain_audit.rsna import SUBTYPES
 
-__all__ = ["MIMICS", "TRUTH_EXTRA", "Lesion"]
+__all__ = ["DEVICES", "MIMICS", "TRUTH_EXTRA", "Lesion"]
 
-#: Hemorrhage mimics and devices the phantom can plant, in drawing order:
+#: Hemorrhage mimics and devices the phantom can plant, in drawing order (each is a
+#: ``--shortcut`` / :attr:`PhantomConfig.mimic_probabilities` key; the three calcifications are
+#: separate keys, so a calcification shortcut names the one it plants):
 #:
 #: * ``choroid_plexus_calcification``: physiologic calcified glomus in the atrium of one or
 #:   both lateral ventricles, 2-6 mm, 100-400 HU.
@@ -61,19 +64,43 @@ __all__ = ["MIMICS", "TRUTH_EXTRA", "Lesion"]
 #: * ``falx_calcification``: dural plaque on the falx, 1.5 x 4-10 mm, 100-400 HU.
 #: * ``coil``: aneurysm coil pack near the circle of Willis / anterior communicating
 #:   artery, metal (saturates at 3071 HU) with radiating bright and dark streak artefacts.
-#: * ``catheter``: ventricular shunt catheter, a dense tube (500-900 HU wall, CSF lumen)
-#:   from a right frontal entry through the skull into the right lateral ventricle.
+#: * ``catheter``: ventricular shunt catheter of radiopaque (barium-impregnated) silicone, a
+#:   2.2-3.0 mm tube with a 200-350 HU wall and a CSF lumen (about 100-300 HU on the slice after
+#:   the blur), from a right frontal entry (Kocher's point) through the skull (the bone is kept:
+#:   no burr hole) into the right lateral ventricle. The wall density is a modelling choice in the
+#:   range the issue gives for radiopaque polymer, far below bone and metal; no measured shunt
+#:   tubing was at hand.
+#: * ``catheter_metal_tip``: the same kind of tube from a left or right frontal entry, with a
+#:   3-5 mm metal tip / marker (saturating 3071 HU, no streaks drawn) at its ventricular end.
+#: * ``frontal_bone``: hyperostosis frontalis interna, nodular dense bone (900-1,300 HU before
+#:   blur) on the inner table of the frontal convexity, 2-6 mm thick, both sides sparing the
+#:   midline, against the brain; it lies inside the ``intracranial`` truth (the native skull's
+#:   truth is unchanged), like the calcifications.
 MIMICS: tuple[str, ...] = (
     "choroid_plexus_calcification",
     "pineal_calcification",
     "falx_calcification",
     "coil",
     "catheter",
+    "catheter_metal_tip",
+    "frontal_bone",
 )
 
-#: Truth masks besides head / skull / intracranial / subtypes / mimics: pixels where
-#: the coil's streak artefact changes the HU (at least 1 HU before rounding).
-TRUTH_EXTRA: tuple[str, ...] = ("coil_streaks",)
+#: Mimics whose geometry and per-slice draws come from the patient's main stream (generator 1.0);
+#: later mimics draw from a stream of their own, so adding them left the first ones unchanged.
+_FIRST_MIMICS = 5
+
+#: Mimics that are devices (their union is the ``device`` truth mask).
+DEVICES: tuple[str, ...] = ("coil", "catheter", "catheter_metal_tip")
+
+#: Truth masks besides head / skull / intracranial / subtypes / mimics: pixels where the coil's
+#: streak artefact changes the HU (at least 1 HU before rounding), and ``device``, the union of
+#: the masks of :data:`DEVICES`.
+TRUTH_EXTRA: tuple[str, ...] = ("coil_streaks", "device")
+
+#: A catheter is not drawn over pixels denser than this (HU before blur): the skull it passes through
+#: stays whole (the burr hole is not modelled), so the skull ring stays closed for region finding.
+_BONE_KEEP_HU = 300.0
 
 _MIN_LESION_MM2 = 20.0  # a lesion cross-section smaller than this is not drawn on the slice (5 px at 128 x 128)
 
@@ -212,6 +239,21 @@ def _mimic_geometry(rng: np.random.Generator, p: dict[str, Any]) -> dict[str, An
                      "diam": rng.uniform(2.2, 3.0), "tip_u": -rng.uniform(6.0, 10.0),
                      "tip_v": rng.uniform(-20.0, -8.0)}
     return g
+
+
+def _more_mimic_geometry(rng: np.random.Generator, p: dict[str, Any], g: dict[str, Any]) -> None:
+    """Geometry of the mimics after the first :data:`_FIRST_MIMICS` (from their own stream), into ``g``;
+    also sets the polymer catheter's wall density (the main stream's 500-900 HU draw is not used)."""
+    g["catheter"]["hu"] = rng.uniform(200.0, 350.0)
+    side = 1.0 if rng.random() < 0.3 else -1.0  # + image right (left hemisphere); Kocher's point is usually right
+    g["catheter_metal_tip"] = {"psi": side * math.radians(rng.uniform(20.0, 40.0)), "hu": rng.uniform(200.0, 350.0),
+                               "diam": rng.uniform(2.2, 3.0), "tip_u": side * rng.uniform(6.0, 10.0),
+                               "tip_v": rng.uniform(-20.0, -8.0), "metal_len": rng.uniform(3.0, 5.0)}
+    n = int(rng.integers(3, 6))
+    g["frontal_bone"] = {"thick": rng.uniform(2.0, 6.0), "hu": rng.uniform(900.0, 1300.0),
+                         "lo": math.radians(rng.uniform(6.0, 12.0)), "hi": math.radians(rng.uniform(40.0, 60.0)),
+                         "nodes": [(rng.uniform(-1.0, 1.0), rng.uniform(0.12, 0.3), rng.uniform(0.5, 1.0))
+                                   for _ in range(2 * n)]}
 
 
 def _extra_axial(pat: Patient, z: float,
@@ -378,7 +420,7 @@ def _plant_mimics(pat: Patient, k: int, pre: np.ndarray, hu: np.ndarray, masks: 
 
     Each mimic is on with probability ``p_given_bleed`` or ``p_given_no_bleed`` (by ``bleeding``,
     the slice's ``any`` label), from the patient's fixed per-slice draws; ``mimics`` overrides
-    that decision (counterfactuals). Adds one mask per mimic and ``coil_streaks`` to ``masks``.
+    that decision (counterfactuals). Adds one mask per mimic, ``coil_streaks`` and ``device`` to ``masks``.
     """
     h, w = pat.shape
     present = []
@@ -396,6 +438,7 @@ def _plant_mimics(pat: Patient, k: int, pre: np.ndarray, hu: np.ndarray, masks: 
     if "coil" in present:
         _add_streaks(pat, hu, streaks, s_z, shift)
     masks["coil_streaks"] = streaks
+    masks["device"] = np.logical_or.reduce([masks[m] for m in DEVICES])
     return present
 
 
@@ -455,25 +498,67 @@ def _add_mimic(pat: Patient, m: str, pre: np.ndarray, hu: np.ndarray, mask: np.n
             got = _blob(pat, k * u + shift, k * v, r, r)
             if got is not None:
                 _add_local(pre, hu, mask, got[0], got[1], 3.0 * _MAX_HU)
-    elif m == "catheter":
-        psi = geo["psi"]
-        j = int((psi + np.pi) / (2 * np.pi) * _NPSI) % _NPSI
-        r_skin = float(Rz[j]) + pat.p["T0"] * (1 + pat.p["frontal_bias"] * math.cos(psi) ** 2) + 6.0
-        u0, v0 = math.sin(psi) * r_skin, -math.cos(psi) * r_skin
-        u1, v1 = k * geo["tip_u"] + shift, k * geo["tip_v"]
-        sl = _patch(pat, (u0 + u1) / 2, (v0 + v1) / 2, math.hypot(u1 - u0, v1 - v0) / 2 + geo["diam"] + 2)
-        if sl is None:
+    elif m in ("catheter", "catheter_metal_tip"):
+        got = _tube(pat, geo, Rz, k, shift)
+        if got is None:
             return
-        g = _grids(pat)
-        du, dv = g["U"][sl] - u0, g["V"][sl] - v0
-        lu, lv = u1 - u0, v1 - v0
-        t = np.clip((du * lu + dv * lv) / (lu * lu + lv * lv), 0.0, 1.0)
-        dist = np.hypot(du - t * lu, dv - t * lv)
-        wall = dist < geo["diam"] / 2
+        sl, dist, along = got
+        wall = (dist < geo["diam"] / 2) & (pre[sl] < _BONE_KEEP_HU)  # the bone it passes through is kept
         value = np.where(dist < geo["diam"] / 6, np.float32(pat.p["csf_hu"]), np.float32(geo["hu"]))
+        if m == "catheter_metal_tip":
+            value = np.where(along < geo["metal_len"], np.float32(3.0 * _MAX_HU), value)
         _add_local(pre, hu, mask, sl, wall, value)
+    elif m == "frontal_bone":
+        _frontal_bone(pat, geo, pre, hu, mask, s_z)
     else:
         raise ValueError(f"`mimic` must be one of {MIMICS}. Got {m!r} instead.")
+
+
+def _tube(pat: Patient, geo: dict[str, Any], Rz: np.ndarray, k: float, shift: float
+          ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
+    """A catheter's straight course from outside the scalp (angle ``geo["psi"]``) to its ventricular tip.
+
+    Returns the patch, and per pixel the distance to the axis and the distance from the tip along
+    it (mm), or None off the image.
+    """
+    psi = geo["psi"]
+    j = int((psi + np.pi) / (2 * np.pi) * _NPSI) % _NPSI
+    r_skin = float(Rz[j]) + pat.p["T0"] * (1 + pat.p["frontal_bias"] * math.cos(psi) ** 2) + 6.0
+    u0, v0 = math.sin(psi) * r_skin, -math.cos(psi) * r_skin
+    u1, v1 = k * geo["tip_u"] + shift, k * geo["tip_v"]
+    length = math.hypot(u1 - u0, v1 - v0)
+    sl = _patch(pat, (u0 + u1) / 2, (v0 + v1) / 2, length / 2 + geo["diam"] + 2)
+    if sl is None:
+        return None
+    g = _grids(pat)
+    du, dv = g["U"][sl] - u0, g["V"][sl] - v0
+    lu, lv = u1 - u0, v1 - v0
+    t = np.clip((du * lu + dv * lv) / (lu * lu + lv * lv), 0.0, 1.0)
+    dist = np.hypot(du - t * lu, dv - t * lv)
+    return sl, dist, (1.0 - t) * length
+
+
+def _frontal_bone(pat: Patient, geo: dict[str, Any], pre: np.ndarray, hu: np.ndarray, mask: np.ndarray,
+                  s_z: float) -> None:
+    """Hyperostosis frontalis interna: nodular bone inside the frontal inner table, both sides, midline spared."""
+    p = pat.p
+    r_ant = float(p["R0"][_NPSI // 2]) * s_z
+    sl = _patch(pat, 0.0, -0.6 * r_ant, 0.75 * r_ant)
+    if sl is None:
+        return
+    g = _grids(pat)
+    psi = np.arctan2(g["U"][sl], -g["V"][sl])
+    r = (g["rho_s"][sl] - np.float32(_N_IN) - g["R0_s"][sl] * np.float32(s_z)) * np.float32(_DR)  # mm, < 0 inside
+    lo, hi = geo["lo"], geo["hi"]
+    a = np.abs(psi)
+    env = np.clip((a - lo) / 0.08, 0.0, 1.0) * np.clip((hi + 0.12 - a) / 0.12, 0.0, 1.0)
+    nod = np.zeros(psi.shape, np.float32)
+    for i, (c, width, amp) in enumerate(geo["nodes"]):
+        centre = (1.0 if i % 2 == 0 else -1.0) * (lo + (0.3 + 0.7 * abs(c)) * (hi - lo))
+        nod = np.maximum(nod, amp * np.exp(-((psi - centre) / width) ** 2))
+    thick = np.float32(geo["thick"] * min(1.0, s_z / 0.7)) * (0.35 + 0.65 * nod) * env
+    painted = (r < 0.0) & (r > -thick)
+    _add_local(pre, hu, mask, sl, painted, geo["hu"])
 
 
 def _add_streaks(pat: Patient, hu: np.ndarray, mask: np.ndarray, s_z: float, shift: float) -> None:

@@ -2,12 +2,15 @@
 
 :func:`build_patient` draws patient ``i`` once from ``numpy.random.SeedSequence(seed,
 spawn_key=(i, 0, 0))``: head (:mod:`~brain_audit.phantom.anatomy`), slice levels, lesions and
-mimic geometry (:mod:`~brain_audit.phantom.lesions`). :func:`render` cuts slice ``k`` in this order:
+mimic geometry (:mod:`~brain_audit.phantom.lesions`); the skull base and the mimics added in
+generator 1.1 from streams of their own (``spawn_key=(i, 3, 0)`` and ``(i, 4, 0)``). :func:`render` cuts slice ``k`` in this order:
 
 1. the (psi, r) table of the slice: cortex and sulci, subarachnoid blood in the sulci,
-   epidural / subdural collections pushing the cortex inward, skull and scalp; blurred
-   radially (partial volume of the slab) and gathered per pixel;
-2. head holder and cushion, then the deep structures, shifted away from collections;
+   epidural / subdural collections pushing the cortex inward, skull (with the frontal sinus
+   at low levels) and scalp; blurred radially (partial volume of the slab) and gathered per pixel;
+2. head holder and cushion, then the deep structures, shifted away from collections, then the
+   skull base (orbital roofs, petrous ridges, sphenoid, beam-hardening streak) or the vertex's
+   partial-volume bone (:mod:`~brain_audit.phantom.skull_base`);
 3. fissural subarachnoid, intraparenchymal and intraventricular blood;
 4. a mild 3 x 3 Gaussian blur (sigma 0.6 px), then the mimics as exact local additions,
    coil streaks and noise (the patient's noise field, cropped and flipped per slice from
@@ -23,8 +26,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -56,21 +60,24 @@ from brain_audit.phantom.anatomy import (
 )
 from brain_audit.phantom.config import PhantomConfig, _fail
 from brain_audit.phantom.lesions import (
+    _FIRST_MIMICS,
     MIMICS,
     _draw_lesions,
     _extra_axial,
     _mimic_geometry,
+    _more_mimic_geometry,
     _paint_parenchymal,
     _paint_sah_table,
     _plant_mimics,
     _push_cortex,
     _subarachnoid,
 )
+from brain_audit.phantom.skull_base import _skull_base_parameters, frontal_sinus, paint_skull_base
 from brain_audit.phantom.truth import load_manifest, load_truth
 from brain_audit.rsna import SUBTYPES
 from brain_audit.windowing import BSB, window
 
-__all__ = ["build_patient", "render", "render_slice", "render_image", "render_counterfactual", "preview"]
+__all__ = ["build_patient", "preview", "render", "render_counterfactual", "render_image", "render_slice"]
 
 
 def build_patient(cfg: PhantomConfig, index: int) -> Patient:
@@ -87,8 +94,14 @@ def build_patient(cfg: PhantomConfig, index: int) -> Patient:
     bleed, lesions = _draw_lesions(rng, p, z_anat, cfg)
     p["bleed_patient"] = bleed
     geometry = _mimic_geometry(rng, p)
-    draws = rng.random((len(MIMICS), k))
+    draws = rng.random((_FIRST_MIMICS, k))
     defect = rng.random(k) < cfg.defect_fraction
+    # generator 1.1: skull base and the later mimics from streams of their own (the draws above are unchanged)
+    p["base"] = _skull_base_parameters(np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, 3, 0))),
+                                       p)
+    more = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, 4, 0)))
+    _more_mimic_geometry(more, p, geometry)
+    draws = np.concatenate([draws, more.random((len(MIMICS) - _FIRST_MIMICS, k))])
     return Patient(index, (cfg.size, cfg.size), cfg.pixel_spacing_mm, cfg.slice_spacing_mm, z_anat, p,
                    lesions, geometry, draws, defect, cfg.seed)
 
@@ -121,12 +134,16 @@ def render(pat: Patient, k: int, mimic_probabilities: Mapping[str, tuple[float, 
     code_in, depth, dk, half, arc = _cortex_table(pat, z, s_z)
     _paint_sah_table(code_in, depth, dk, half, arc, sah, z)
     _push_cortex(code_in, t_edh, t_sdh)
-    table_hu, table_code = _shell_table(pat, z, slope, code_in, edh_hu, sdh_hu, sah[0].hu if sah else None)
+    table_hu, table_code = _shell_table(pat, z, slope, code_in, edh_hu, sdh_hu, sah[0].hu if sah else None,
+                                        frontal_sinus(pat, z))
     hu, code = _gather(pat, table_hu, table_code, s_z)
 
-    # 2. deep structures
+    # 2. deep structures, then the bone of the skull base or the vertex over them
     shift = _midline_shift(pat, z, t_edh, t_sdh)
     deep, dm = _paint_deep(pat, hu, code, z, Rz, shift)
+    bone = paint_skull_base(pat, hu, code, z)
+    if bone is not None:
+        deep[bone] = 0
 
     # 3. blood outside the table
     intracranial = code <= _INTRACRANIAL_MAX

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from brain_audit.dataset.masks import MASK_DIR, read_masks, write_masks
 from brain_audit.errors import BrainAuditError
 from brain_audit.phantom.lesions import MIMICS, TRUTH_EXTRA
 
-__all__ = ["TRUTH_DIR", "MANIFEST", "TRUTH_KEYS", "write_truth", "load_manifest", "load_truth"]
+__all__ = ["MANIFEST", "TRUTH_DIR", "TRUTH_KEYS", "load_manifest", "load_truth", "write_truth"]
 
 #: Folder of the truth masks under the cohort root (the dataset mask folder).
 TRUTH_DIR = MASK_DIR
@@ -30,7 +31,7 @@ TRUTH_DIR = MASK_DIR
 #: The cohort's manifest under its root.
 MANIFEST = "phantom_manifest.json"
 
-#: Keys of every truth file, in file order: regions, the RSNA subtypes, mimics, coil streaks.
+#: Keys of every truth file, in file order: regions, the RSNA subtypes, mimics, coil streaks, devices.
 TRUTH_KEYS: tuple[str, ...] = ("head", "skull", "intracranial") + rsna.SUBTYPES + MIMICS + TRUTH_EXTRA
 
 

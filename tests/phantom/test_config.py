@@ -38,6 +38,13 @@ class TestConfig:
         assert cfg.subtype_mix["subdural"] == 0.75 and cfg.subtype_mix["intraventricular"] == 0.0
         assert hash(cfg) == hash(PhantomConfig(size=256, subtype_mix={"epidural": 1, "subdural": 3}))
 
+    @pytest.mark.parametrize("name", ["coil", "catheter", "catheter_metal_tip", "frontal_bone",
+                                      "choroid_plexus_calcification", "pineal_calcification", "falx_calcification"])
+    def test_parse_shortcut_names(self, name):
+        assert parse_shortcut(f"{name}:0.3,0.02") == (name, (0.3, 0.02))
+        cfg = PhantomConfig(mimic_probabilities=dict([parse_shortcut(f"{name}:0.3,0.02")]))
+        assert cfg.mimic_probabilities[name] == (0.3, 0.02)
+
     def test_parse_shortcut(self):
         assert parse_shortcut("coil:0.3,0.02") == ("coil", (0.3, 0.02))
         with pytest.raises(ConfigError, match=r"`shortcut` must be '<mimic>:<p_given_bleed>,<p_given_no_bleed>'"):

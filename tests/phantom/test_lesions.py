@@ -53,4 +53,37 @@ class TestRealism:
                     assert 100 <= core <= 460, (m, core)  # 100-400 HU plus noise
                 assert hu[t["coil"]].max() == 3071  # metal saturates 12-bit CT
                 assert t["coil_streaks"].sum() > 100
-                assert np.percentile(hu[t["catheter"]], 90) > 300
+                np.testing.assert_array_equal(t["device"], t["coil"] | t["catheter"] | t["catheter_metal_tip"])
+
+    def test_device_and_frontal_bone_hu(self):
+        cfg = PhantomConfig(patients=2, slices_per_patient=10, size=256, prevalence=0.0, seed=9)
+        for p in range(cfg.patients):
+            for k in (4, 6):
+                hu, t = render_slice(cfg, p, k, {m: m in ("catheter", "frontal_bone") for m in MIMICS})
+                # polymer tube: denser than blood and brain, far below bone and metal (radiopaque silicone)
+                tube = t["catheter"] & t["intracranial"] & ~near(t["skull"]) & ~t["frontal_bone"]
+                assert 100 <= np.percentile(hu[tube], 90) <= 400
+                assert hu[tube].max() < 700
+                np.testing.assert_array_equal(t["device"], t["catheter"])
+                # hyperostosis frontalis interna: bone denser than 700 HU against the brain
+                plate = t["frontal_bone"] & (hu > 700)
+                assert plate.sum() * cfg.pixel_spacing_mm ** 2 > 15.0
+                brain_next = near(plate) & t["intracranial"] & ~t["frontal_bone"] & (hu < 60)
+                assert brain_next.sum() > 10
+                hu, t = render_slice(cfg, p, k, {m: m == "catheter_metal_tip" for m in MIMICS})
+                tip = t["catheter_metal_tip"] & t["intracranial"] & ~near(t["skull"])
+                assert hu[tip].max() == 3071  # metal marker saturates 12-bit CT
+                assert 100 <= np.percentile(hu[tip & (hu < 2000)], 90) <= 400  # the rest is the polymer tube
+
+    def test_devices_off_without_a_draw(self):
+        cfg = PhantomConfig(patients=1, slices_per_patient=6, size=128, seed=2,
+                            mimic_probabilities={m: (0.0, 0.0) for m in MIMICS})
+        for k in range(cfg.slices_per_patient):
+            hu, t = render_slice(cfg, 0, k)
+            assert not t["device"].any() and not t["frontal_bone"].any()
+            assert hu[t["intracranial"]].max() < 700
+
+
+def near(mask: np.ndarray, px: int = 2) -> np.ndarray:
+    """``mask`` grown by ``px`` pixels."""
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)).astype(bool)
