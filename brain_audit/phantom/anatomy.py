@@ -173,10 +173,12 @@ def _head_parameters(rng: np.random.Generator, cfg: Any) -> dict[str, Any]:
 def _slice_levels(rng: np.random.Generator, p: dict[str, Any], cfg: Any) -> np.ndarray:
     """Anatomical z (mm) of every slice of the study; sets ``p["z_table0"]``, the scanner z of the first."""
     k = cfg.slices_per_patient
-    # slices: centred on the lateral-ventricle bodies, starting no lower than the basal cisterns
-    # (-35 mm) unless the study is longer than the head, and ending below the vertex
+    # slices: centred on the lateral-ventricle bodies give or take, starting no lower than the basal
+    # cisterns (-35 mm) unless the study is longer than the head, and ending below the vertex; the centre
+    # varies by 25 mm so that short studies reach the skull base (below -15 mm) in some patients and the
+    # vertex plate (above 30 mm) in others
     span = (k - 1) * cfg.slice_spacing_mm
-    top_mid = 10.0 + span / 2 + rng.uniform(-5.0, 5.0)
+    top_mid = 10.0 + span / 2 + rng.uniform(-20.0, 5.0)
     z_top_slice = min(p["ztop"] - rng.uniform(7.0, 15.0), max(top_mid, -35.0 + span))
     z_anat = z_top_slice - (k - 1 - np.arange(k)) * cfg.slice_spacing_mm
     z_anat = np.maximum(z_anat, -60.0)  # below the modelled range the anatomy is held at -60 mm
