@@ -7,8 +7,10 @@ Dropout -> Dense). brain_audit.gradcam.GradCAM is traced once (not timed), then 
 * batched : ``GradCAM(model)(hu[i:i + batch])``, one pass per batch;
 * loop    : ``GradCAM(model)(hu[i:i + 1])`` for every image (the same traced function);
 
-printing maps / s of each and their ratio (target: batched >= 5x the loop at batch 32), and
-slices / s of brain_audit.skull.region_masks at 512 px. Runs TensorFlow on the CPU for minutes.
+printing maps / s of each and their ratio (target: batched >= 5x the loop at batch 32); then the audits' maps
+(brain_audit.gradcam.maps.audit_cam: HiResCAM at the deepest block with >= 24 cells a side) batched, against
+batched Grad-CAM at ``top_activation``, with each map's native cells; and slices / s of
+brain_audit.skull.region_masks at 512 px. Runs TensorFlow on the CPU for minutes.
 
     python benchmarks/bench_gradcam.py [--sizes 128 256] [--batch 32] [--images 64]
 """
@@ -53,7 +55,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64, help="images per timing (a multiple of --batch)")
     args = ap.parse_args()
 
-    from brain_audit.gradcam.maps import GradCAM
+    from brain_audit.gradcam.maps import GradCAM, audit_cam
     from brain_audit.model.network import build_model
     from brain_audit.skull import region_masks
 
@@ -68,9 +70,17 @@ def main() -> None:
             cam(hu[:1])
             t_batch = time_it(lambda: [cam(hu[i : i + args.batch]) for i in range(0, len(hu), args.batch)])
             t_loop = time_it(lambda: [cam(hu[i : i + 1]) for i in range(len(hu))], repeats=1)
+            fine = audit_cam(model)
+            fine(hu[: args.batch])  # trace once (not timed)
+            t_fine = time_it(lambda: [fine(hu[i : i + args.batch]) for i in range(0, len(hu), args.batch)])
         print(
             f"{size} px: batched {len(hu) / t_batch:7.1f} maps/s   per-image loop {len(hu) / t_loop:6.1f} maps/s   "
             f"ratio {t_loop / t_batch:4.1f}x (target >= 5x)"
+        )
+        print(
+            f"{size} px: Grad-CAM at {cam.layer.split('/')[-1]} ({cam.cells[0]} cells) {len(hu) / t_batch:7.1f} maps/s   "
+            f"audit maps {fine.method} at {fine.layer.split('/')[-1]} ({fine.cells[0]} cells) {len(hu) / t_fine:7.1f} "
+            f"maps/s   cost ratio {t_fine / t_batch:4.2f}x"
         )
     masks_hu = head_like(8, 512)
     t = time_it(lambda: [region_masks(h) for h in masks_hu])
