@@ -12,7 +12,6 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -83,14 +82,14 @@ def test_fixed_timestamps_and_same_bytes_on_a_second_run(cohort, tmp_path):
 
 
 class TestTrainingReadsTheMasks:
-    """Phase 3 takes lesion masks from the dataset format, never from brain_audit.phantom."""
+    """Phase 3 and the audit take lesion masks from the dataset format, never from brain_audit.phantom."""
 
     def test_lesions_at_cache_resolution(self, cohort):
-        from brain_audit.train.phases import _truth_lesions
+        from brain_audit.audit.attention_audit import truth_lesions
 
         man = load_manifest(cohort)
         ids = [r["image_id"] for r in man["images"]] + [man["corrupt"][0]["image_id"]]  # the corrupt file has none
-        lesions = _truth_lesions(SimpleNamespace(data_root=str(cohort)), ids, 32)
+        lesions = truth_lesions(cohort, ids, 32)
         assert set(lesions) == set(ids[:-1])
         for image_id in ids[:-1]:
             _, rendered = render_image(cohort, image_id)
@@ -100,14 +99,13 @@ class TestTrainingReadsTheMasks:
         assert any(v.any() for v in lesions.values())
 
     def test_no_mask_folder_and_unreadable_files(self, tmp_path):
-        from brain_audit.train.phases import _truth_lesions
+        from brain_audit.audit.attention_audit import truth_lesions
 
-        config = SimpleNamespace(data_root=str(tmp_path))
-        assert _truth_lesions(config, ["ID_1"], 16) is None
+        assert truth_lesions(tmp_path, ["ID_1"], 16) is None
         (tmp_path / MASK_DIR).mkdir()
         (tmp_path / MASK_DIR / "ID_1.npz").write_bytes(b"garbage")
         with pytest.warns(RuntimeWarning, match=r"ID_1\.npz: not a mask file .*audited without its lesion mask"):
-            assert _truth_lesions(config, ["ID_1", "ID_2"], 16) == {}
+            assert truth_lesions(tmp_path, ["ID_1", "ID_2"], 16) == {}
 
     def test_training_and_audit_do_not_import_the_phantom(self):
         code = ("import sys, brain_audit.train.phases, brain_audit.audit, brain_audit.gradcam, brain_audit.model, "
