@@ -6,7 +6,8 @@ HiResCAM at a layer fine enough to resolve a bleed) profiled against the regions
 them, the lesion masks (:func:`brain_audit.gradcam.attention.profile_cached`); every figure beside its chance
 baseline with patient-cluster intervals (:func:`brain_audit.audit.attention_evidence.attention_evidence`);
 the cascading-randomisation check on a fixed sample, always; overlays of missed bleeds and false alarms with
-the truth contour. The map's native resolution in mm is in every output.
+the truth contour. The map's native resolution in mm is in every output; the pointing game's tolerance is
+:data:`~brain_audit.gradcam.attention.HIT_RADIUS_MM` wherever the header index gives the pixel spacing.
 
 References:
     Adebayo J et al. Sanity checks for saliency maps. NeurIPS 2018.
@@ -27,7 +28,7 @@ import pandas as pd
 from brain_audit.audit.attention_evidence import attention_evidence
 from brain_audit.dataset.masks import has_masks, lesion_mask, mask_path, read_masks
 from brain_audit.errors import BrainAuditError
-from brain_audit.gradcam.attention import FLAGS, profile_cached
+from brain_audit.gradcam.attention import FLAGS, HIT_RADIUS_MM, profile_cached
 from brain_audit.gradcam.coverage import coverage_sample, field_of_view_mm, sanity_positions
 from brain_audit.gradcam.maps import AUDIT_METHOD, audit_cam, cell_size_mm
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
@@ -171,9 +172,11 @@ def attention_audit(
     side = int(cam.input_shape[1])
     cells = int(cam.cells[0] or side)
     pictures = _Pictures(plan.overlays, threshold)
-    findings = profile_cached(model, cache, pick, y[positions], p[positions], threshold, dict(lesions or {}) or None,
-                              output_index=output_index, batch_size=plan.batch_size, on_batch=pictures)
     fov = np.array([np.nan if field_mm is None else float(field_mm.get(i, np.nan)) for i in pick], dtype=np.float64)
+    pixel_mm = {i: mm / side for i, mm in zip(pick, fov) if np.isfinite(mm) and mm > 0}  # pointing game in mm
+    findings = profile_cached(model, cache, pick, y[positions], p[positions], threshold, dict(lesions or {}) or None,
+                              output_index=output_index, batch_size=plan.batch_size, on_batch=pictures,
+                              pixel_mm=pixel_mm, hit_radius_mm=HIT_RADIUS_MM)
     if len(findings):
         findings.insert(1, "patient_id", cache.table.loc[pick, "patient_id"].to_numpy())
         called = findings["probability"].to_numpy() >= threshold
