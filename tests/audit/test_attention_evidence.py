@@ -14,6 +14,7 @@ import pytest
 from brain_audit.audit.attention_evidence import attention_evidence, attention_markdown
 from brain_audit.audit.statistics import bootstrap_ci, cluster_bootstrap, wilson_interval
 from brain_audit.gradcam.attention import FLAGS, attention_profile
+from support.heads import masks20
 
 Z2 = 1.959963984540054**2  # the 97.5 % normal quantile, squared
 
@@ -78,15 +79,6 @@ class TestClusterBootstrap:
 
 
 # ----------------------------------------------------------------------------- a table drawn by hand
-def _masks20() -> dict[str, np.ndarray]:
-    """20 x 20: head rows/columns 2-17 (256 px), intracranial 4-15 (144 px), the ring between them skull."""
-    m = {k: np.zeros((20, 20), dtype=bool) for k in ("head", "skull", "intracranial")}
-    m["head"][2:18, 2:18] = True
-    m["intracranial"][4:16, 4:16] = True
-    m["skull"] = m["head"] & ~m["intracranial"]
-    return m
-
-
 LESION = np.zeros((20, 20), dtype=bool)
 LESION[4:6, 4:6] = True  # 4 px in the intracranial corner
 KINDS = ("on_lesion", "skull", "uniform", "zero")
@@ -97,7 +89,7 @@ def _map(kind: str) -> np.ndarray:
     if kind == "on_lesion":
         cam[4, 4] = 1.0  # all energy on the lesion; the peak on it: a hit, lesion enrichment 1 / (4 / 400) = 100
     elif kind == "skull":
-        cam[_masks20()["skull"]] = 1.0  # bone_focus; right_for_wrong_reason on a correct call; no hit
+        cam[masks20()["skull"]] = 1.0  # bone_focus; right_for_wrong_reason on a correct call; no hit
     elif kind == "uniform":
         cam[:] = 1.0  # no peak: no hit; lesion share 4 / 400, enrichment 1
     return cam
@@ -110,7 +102,7 @@ def _table(patients: int = 12, slices: int = 3) -> tuple[pd.DataFrame, list[str]
             kind = KINDS[(i + j) % 4] if patients > 1 else "skull"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # the zero maps
-                p = attention_profile(_map(kind), masks=_masks20(), lesion_mask=LESION, probability=0.9, label=1,
+                p = attention_profile(_map(kind), masks=masks20(), lesion_mask=LESION, probability=0.9, label=1,
                                       pixel_mm=2.0, hit_radius_mm=2.0)
             rows.append({"patient_id": f"P{i:02d}", **p})
             kinds.append(kind)

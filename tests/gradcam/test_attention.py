@@ -27,7 +27,7 @@ from brain_audit.gradcam.attention import (
 from brain_audit.gradcam.maps import grad_cam
 from support.cam_models import hu_gate_model
 from support.fixed_cache import FixedCache
-from support.heads import SIDE, head_slice
+from support.heads import SIDE, head_slice, masks20
 
 
 # ----------------------------------------------------------------------------- attention profile
@@ -254,15 +254,6 @@ class TestChance:
 
 
 class TestPointingBaselines:
-    @staticmethod
-    def _masks20() -> dict[str, np.ndarray]:
-        """20 x 20: head rows/columns 2-17 (256 px), intracranial 4-15 (144 px), the ring between them skull."""
-        m = {k: np.zeros((20, 20), dtype=bool) for k in ("head", "skull", "intracranial")}
-        m["head"][2:18, 2:18] = True
-        m["intracranial"][4:16, 4:16] = True
-        m["skull"] = m["head"] & ~m["intracranial"]
-        return m
-
     def test_hand_counted_baselines_on_a_20_by_20_image(self):
         lesion = np.zeros((20, 20), dtype=bool)
         lesion[4:6, 4:6] = True  # a 2 x 2 lesion in the intracranial corner
@@ -270,7 +261,7 @@ class TestPointingBaselines:
         cam[4, 6], cam[5, 5], cam[15, 15] = 2.0, 1.0, 1.0  # peak 1 px right of the lesion
         # tolerance 2 mm at 2 mm per pixel = 1 px: the lesion and its 8 edge neighbours (diagonals are 1.41 px)
         # = 12 px, all in the head; 8 of them intracranial ((4, 3), (5, 3), (3, 4), (3, 5) are skull)
-        p = attention_profile(cam, masks=self._masks20(), lesion_mask=lesion, pixel_mm=2.0, hit_radius_mm=2.0)
+        p = attention_profile(cam, masks=masks20(), lesion_mask=lesion, pixel_mm=2.0, hit_radius_mm=2.0)
         assert p["hit_radius_px"] == 1.0
         assert p["pointing_hit"] is True and p["pointing_distance_px"] == 1.0
         assert [p[b] for b in HIT_BASELINES] == pytest.approx([12 / 400, 0.0, 12 / 256, 8 / 144])
@@ -281,7 +272,7 @@ class TestPointingBaselines:
         assert p["baseline_energy_intracranial"] == pytest.approx(4 / 144)
         # the centre pixel (10, 10) is sqrt(50) = 7.07 px from the lesion's nearest pixel (5, 5)
         for radius, hit in ((7.06, 0.0), (7.08, 1.0)):
-            centre = attention_profile(cam, masks=self._masks20(), lesion_mask=lesion, hit_radius_px=radius)
+            centre = attention_profile(cam, masks=masks20(), lesion_mask=lesion, hit_radius_px=radius)
             assert centre["baseline_hit_centre"] == hit
 
     def test_uniform_baseline_against_a_kd_tree_on_phantom_slices(self):
@@ -304,14 +295,14 @@ class TestPointingBaselines:
         lesion = np.zeros((20, 20), dtype=bool)
         lesion[4:6, 4:6] = True
         with pytest.raises(ValueError, match="`hit_radius_px` must be None when `pixel_mm` is given. Got 3 instead"):
-            attention_profile(np.ones((4, 4)), masks=self._masks20(), hit_radius_px=3, pixel_mm=0.5)
+            attention_profile(np.ones((4, 4)), masks=masks20(), hit_radius_px=3, pixel_mm=0.5)
         with pytest.raises(ValueError, match=r"`pixel_mm` must be a finite number > 0. Got 0.0 instead"):
-            attention_profile(np.ones((4, 4)), masks=self._masks20(), pixel_mm=0.0)
+            attention_profile(np.ones((4, 4)), masks=masks20(), pixel_mm=0.0)
         with pytest.raises(ValueError, match=r"`hit_radius_px` must be >= 0. Got -1 instead"):
-            attention_profile(np.ones((4, 4)), masks=self._masks20(), hit_radius_px=-1)
-        assert attention_profile(np.ones((4, 4)), masks=self._masks20())["hit_radius_px"] == 15.0
+            attention_profile(np.ones((4, 4)), masks=masks20(), hit_radius_px=-1)
+        assert attention_profile(np.ones((4, 4)), masks=masks20())["hit_radius_px"] == 15.0
         with pytest.warns(RuntimeWarning, match="lesion mask is empty"):
-            p = attention_profile(np.ones((4, 4)), masks=self._masks20(), lesion_mask=np.zeros((20, 20), bool))
+            p = attention_profile(np.ones((4, 4)), masks=masks20(), lesion_mask=np.zeros((20, 20), bool))
         assert np.isnan([p[b] for b in HIT_BASELINES + ("lesion_energy", "lesion_enrichment")]).all()
         assert p["pointing_hit"] is False and p["lesion_area"] == 0.0
 

@@ -33,3 +33,13 @@ def head_slice(cy: float = 32, cx: float = 32, *, brain_hu: int = 30, inner: flo
         extra[band] = True
         hu[extra] = band_hu
     return hu, {"head": head, "skull": skull, "intracranial": brain, "band": extra}
+
+
+def masks20() -> dict[str, np.ndarray]:
+    """20 x 20 region masks drawn by hand: head rows/columns 2-17 (256 px), intracranial 4-15 (144 px), the ring
+    between them skull (112 px); the rest is outside the head."""
+    m = {k: np.zeros((20, 20), dtype=bool) for k in ("head", "skull", "intracranial")}
+    m["head"][2:18, 2:18] = True
+    m["intracranial"][4:16, 4:16] = True
+    m["skull"] = m["head"] & ~m["intracranial"]
+    return m
