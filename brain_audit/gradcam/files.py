@@ -112,7 +112,8 @@ def audit_files(
 
     Writes into ``out_dir``: ``overlays/<image_id>.png``, ``profiles.csv`` (one row per slice:
     ``image_id``, ``file``, ``probability``, ``label``, ``cell_mm`` (one map cell in mm, from the file's
-    (0028,0030) Pixel Spacing; empty without it), the profile columns and mimic presence),
+    (0028,0030) Pixel Spacing; empty without it), the profile columns (the pointing game's tolerance in mm where
+    the spacing is known) and mimic presence),
     ``skipped.csv``, ``sanity.csv`` (the Adebayo randomisation check of the maps) and ``run.json`` (:func:`brain_audit.provenance.run_record`).
 
     Args:
@@ -169,6 +170,7 @@ def audit_files(
             part, maps = audit_batch(
                 model, small, masks=[m for _, _, m in pending],
                 labels=labs, image_ids=ids, layer=layer, output_index=output_index, method=method, threshold=threshold,
+                pixel_mm=[None if field_mm[str(f)] is None else field_mm[str(f)] / hu.shape[0] for f, hu, _ in pending],
             )
         part.insert(1, "file", [str(f) for f, _, _ in pending])
         part.insert(2, "cell_mm", [cell_size_mm(cells, size[0], field_mm[str(f)])["cell_mm"] for f, _, _ in pending])
