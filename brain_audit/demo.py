@@ -271,15 +271,19 @@ def run_shortcut_stage(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrid
     """Train (or reuse) the clean reference of a demo in ``out_dir`` and run the shortcut study on it.
 
     The demo's stages up to Phase 4 must have finished. ``limit``: counterfactual pairs per shortcut and direction
-    (default ``plan.study_pairs``). Returns ``(reference, study)``: the clean reference's
-    figures and :func:`brain_audit.shortcut_study.run_shortcut_study`'s summary.
+    (default ``plan.study_pairs``). Returns ``(reference, study)``: the clean reference's figures and
+    :func:`brain_audit.shortcut_study.run_shortcut_study`'s summary.
     """
-    _, config = demo_configs(out_dir, plan, overrides)
     reference = _train_clean_reference(out_dir, plan, overrides, verbose, progress)
+    return reference, _study(out_dir, plan, overrides, n_boot, limit)
+
+
+def _study(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[str], n_boot: int,
+           limit: int | None) -> dict[str, Any]:
+    _, config = demo_configs(out_dir, plan, overrides)
     _, clean = clean_reference_configs(out_dir, plan, overrides)
-    study = run_shortcut_study(config, clean, [m for m, _, _ in plan.shortcut], n_boot=n_boot,
-                               limit=plan.study_pairs if limit is None else limit)
-    return reference, study
+    return run_shortcut_study(config, clean, [m for m, _, _ in plan.shortcut], n_boot=n_boot,
+                              limit=plan.study_pairs if limit is None else limit)
 
 
 def study_demo_folder(out_dir: str | Path, *, n_boot: int = 2000, limit: int | None = None, verbose: int | str = 0,
@@ -344,7 +348,7 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
     lap("audit")
     reference = _train_clean_reference(out_dir, plan, overrides, verbose, progress)
     lap("clean_reference")
-    _, study = run_shortcut_stage(out_dir, plan, overrides, verbose=verbose, progress=progress)
+    study = _study(out_dir, plan, overrides, n_boot=2000, limit=None)
     lap("shortcut_study")
 
     pre_manifest = manifest_path(RunPaths(config.out_dir).backbone)

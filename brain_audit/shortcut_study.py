@@ -36,7 +36,7 @@ import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,7 @@ class CounterfactualPairs:
         patients: (N,) patient of each pair (the bootstrap's clusters).
         with_mimic, without_mimic: float32 (N, S, S) HU at the model's input size.
         unchanged: candidates skipped because the two renders were equal (the mimic cannot appear at that level).
+        candidates: slices of that direction the pairs were drawn from (with / without the mimic).
     """
 
     mimic: str
@@ -116,7 +117,7 @@ class CounterfactualPairs:
     with_mimic: np.ndarray
     without_mimic: np.ndarray
     unchanged: int = 0
-    candidates: int = field(default=0)
+    candidates: int = 0
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -410,7 +411,7 @@ def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Se
 
     Returns:
         The summary written to ``summary.json`` (``thresholds``, ``audit_slices``, ``shortcuts``: mimic ->
-        :func:`shortcut_evidence` summary).
+        :func:`shortcut_evidence` summary; a ratio of rates whose clean rate is 0 is written as ``Infinity``).
     """
     for m in shortcuts:
         _check_mimic(m)
