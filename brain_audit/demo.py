@@ -261,6 +261,7 @@ def _study_figures(study: dict[str, Any]) -> dict[str, Any]:
             row[direction] = {name: {k: d[name].get(k) for k in ("n", "mean_change", "mean_change_ci95", "flip_rate",
                                                                    "flip_rate_ci95")}
                               for name in ("shortcut_model", "clean_model")}
+            row[direction].update({k: d.get(k) for k in ("difference", "difference_ci95")})
         out[mimic] = row
     return out
 

@@ -259,7 +259,8 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
     bootstrap interval; the ratio of rates (inf when only the shortcut model flags, None when neither does); and the
     rate a uniform map would have on these slices (:func:`brain_audit.gradcam.attention.chance_flags`; 0 by
     construction for the peak flags, computed rather than assumed). Intervention: :func:`intervention` of both
-    models on each direction of ``pairs``.
+    models on each direction of ``pairs``, and the paired difference of their mean changes (per pair: shortcut
+    model's change - clean model's change) with a patient-cluster bootstrap interval.
 
     Args:
         model, clean_model: Keras models, HU input (float32 (N, S, S, 1) in Hounsfield units).
@@ -313,12 +314,17 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
     rows = []
     summary["intervention"] = {}
     for direction, pair in (pairs or {}).items():
-        per_model = {}
+        per_model: dict[str, Any] = {}
+        changes = []
         for name, m, thr, col in zip(_MODELS, (model, clean_model), thresholds, output_index):
             s, t = intervention(m, thr, pair, output_index=col, n_boot=n_boot, seed=seed)
             per_model[name] = s
+            changes.append(t["change"].to_numpy(dtype=np.float64))
             rows.append(t.assign(mimic=mimic, direction=direction, model=name))
         per_model["candidates"] = pair.candidates
+        if len(pair):  # paired: the same renders through both models
+            d, lo, hi = cluster_bootstrap(changes[0] - changes[1], pair.patients, np.mean, n_boot=n_boot, seed=seed)
+            per_model.update(difference=d, difference_ci95=[lo, hi])
         summary["intervention"][direction] = per_model
     attention = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     pairs_table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
@@ -368,7 +374,8 @@ def _markdown(summary: Mapping[str, Any]) -> str:
          f"same {summary['audit_slices']} slices of the demo's audit patients."),
         "",
         ("Attention: the matching flag's rate on the slices holding the mimic (Wilson 95 % CI); ratio = shortcut "
-         "rate / clean rate; the paired difference's patient-cluster bootstrap CI is in `summary.json`. "
+         "rate / clean rate; the paired differences (shortcut - clean, same slices / same renders) with "
+         "patient-cluster bootstrap CIs are in `summary.json`. "
          "Intervention: mean change in probability (patient-cluster bootstrap 95 % CI) and decisions flipped at "
          "each model's threshold (Wilson 95 % CI), shortcut model / clean model."),
         "",

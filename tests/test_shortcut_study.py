@@ -126,6 +126,10 @@ class TestShortcutEvidence:
         expected = np.mean([metal_probability(a) - metal_probability(b) for a, b in zip(*_slices())])
         assert added["shortcut_model"]["mean_change"] == pytest.approx(expected, abs=1e-6)
         assert summary["intervention"]["removed"]["shortcut_model"]["mean_change"] == pytest.approx(-expected, abs=1e-6)
+        # paired: the clean model's change is 0 on every pair, so the difference is the shortcut model's change
+        assert added["difference"] == pytest.approx(expected, abs=1e-6)
+        lo, hi = added["difference_ci95"]
+        assert 0 < lo <= added["difference"] <= hi
         # clean probabilities by hand (hu_gate_probability): unchanged by the coil
         clean_rows = pairs[(pairs["model"] == "clean_model") & (pairs["direction"] == "added")]
         np.testing.assert_allclose(clean_rows["p_with"], [hu_gate_probability(h, SQUARE) for h in with_coil], atol=1e-6)
