@@ -677,15 +677,20 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole pipeline on the built-in phantom cohort: phantom -> prepare -> pretrain -> phases 1-4 -> audit",
-        description="Generate a synthetic head-CT cohort with a planted coil shortcut, prepare it, pretrain the "
-        "backbone, run the four phases and the held-out clinical audit, and measure the shortcut by intervention. "
-        "Resumable: rerun the same command after an interruption.",
+        description="Generate a synthetic head-CT cohort with the seed's four shortcuts planted (coil, catheter, "
+        "frontal bone, choroid-plexus calcification), prepare it, pretrain the backbone, run the four phases and the "
+        "held-out clinical audit, train a clean reference model, and catch each shortcut by attention and by "
+        "intervention (brain_audit.shortcut_study). Resumable: rerun the same command after an interruption.",
     )
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="a tiny run (every stage, about a minute; learns little)")
     p.add_argument("--patients", type=int, default=None,
                    help="phantom patients (default: brain_audit.demo.DemoPlan's, or DemoPlan.quick()'s with --quick)")
     p.add_argument("--seed", type=int, default=None, help="the one seed (default: the plan's)")
+    p.add_argument(
+        "--shortcut", action="append", default=[], metavar="MIMIC:P_BLEED,P_NO_BLEED",
+        help="a planted shortcut, e.g. coil:0.3,0.02; repeat for several; given, they replace the plan's four "
+        "(brain_audit.demo.DEFAULT_SHORTCUTS)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=_run_demo)
 
@@ -694,13 +699,57 @@ def _run_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
     from brain_audit.demo import DemoPlan, run_demo
+    from brain_audit.phantom.config import parse_shortcut
 
     plan = DemoPlan.quick() if args.quick else DemoPlan()
-    changes = {k: v for k, v in (("patients", args.patients), ("seed", args.seed)) if v is not None}
+    changes: dict[str, Any] = {k: v for k, v in (("patients", args.patients), ("seed", args.seed)) if v is not None}
+    if args.shortcut:
+        changes["shortcut"] = tuple((m, *p) for m, p in (parse_shortcut(s) for s in args.shortcut))
     plan = dataclasses.replace(plan, **changes)
     summary = run_demo(args.out, plan, verbose=0 if args.quiet else 2, progress=not args.quiet)
     print(json.dumps(summary, indent=1, default=str))
     print(f"\nreport: {args.out / 'clinical_audit_report' / 'summary.md'}")
+    print(f"shortcut study: {args.out / 'shortcut_study' / 'shortcut_study.md'}")
+    return 0
+
+
+# ---------------------------------------------------------------- shortcut-study (shortcut_study.py)
+@_command
+def _add_shortcut_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shortcut-study",
+        help="rerun the shortcut study of a finished demo folder (planted shortcuts caught by attention and by "
+        "intervention)",
+        description="On a finished `brain-audit demo` folder: train the clean reference if it is missing (Phases 1-2 "
+        "from the demo's pretrained backbone; resumable, reused when finished), then for each planted shortcut "
+        "compare the demo's model with the clean one on the audit patients, by the matching attention flag and by "
+        "adding / removing the mimic (brain_audit.shortcut_study). Writes <out>/shortcut_study/ and updates "
+        "demo_summary.json.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the demo's output folder (with demo_summary.json)")
+    study = ("brain_audit.demo", "run_shortcut_stage")
+    p.add_argument("--n-boot", type=_at_least(10), default=_DefaultOf(*study, "n_boot"),
+                   help="bootstrap resamples over patients (default: %(default)s)")
+    p.add_argument("--limit", type=_at_least(1), default=None,
+                   help="counterfactual pairs per shortcut and direction (default: the demo plan's study_pairs)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=_run_shortcut_study)
+
+
+def _run_shortcut_study(args: argparse.Namespace) -> int:
+    from brain_audit.demo import study_demo_folder
+
+    summary = study_demo_folder(args.out, n_boot=args.n_boot, limit=args.limit, verbose=0 if args.quiet else 2,
+                                progress=not args.quiet)
+    for mimic, e in summary["shortcut_study"].items():
+        if mimic == "thresholds":
+            continue
+        s, c = e["rate_shortcut_model"], e["rate_clean_model"]
+        rates = "no slice holds it" if s is None else f"{e['flag']} {s:.0%} vs clean {c:.0%}"
+        print(f"{mimic}: {rates}; " + "; ".join(
+            f"{d} {e[d]['shortcut_model']['mean_change']:+.3f} vs clean {e[d]['clean_model']['mean_change']:+.3f}"
+            for d in ("added", "removed") if d in e and e[d]["shortcut_model"].get("n")))
+    print(f"report: {args.out / 'shortcut_study' / 'shortcut_study.md'}")
     return 0
 
 

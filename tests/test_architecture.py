@@ -41,10 +41,11 @@ STAGES: dict[str, int] = {
     "brain_audit.train": 6,
     "brain_audit.phantom": 2,  # a data source: may use the slice and dataset stages, nothing after them
     "brain_audit.demo": 7,
+    "brain_audit.shortcut_study": 7,  # the demo's shortcut study: phantom counterfactuals, audit statistics
     "brain_audit.cli": 7,
     "brain_audit.__main__": 7,
 }
-MAY_IMPORT_PHANTOM = ("brain_audit.phantom", "brain_audit.demo", "brain_audit.cli")
+MAY_IMPORT_PHANTOM = ("brain_audit.phantom", "brain_audit.demo", "brain_audit.shortcut_study", "brain_audit.cli")
 
 
 def _module_name(path: Path) -> str:

@@ -130,6 +130,24 @@ def test_demo_keeps_the_plan_values_unless_given(monkeypatch):
     assert main(["demo", "--quick", "--quiet"]) == 0
     assert main(["demo", "--patients", "140", "--seed", "3", "--quiet"]) == 0
     assert plans == [demo.DemoPlan.quick(), dataclasses.replace(demo.DemoPlan(), patients=140, seed=3)]
+    # --shortcut, repeated: the planted shortcuts replace the plan's
+    assert main(["demo", "--quick", "--shortcut", "coil:0.3,0.02", "--shortcut", "frontal_bone:0.2,0.01", "--quiet"]) == 0
+    assert plans[-1] == dataclasses.replace(demo.DemoPlan.quick(),
+                                            shortcut=(("coil", 0.3, 0.02), ("frontal_bone", 0.2, 0.01)))
+
+
+def test_shortcut_study_reads_the_demo_folder_and_passes_its_options(monkeypatch, tmp_path, capsys):
+    import brain_audit.demo as demo
+
+    calls = []
+    figures = {"thresholds": {}, "coil": {"flag": "device_focus", "rate_shortcut_model": 0.5, "rate_clean_model": 0.1,
+                                          "added": {"shortcut_model": {"n": 3, "mean_change": 0.25},
+                                                    "clean_model": {"n": 3, "mean_change": 0.0}}}}
+    monkeypatch.setattr(demo, "study_demo_folder",
+                        lambda out, **kw: calls.append((out, kw)) or {"shortcut_study": figures})
+    assert main(["shortcut-study", "--out", str(tmp_path), "--n-boot", "100", "--limit", "5", "--quiet"]) == 0
+    assert calls == [(tmp_path, {"n_boot": 100, "limit": 5, "verbose": 0, "progress": False})]
+    assert "coil: device_focus 50% vs clean 10%; added +0.250 vs clean +0.000" in capsys.readouterr().out
 
 
 def test_window_and_help_import_neither_tensorflow_nor_pandas(tmp_path):
@@ -206,6 +224,12 @@ USER_ERRORS = [
      "{tmp}/nope.csv: no such label file"),
     ("missing cache", "feed {tmp}/no_cache".split(),
      "{tmp}/no_cache: no manifest.json; the cache is missing or half-written (rerun build_cache)"),
+    ("shortcut study without a demo", ["shortcut-study", "--out", "{tmp}/run", "--quiet"],
+     "`--out` must be a finished demo folder (with demo_summary.json). Got '{tmp}/run' instead."),
+    ("demo with a bad shortcut", ["demo", "--shortcut", "stent:0.3,0.02", "--out", "{tmp}/d", "--quiet"],
+     "`shortcut` must be '<mimic>:<p_given_bleed>,<p_given_no_bleed>' with a mimic of ('choroid_plexus_calcification', "
+     "'pineal_calcification', 'falx_calcification', 'coil', 'catheter', 'catheter_metal_tip', 'frontal_bone'). "
+     "Got 'stent:0.3,0.02' instead."),
     ("bone study without phase 4", ["bone-study", "--out", "{tmp}/run", "--quiet"],
      ("the bone study needs a finished Phase 4: {tmp}/run/phase4/model.keras or {tmp}/run/phase4/operating_point.json "
       "is missing")),

@@ -1,4 +1,4 @@
-"""brain_audit.demo: the quick demo end to end, its summary, the shortcut intervention, and resumption."""
+"""brain_audit.demo: the quick demo end to end, its summary, the shortcut study's intervention, and resumption."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_summary_has_every_stage(quick_run):
     _, out, summary = quick_run
     assert set(summary["seconds"]) == {"phantom", "prepare", "pretrain", "phase1", "phase2", "phase3", "phase4",
-                                       "audit", "intervention"}
+                                       "audit", "clean_reference", "shortcut_study"}
     assert json.loads((out / "demo_summary.json").read_text()) == json.loads(json.dumps(summary))
     assert (out / "data" / "stage_2_train.csv").is_file()
     assert (out / "pretrain" / "backbone.weights.h5").is_file()
@@ -31,33 +31,43 @@ def test_summary_has_every_stage(quick_run):
 
 
 def test_intervention_matches_a_recomputed_pair(quick_run):
-    """The summary's mean probability change when a coil is added, recomputed pair by pair."""
+    """The study's mean probability change when a coil is added, recomputed pair by pair for both models."""
+    import pandas as pd
+
     from brain_audit.dataset.cache import open_cache, preprocess_slice
     from brain_audit.model.weights import load_model
     from brain_audit.phantom.render import render_counterfactual
 
     config, out, summary = quick_run
-    added = summary["shortcut_intervention"]["added"]
-    assert summary["shortcut_intervention"]["mimic"] == "coil" and added["n"] > 0
+    study = json.loads((out / "shortcut_study" / "summary.json").read_text())
+    pairs = pd.read_csv(out / "shortcut_study" / "pairs.csv", dtype={"image_id": str, "patient_id": str})
     audit = set(open_cache(out / "data" / "cache").ids("audit"))
-    images = json.loads((out / "data" / "phantom_manifest.json").read_text())["images"]
-    chosen = [r["image_id"] for r in images if r["image_id"] in audit and "coil" not in r["mimics"]][: added["n"]]
-    model = load_model(out / "phase4" / "model.keras", compile=False)
-    deltas = []
-    for image_id in chosen:
-        pair = [preprocess_slice(render_counterfactual(config.data_root, image_id, "coil", flag)[0],
-                                 config.image_size).astype(np.float32) for flag in (True, False)]
-        assert not np.array_equal(pair[0], pair[1])  # the coil is really in one of them
-        p = model.predict(np.stack(pair)[..., None], verbose=0)[:, 0]
-        deltas.append(float(p[0] - p[1]))
-    assert added["mean_change"] == pytest.approx(np.mean(deltas), abs=1e-5)
-    lo, hi = added["mean_change_ci95"]
-    assert lo <= added["mean_change"] <= hi and (hi > lo or added["patients"] == 1)
-    # the flip rate's Wilson interval (hand formula in tests/audit/test_attention_evidence.py)
-    from brain_audit.audit.statistics import wilson_interval
+    images = {r["image_id"]: r for r in json.loads((out / "data" / "phantom_manifest.json").read_text())["images"]}
+    models = {"shortcut_model": load_model(out / "phase4" / "model.keras", compile=False),
+              "clean_model": load_model(out / "clean_reference" / "phase2" / "model.keras", compile=False)}
+    for name, model in models.items():
+        added = study["shortcuts"]["coil"]["intervention"]["added"][name]
+        assert added["n"] > 0 and summary["shortcut_study"]["coil"]["added"][name]["mean_change"] == added["mean_change"]
+        chosen = pairs[(pairs["mimic"] == "coil") & (pairs["direction"] == "added") & (pairs["model"] == name)]
+        assert len(chosen) == added["n"]
+        deltas = []
+        for image_id in chosen["image_id"]:
+            assert image_id in audit and "coil" not in images[image_id]["mimics"]  # added where it was not
+            pair = [preprocess_slice(render_counterfactual(config.data_root, image_id, "coil", flag)[0],
+                                     config.image_size).astype(np.float32) for flag in (True, False)]
+            assert not np.array_equal(pair[0], pair[1])  # the coil is really in one of them
+            p = model.predict(np.stack(pair)[..., None], verbose=0)[:, 0]
+            deltas.append(float(p[0] - p[1]))
+        assert added["mean_change"] == pytest.approx(np.mean(deltas), abs=1e-5)
+        lo, hi = added["mean_change_ci95"]
+        assert lo <= added["mean_change"] <= hi and (hi > lo or added["patients"] == 1)
+        # the flip rate's Wilson interval (hand formula in tests/audit/test_attention_evidence.py)
+        from brain_audit.audit.statistics import wilson_interval
 
-    flips = round(added["flip_rate"] * added["n"])
-    assert added["flip_rate_ci95"] == pytest.approx(list(wilson_interval(flips, added["n"])))
+        threshold = study["thresholds"][name]
+        flips = sum((p_w >= threshold) != (p_wo >= threshold) for p_w, p_wo in zip(chosen["p_with"], chosen["p_without"]))
+        assert added["flips"] == flips
+        assert added["flip_rate_ci95"] == pytest.approx(list(wilson_interval(flips, added["n"])))
 
 
 def test_rerun_resumes_without_training(quick_run):
@@ -104,3 +114,39 @@ def test_a_demo_too_small_for_its_held_out_patients_is_refused_by_name():
     with pytest.raises(ConfigError, match=r"`patients` \(--patients\) must be >= 118: .* Got 100 instead\."):
         DemoPlan(patients=100)
     assert DemoPlan(patients=118).patients == 118
+
+
+def test_the_planted_shortcuts_are_validated_and_json_round_trips():
+    """Lists from demo_summary.json rebuild the plan; an unknown or repeated mimic is refused by name."""
+    import dataclasses
+
+    from brain_audit.demo import DEFAULT_SHORTCUTS, DemoPlan
+    from brain_audit.errors import ConfigError
+    from brain_audit.shortcut_study import STUDY_SHORTCUTS
+
+    plan = DemoPlan()
+    assert [m for m, _, _ in plan.shortcut] == list(STUDY_SHORTCUTS) and plan.shortcut == DEFAULT_SHORTCUTS
+    again = DemoPlan(**json.loads(json.dumps(dataclasses.asdict(plan))))
+    assert again == plan
+    with pytest.raises(ConfigError, match=r"`shortcut` must be a sequence of .* Got \[\('stent', 0.3, 0.02\)\] instead\."):
+        DemoPlan(shortcut=[("stent", 0.3, 0.02)])
+    with pytest.raises(ConfigError, match=r"`shortcut` must be"):
+        DemoPlan(shortcut=[("coil", 0.3, 0.02), ("coil", 0.1, 0.1)])
+    with pytest.raises(ConfigError, match=r"`shortcut` must hold probabilities in \[0, 1\]"):
+        DemoPlan(shortcut=[("coil", 1.3, 0.02)])
+
+
+def test_the_clean_reference_shares_the_plan_but_not_the_shortcut_or_the_patients(tmp_path):
+    from brain_audit.demo import DemoPlan, clean_reference_configs, demo_configs
+
+    plan = DemoPlan()
+    phantom, config = demo_configs(tmp_path, plan)
+    ref, clean = clean_reference_configs(tmp_path, plan, ["phase1.epochs=3"])
+    assert ref.patients == plan.patients - plan.pretrain_patients - plan.audit_patients
+    assert ref.seed != phantom.seed and (ref.size, ref.slices_per_patient) == (phantom.size, phantom.slices_per_patient)
+    for m, pb, pn in plan.shortcut:
+        assert phantom.mimic_probabilities[m] == (pb, pn) and ref.mimic_probabilities[m] == (0.1, 0.1)
+    assert clean.out_dir == str(tmp_path / "clean_reference") and clean.data_root == str(tmp_path / "clean_reference" / "data")
+    assert clean.backbone_weights == str(tmp_path / "pretrain" / "backbone.weights.h5")
+    assert (clean.audit_patients, clean.pretrain.patients, clean.phase1.epochs) == (0, 0, 3)
+    assert (clean.image_size, clean.phase2.epochs) == (config.image_size, config.phase2.epochs)
