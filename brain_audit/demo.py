@@ -8,21 +8,24 @@
    25 % of bleeding slices and 2 % of the others), as the seed's audit caught them in real data;
 2. **prepare**: labels, header index, patient splits with the audit patients chosen
    first, nested phase cohorts, int16 HU cache (:func:`brain_audit.train.prepare_data`);
-3. **pretrain**: the backbone on patients of its own, the stand-in for ImageNet that
-   cannot be downloaded here (:func:`brain_audit.train.run_pretrain`);
+3. **pretrain**: the backbone on patients of its own, the stand-in for ImageNet that cannot be downloaded
+   here (:func:`brain_audit.train.run_pretrain`), taken from the *clean* reference cohort (step 6): like
+   ImageNet, the backbone never sees a planted shortcut, and both models below start from it;
 4. **phases 1-4**: domain freezing, scale-up, the Grad-CAM audit with hard-negative
    mining, clinical correction with the dropout comparison
    (:func:`brain_audit.train.run_phase`);
 5. **clinical audit** of the held-out patients (:func:`brain_audit.audit.audit_holdout`);
 6. **clean reference**: a second phantom cohort of the same plan (another seed, so other patients) where
-   every planted mimic is equally common with and without a bleed, trained from the same pretrained
-   backbone with Phases 1-2 only (``OUT/clean_reference/``);
+   every planted mimic is equally common with and without a bleed; its pretraining patients give the
+   backbone of step 3, the rest train the clean model from that backbone with Phases 1-2 only
+   (``OUT/clean_reference/``);
 7. **shortcut study** (:func:`brain_audit.shortcut_study.run_shortcut_study`): each shortcut caught by
    attention (its flag on the slices holding it, shortcut model beside clean model) and by intervention
    (the mimic added to / removed from audit slices), in ``OUT/shortcut_study/``.
 
-Everything lands in ``OUT/`` (``data/``, ``pretrain/``, ``phase1/`` ... ``phase4/``,
-``clinical_audit_report/``, ``clean_reference/``, ``shortcut_study/``, ``demo_summary.json``); a rerun
+Everything lands in ``OUT/`` (``data/``, ``phase1/`` ... ``phase4/``,
+``clinical_audit_report/``, ``clean_reference/`` (with ``pretrain/``), ``shortcut_study/``,
+``demo_summary.json``); a rerun
 resumes where it stopped.
 
 References:
@@ -64,6 +67,7 @@ _MIN_TRAIN_PATIENTS = 8
 DEFAULT_SHORTCUTS: tuple[tuple[str, float, float], ...] = tuple((m, 0.25, 0.02) for m in STUDY_SHORTCUTS)
 
 #: Seed offset of the clean reference's phantom cohort: other patients than the demo's (audit ones included).
+_REFERENCE_DIR = "clean_reference"
 _REFERENCE_SEED_OFFSET = 1
 
 
@@ -92,7 +96,8 @@ class DemoPlan:
         phantom_size: rows = columns of the written DICOM files, px.
         field_of_view_mm: phantom field of view (200 mm: the head fills most of the frame).
         image_size: model input, px.
-        pretrain_patients, audit_patients: patients held out for pretraining and the audit.
+        pretrain_patients, audit_patients: patients held out for pretraining (taken from the clean reference
+            cohort, so the demo's own cohort has ``patients - pretrain_patients``) and the audit.
         shortcut: the planted shortcuts, a tuple of (mimic, p given bleed, p given no bleed) per image;
             every one is studied (:mod:`brain_audit.shortcut_study`).
         reference_patients: patients of the clean reference cohort (0: as many as the demo trains and
@@ -163,7 +168,7 @@ def demo_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrides: Se
     mimics = dict(DEFAULT_MIMIC_PROBABILITIES)
     mimics.update({m: (pb, pn) for m, pb, pn in plan.shortcut})
     phantom = PhantomConfig(
-        patients=plan.patients,
+        patients=plan.patients - plan.pretrain_patients,
         slices_per_patient=plan.slices_per_patient,
         size=plan.phantom_size,
         pixel_spacing_mm=plan.field_of_view_mm / plan.phantom_size,
@@ -173,7 +178,8 @@ def demo_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrides: Se
         corrupt_files=2,
         seed=plan.seed,
     )
-    config = load_config(None, _assignments(_run_settings(out, plan)) + list(overrides))
+    own = {"pretrain.patients": 0, "weights": str(RunPaths(out / _REFERENCE_DIR).backbone)}
+    config = load_config(None, _assignments(_run_settings(out, plan)) + list(overrides) + _assignments(own))
     return phantom, config
 
 
@@ -218,30 +224,33 @@ def clean_reference_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(),
 
     The same plan as :func:`demo_configs` with three changes: every planted mimic is equally common with and
     without a bleed (``plan.reference_mimic_probability``), so it predicts nothing; the cohort has
-    ``plan.reference_patients`` patients (none held out for an audit or pretraining) drawn from another seed,
-    so none of them is one of the demo's audit patients; Phase 1 starts from the demo's pretrained backbone
-    (``<out_dir>/pretrain/backbone.weights.h5``; nothing is pretrained again). Only Phases 1 and 2 are run.
+    ``plan.reference_patients`` patients for training and validation plus ``plan.pretrain_patients`` for
+    pretraining (none held out for an audit), drawn from another seed, so none of them is one of the demo's
+    audit patients; its pretraining gives the backbone both the demo and the reference start from
+    (``<out_dir>/clean_reference/pretrain/backbone.weights.h5``). Only Phases 1 and 2 are run on it.
     """
     out = Path(out_dir)
     phantom, _ = demo_configs(out_dir, plan, overrides)
     patients = plan.reference_patients or plan.patients - plan.pretrain_patients - plan.audit_patients
+    patients += plan.pretrain_patients
     mimics = dict(phantom.mimic_probabilities)
     mimics.update({m: (plan.reference_mimic_probability,) * 2 for m, _, _ in plan.shortcut})
     reference = dataclasses.replace(phantom, patients=patients, mimic_probabilities=mimics,
                                     seed=plan.seed + _REFERENCE_SEED_OFFSET)
-    root = out / "clean_reference"
-    settings = {"data_root": str(root / "data"), "out_dir": str(root), "audit_patients": 0, "pretrain.patients": 0,
-                "weights": str(RunPaths(out).backbone)}
+    root = out / _REFERENCE_DIR
+    settings = {"data_root": str(root / "data"), "out_dir": str(root), "audit_patients": 0,
+                "pretrain.patients": plan.pretrain_patients, "weights": "pretrained"}
     clean = load_config(None, _assignments(_run_settings(out, plan)) + list(overrides) + _assignments(settings))
     return reference, clean
 
 
 def _train_clean_reference(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[str], verbose: int | str,
                            progress: bool) -> dict[str, Any]:
-    """Generate, prepare and train (Phases 1-2, resumable) the clean reference; its Phase-2 metrics."""
+    """Generate, prepare, pretrain and train (Phases 1-2, resumable) the clean reference; its Phase-2 metrics."""
     phantom, config = clean_reference_configs(out_dir, plan, overrides)
     generate_cohort(config.data_root, phantom)
     prepare_data(config, progress=progress)
+    run_pretrain(config, verbose=verbose)
     phases = {n: run_phase(config, n, verbose=verbose) for n in (1, 2)}
     return {"patients": phantom.patients, "seed": phantom.seed, "phase1_auc": phases[1].get("auc"),
             "phase2_auc": phases[2].get("auc"), "threshold": phases[2].get("threshold")}
@@ -335,11 +344,14 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
         timings[name] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
 
     phantom, config = demo_configs(out_dir, plan, overrides)
+    ref_phantom, ref_config = clean_reference_configs(out_dir, plan, overrides)
     generate_cohort(config.data_root, phantom)
+    generate_cohort(ref_config.data_root, ref_phantom)
     lap("phantom")
     prepare_data(config, progress=progress)
+    prepare_data(ref_config, progress=progress)
     lap("prepare")
-    run_pretrain(config, verbose=verbose)
+    run_pretrain(ref_config, verbose=verbose)  # on clean patients: the backbone never sees a planted shortcut
     lap("pretrain")
     phases = {}
     for n in (1, 2, 3, 4):
@@ -352,7 +364,7 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
     study = _study(out_dir, plan, overrides, n_boot=2000, limit=None)
     lap("shortcut_study")
 
-    pre_manifest = manifest_path(RunPaths(config.out_dir).backbone)
+    pre_manifest = manifest_path(RunPaths(ref_config.out_dir).backbone)
     pre = json.loads(pre_manifest.read_text()) if pre_manifest.is_file() else {}
     summary = {
         "plan": dataclasses.asdict(plan),

@@ -171,12 +171,12 @@ class TestOnTheQuickDemo:
         md = (out / "shortcut_study" / "shortcut_study.md").read_text()
         assert md.count("\n| ") == 1 + len(STUDY_SHORTCUTS)  # header and one row per shortcut
         assert all(f"| {m} | {SHORTCUT_FLAGS[m]} |" in md for m in STUDY_SHORTCUTS)
-        # the clean reference: Phases 1-2 only, from the demo's backbone, on other patients
+        # the clean reference: pretrains the backbone both models start from, then Phases 1-2 only, on other patients
         ref = out / "clean_reference"
         assert (ref / "phase2" / "model.keras").is_file() and not (ref / "phase3").exists()
-        assert not (ref / "pretrain").exists()
-        record = json.loads((ref / "phase1" / "run.json").read_text())
-        assert record["config"]["weights"] == str(out / "pretrain" / "backbone.weights.h5")
+        backbone = str(ref / "pretrain" / "backbone.weights.h5")
+        assert json.loads((ref / "phase1" / "run.json").read_text())["config"]["weights"] == "pretrained"
+        assert json.loads((out / "phase1" / "run.json").read_text())["config"]["weights"] == backbone
         ref_manifest = json.loads((ref / "data" / "phantom_manifest.json").read_text())
         for m in STUDY_SHORTCUTS:
             pb, pn = ref_manifest["parameters"]["mimic_probabilities"][m]

@@ -61,9 +61,14 @@ def test_audit_patients_never_trained_on(run):
     audit = set(cohort.loc[cohort["split"] == "audit", "patient_id"])
     trained = set(cohort.loc[cohort["split"].isin(["train", "validation"]), "patient_id"])
     assert audit and not audit & trained
-    pretrain = set(cohort.loc[cohort["split"] == "pretrain", "patient_id"])
-    assert pretrain and not pretrain & (audit | trained)  # the stand-in for ImageNet saw none of them
     assert not cohort.loc[cohort["split"] == "audit", ["in_phase1", "in_phase2"]].to_numpy().any()
+    # the stand-in for ImageNet is pretrained on the clean reference cohort: none of the demo's patients
+    assert "pretrain" not in set(cohort["split"])
+    ref = pd.read_csv(out / "clean_reference" / "data" / "cohort" / "cohort.csv", dtype={"image_id": str})
+    assert (ref["split"] == "pretrain").any()
+    raw = {p: {r["patient_id"] for r in json.loads((p / "phantom_manifest.json").read_text())["images"]}
+           for p in (out / "data", out / "clean_reference" / "data")}
+    assert not raw[out / "data"] & raw[out / "clean_reference" / "data"]
 
 
 def test_phase3_findings_and_hard_negatives(run):
@@ -181,7 +186,6 @@ def copy(run, tmp_path):
 def test_a_finished_stage_refuses_another_plan_and_writes_nothing(copy):
     from brain_audit.errors import ConfigError
     from brain_audit.train.phases import run_phase
-    from brain_audit.train.pretrain import run_pretrain
 
     config, out, ask = copy
     before = snapshot(out)
@@ -194,12 +198,9 @@ def test_a_finished_stage_refuses_another_plan_and_writes_nothing(copy):
         (lambda: run_phase(ask("phase4.dropouts=[0.3]"), 4), "phase 4",
          "with phase4.dropouts=[0.5, 0.2]; this run asks [0.3]", "trained"),
         (lambda: run_phase(ask('weights="imagenet"'), 1), "phase 1",
-         'with weights="pretrained"; this run asks "imagenet"', "trained"),
+         f'with weights="{config.weights}"; this run asks "imagenet"', "trained"),
         (lambda: run_phase(ask("seed=7", "phase1.epochs=2"), 1), "phase 1",
          "with phase1.epochs=1; this run asks 2 (other keys differ too: seed)", "trained"),
-        (lambda: run_phase(ask("pretrain.epochs=2"), 4), "phase 4", "with pretrain.epochs=1; this run asks 2", "trained"),
-        (lambda: run_pretrain(ask("pretrain.epochs=2")), "pretrain", "with pretrain.epochs=1; this run asks 2", "trained"),
-        (lambda: run_pretrain(ask("audit_patients=5")), "pretrain", "with audit_patients=6; this run asks 5", "trained"),
     ]
     for call, stage, detail, verb in cases:
         with pytest.raises(ConfigError, match=refusal(stage, out, detail, verb)):
@@ -217,7 +218,7 @@ def test_a_changed_image_size_is_one_line_not_a_shape_traceback(copy):
     with pytest.raises(ConfigError, match=refusal("phase 3", out, "with image_size=64; this run asks 96", "run")):
         run_phase(ask("image_size=96"), 3)
     # run_all stops before prepare_data would rebuild the cache at 96 px
-    with pytest.raises(ConfigError, match=refusal("pretrain", out, "with image_size=64; this run asks 96")):
+    with pytest.raises(ConfigError, match=refusal("phase 1", out, "with image_size=64; this run asks 96")):
         run_all(ask("image_size=96"), verbose=0, progress=False)
     assert json.loads((out / "data" / "cache" / "manifest.json").read_text())["size"] == 64
 

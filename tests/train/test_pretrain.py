@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -150,12 +151,16 @@ def test_pretrain_augmented_batches_are_seeded_and_aligned():
 # ---------------------------------------------------------------- reuse of a run's backbone
 @pytest.mark.slow
 def test_run_pretrain_reuses_only_the_backbone_of_its_request(quick_run, tmp_path):
-    """On a copy of the quick demo run (pretrain.epochs=1, audit_patients=6 there)."""
+    """On a copy of the quick demo's clean reference run, where the demo pretrains (pretrain.epochs=1 there)."""
+    from conftest import QUICK_OVERRIDES
+
+    from brain_audit.demo import DemoPlan, clean_reference_configs
     from brain_audit.errors import ConfigError
     from brain_audit.train.pretrain import manifest_path, run_pretrain
     from support.run_copy import copy_run, refusal, snapshot
 
-    config, out, ask = copy_run(*quick_run[:2], tmp_path / "run")
+    _, reference = clean_reference_configs(quick_run[1], DemoPlan.quick(), QUICK_OVERRIDES)
+    config, out, ask = copy_run(reference, Path(reference.out_dir), tmp_path / "run")
     weights = out / "pretrain" / "backbone.weights.h5"
     manifest = json.loads(manifest_path(weights).read_text())
     assert manifest["run_config"]["pretrain"]["epochs"] == 1 and len(manifest["pretrain_split"]) == 64
@@ -163,6 +168,8 @@ def test_run_pretrain_reuses_only_the_backbone_of_its_request(quick_run, tmp_pat
     assert run_pretrain(config) == weights  # the same request: read back
     with pytest.raises(ConfigError, match=refusal("pretrain", out, "with pretrain.epochs=1; this run asks 2")):
         run_pretrain(ask("pretrain.epochs=2"))
+    with pytest.raises(ConfigError, match=refusal("pretrain", out, "with audit_patients=0; this run asks 1")):
+        run_pretrain(ask("audit_patients=1"))
     with pytest.raises(ConfigError, match=refusal("pretrain", out, "with image_size=64; this run asks 96 (other keys "
                                                                    "differ too: seed)")):
         run_pretrain(ask("image_size=96", "seed=4"))
