@@ -605,7 +605,7 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
         "gradcam",
         help="Grad-CAM overlays and attention profiles (where the model looks) for DICOM slices",
         description="Explain a saved model's output on each DICOM slice with a class-activation map (batched, of "
-        "the logit; by default the audits' HiResCAM at the deepest block with >= 24 map cells a side), write the seed's overlay PNG per slice and a CSV of "
+        "the logit; by default the audits' HiResCAM at the deepest block with >= 16 map cells a side), write the seed's overlay PNG per slice and a CSV of "
         "attention profiles: energy shares on the intracranial space, skull, calcified foci, metal, head holder "
         "and outside the head, with the shortcut flags (brain_audit.gradcam.audit_files).",
     )

@@ -127,7 +127,7 @@ class AuditPlan:
     max_slices: int = 2000
     max_errors: int = 1000
     correct_slices: int = 200
-    sanity_slices: int = 16
+    sanity_slices: int = 32
     hard_negative_probability: float = 0.5
     off_brain_share: float = 0.5
     batch_size: int = 32

@@ -29,7 +29,7 @@ MAX_ERRORS: int = 1000
 #: Default size of the random sample of correct calls (true positives and negatives together).
 CORRECT_SLICES: int = 200
 #: Default size of the randomisation check's fixed sample.
-SANITY_SLICES: int = 16
+SANITY_SLICES: int = 32
 
 
 def _outcome(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> np.ndarray:

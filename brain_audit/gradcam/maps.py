@@ -67,8 +67,8 @@ METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "layercam")
 AUDIT_METHOD: Method = "hirescam"
 
 #: A map explained for the audits has at least this many cells along each side (one cell is at most
-#: 1/24 of the field of view; 8 mm of a 200 mm field).
-AUDIT_MIN_CELLS: int = 24
+#: 1/16 of the field of view; 12.5 mm of a 200 mm field).
+AUDIT_MIN_CELLS: int = 16
 
 #: EfficientNet's block outputs (the residual stream after each stage), shallow to deep: the layers
 #: :func:`audit_layer` chooses from (Keras application names; strides 2, 4, 8, 16, 16, 32, 32, 32).
@@ -188,9 +188,9 @@ def audit_layer(model: Any, min_cells: int = AUDIT_MIN_CELLS) -> str:
     """The layer the audits explain: the deepest one whose map has at least ``min_cells`` cells a side.
 
     Candidates are EfficientNet's block outputs (:data:`BLOCK_OUTPUTS`) when the model has them, else every
-    layer with a 4-D output (input layers excluded). At 96 px input this is ``block2b_add`` (24 x 24), at
-    256 px ``block3b_add`` (32 x 32), at 512 px ``block5c_add`` (32 x 32). When no candidate is that fine
-    (a tiny input), the finest one is returned.
+    layer with a 4-D output (input layers excluded). At 64 px input this is ``block2b_add`` (16 x 16), at
+    96 px ``block2b_add`` (24 x 24), at 256 px ``block3b_add`` (32 x 32), at 512 px ``block5c_add`` (32 x 32).
+    When no candidate is that fine (a tiny input), the finest one is returned.
 
     Returns:
         The layer's path as :func:`layer_names` prints it (``"efficientnetb0/block2b_add"``).

@@ -43,11 +43,11 @@ def test_cli_writes_overlays_and_profiles_for_a_phantom_cohort(tmp_path, capsys)
 
     record = json.loads((out / "run.json").read_text())
     assert record["sanity"]["trustworthy"] == (sanity["spearman_mean"].iloc[-1] < 0.3)
-    # the audits' maps: HiResCAM at the deepest block with >= 24 cells a side (64 px input: block1a, 32 x 32)
-    assert record["n_images"] == 6 and record["config"]["layer"] == "efficientnetb0/block1a_project_bn"
-    assert record["config"]["method"] == "hirescam" and record["map_resolution"]["map_cells"] == 32
-    # the phantom's 250 mm field of view (128 px at 1.953 mm) over 32 cells: 7.8125 mm a cell
-    np.testing.assert_allclose(table["cell_mm"], 250.0 / 32, rtol=1e-6)
+    # the audits' maps: HiResCAM at the deepest block with >= 16 cells a side (64 px input: block2b, 16 x 16)
+    assert record["n_images"] == 6 and record["config"]["layer"] == "efficientnetb0/block2b_add"
+    assert record["config"]["method"] == "hirescam" and record["map_resolution"]["map_cells"] == 16
+    # the phantom's 250 mm field of view (128 px at 1.953 mm) over 16 cells: 15.625 mm a cell
+    np.testing.assert_allclose(table["cell_mm"], 250.0 / 16, rtol=1e-6)
     assert "sanity check (Adebayo et al. 2018)" in printed
 
 

@@ -168,9 +168,10 @@ class TestAuditLayer:
     @pytest.mark.parametrize(
         ("size", "layer", "cells"),
         # EfficientNetB0's strides (Tan & Le 2019, table 1): block2 /4, block3 /8, block4-5 /16, block6-7 /32
-        [(96, "block2b_add", 24), (128, "block2b_add", 32), (256, "block3b_add", 32), (512, "block5c_add", 32)],
+        [(64, "block2b_add", 16), (96, "block2b_add", 24), (128, "block2b_add", 32), (256, "block3b_add", 32),
+         (512, "block5c_add", 32)],
     )
-    def test_the_deepest_block_with_24_cells_a_side(self, size, layer, cells):
+    def test_the_deepest_block_with_16_cells_a_side(self, size, layer, cells):
         from brain_audit.model.network import build_model
 
         model = build_model(image_size=size, weights=None, seed=1)
@@ -180,7 +181,7 @@ class TestAuditLayer:
         assert audit_cam(model) is cam  # built once per model
 
     def test_a_model_without_efficientnet_blocks_and_a_tiny_input(self):
-        assert audit_layer(gated_model()) == "target"  # the deepest 4-D layer with >= 24 cells: 32 x 32
+        assert audit_layer(gated_model()) == "target"  # the deepest 4-D layer with >= 16 cells: 32 x 32
         assert audit_layer(gated_model(), min_cells=64) == "gate"  # none that fine: the finest one (first)
         with pytest.raises(ValueError, match=r"`min_cells` must be an int >= 1\. Got 0 instead"):
             audit_layer(gated_model(), min_cells=0)

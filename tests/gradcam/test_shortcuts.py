@@ -137,3 +137,14 @@ def test_a_planted_coil_shortcut_is_caught_by_the_audit():
         delta[name] = counterfactual_effect(model, x_on, x_off).attrs["mean_delta"]
     assert focus["shortcut"] >= 0.5 and focus["shortcut"] >= focus["clean"] + 0.4, focus
     assert delta["shortcut"] >= 0.05 and delta["shortcut"] >= abs(delta["clean"]) + 0.05, delta
+
+
+def test_the_randomisation_check_compares_maps_over_the_head_only():
+    """Outside the head both maps are ~0 and agree trivially; the check ranks pixels of the head (drawn disc)."""
+    from brain_audit.gradcam.shortcuts import _head_pixels
+    from support.heads import SIDE, disc, head_slice
+
+    hu = np.stack([head_slice()[0], np.full((SIDE, SIDE), -1000, np.int16)]).astype("float32")
+    within = _head_pixels(hu, (SIDE, SIDE))
+    np.testing.assert_array_equal(within[0], disc(27, 32, 32))  # the drawn scalp disc (radius 27) is the head
+    assert within[1].all()  # no head on an all-air slice: every pixel counts
