@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from brain_audit.errors import DicomReadError
@@ -122,9 +122,9 @@ def _parse(path: str | Path, stop_before_pixels: bool, defer_size: int | None = 
                 return ds
     except DicomReadError:
         raise
-    except (InvalidDicomError, EOFError, struct.error, OSError, ValueError, KeyError,
+    except (InvalidDicomError, BytesLengthException, EOFError, struct.error, OSError, ValueError, KeyError,
             IndexError, TypeError, AttributeError, NotImplementedError, OverflowError,
-            UnicodeDecodeError, MemoryError) as exc:
+            UnicodeDecodeError, MemoryError) as exc:  # BytesLengthException: an element cut mid-value
         raise DicomReadError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
 
 

@@ -19,13 +19,11 @@ References:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from brain_audit.audit.statistics import cluster_bootstrap, wilson_interval
 from brain_audit.gradcam.attention import ENERGY_BASELINES, FLAGS, HIT_BASELINES, chance_flags

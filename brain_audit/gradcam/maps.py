@@ -40,6 +40,7 @@ __all__ = [
     "METHODS",
     "AUDIT_METHOD",
     "AUDIT_MIN_CELLS",
+    "AUDIT_MAX_STRIDE",
     "BLOCK_OUTPUTS",
     "layer_names",
     "find_layer",
@@ -69,6 +70,10 @@ AUDIT_METHOD: Method = "hirescam"
 #: A map explained for the audits has at least this many cells along each side (one cell is at most
 #: 1/16 of the field of view; 12.5 mm of a 200 mm field).
 AUDIT_MIN_CELLS: int = 16
+
+#: ... and comes from a layer of stride at most 8 (EfficientNet's ``block3b_add`` or shallower): deeper layers
+#: mix a bleed with its surroundings over too wide a receptive field to localise it, whatever the input size.
+AUDIT_MAX_STRIDE: int = 8
 
 #: EfficientNet's block outputs (the residual stream after each stage), shallow to deep: the layers
 #: :func:`audit_layer` chooses from (Keras application names; strides 2, 4, 8, 16, 16, 32, 32, 32).
@@ -188,9 +193,10 @@ def audit_layer(model: Any, min_cells: int = AUDIT_MIN_CELLS) -> str:
     """The layer the audits explain: the deepest one whose map has at least ``min_cells`` cells a side.
 
     Candidates are EfficientNet's block outputs (:data:`BLOCK_OUTPUTS`) when the model has them, else every
-    layer with a 4-D output (input layers excluded). At 64 px input this is ``block2b_add`` (16 x 16), at
-    96 px ``block2b_add`` (24 x 24), at 256 px ``block3b_add`` (32 x 32), at 512 px ``block5c_add`` (32 x 32).
-    When no candidate is that fine (a tiny input), the finest one is returned.
+    layer with a 4-D output (input layers excluded), of stride at most :data:`AUDIT_MAX_STRIDE`. At 64 px
+    input this is ``block2b_add`` (16 x 16), at 96 px ``block2b_add`` (24 x 24), at 128 px ``block3b_add``
+    (16 x 16), at 256 px ``block3b_add`` (32 x 32). When no candidate is that fine (a tiny input), the finest
+    one is returned.
 
     Returns:
         The layer's path as :func:`layer_names` prints it (``"efficientnetb0/block2b_add"``).
@@ -204,6 +210,9 @@ def audit_layer(model: Any, min_cells: int = AUDIT_MIN_CELLS) -> str:
     blocks = [(name, lay) for name, lay in layers if name.split("/")[-1] in BLOCK_OUTPUTS]
     sized = [(name, _map_cells(lay)) for name, lay in (blocks or layers)]
     sized = [(name, cells) for name, cells in sized if None not in cells]
+    side = model.inputs[0].shape[1]
+    if side is not None:
+        sized = [(name, cells) for name, cells in sized if int(side) <= AUDIT_MAX_STRIDE * min(cells)] or sized
     if not sized:
         raise ValueError(f"`model` must have a layer with a 4-D output of known size. Got none in: "
                          f"{', '.join(layer_names(model))}")

@@ -319,8 +319,8 @@ def test_audit_batch_table(effnet):
     assert list(table.columns) == ["image_id", "probability", "label"] + profile_columns() + [
         "has_metal", "has_calcification", "has_head_holder"]
     np.testing.assert_allclose(table["probability"], model.predict(batch[..., None], verbose=0)[:, 0], atol=1e-5)
-    # the audits' maps by default: HiResCAM at the fine layer (128 px: block2b_add, 32 x 32)
-    expected = grad_cam(model, batch, layer="efficientnetb0/block2b_add", method="hirescam")
+    # the audits' maps by default: HiResCAM at the fine layer (128 px: block3b_add, 16 x 16)
+    expected = grad_cam(model, batch, layer="efficientnetb0/block3b_add", method="hirescam")
     np.testing.assert_allclose(maps, expected, atol=1e-6)
     assert table["has_metal"].tolist() == [False, False, True, False]  # the 2,500 HU "coil" of slice 2
     np.testing.assert_allclose(table[[c for c in table.columns if c.startswith("energy_")]].sum(axis=1), 1.0)

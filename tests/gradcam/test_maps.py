@@ -168,10 +168,10 @@ class TestAuditLayer:
     @pytest.mark.parametrize(
         ("size", "layer", "cells"),
         # EfficientNetB0's strides (Tan & Le 2019, table 1): block2 /4, block3 /8, block4-5 /16, block6-7 /32
-        [(64, "block2b_add", 16), (96, "block2b_add", 24), (128, "block2b_add", 32), (256, "block3b_add", 32),
-         (512, "block5c_add", 32)],
+        [(64, "block2b_add", 16), (96, "block2b_add", 24), (128, "block3b_add", 16), (256, "block3b_add", 32),
+         (512, "block3b_add", 64)],
     )
-    def test_the_deepest_block_with_16_cells_a_side(self, size, layer, cells):
+    def test_the_deepest_block_of_stride_8_or_less_with_16_cells_a_side(self, size, layer, cells):
         from brain_audit.model.network import build_model
 
         model = build_model(image_size=size, weights=None, seed=1)
