@@ -721,8 +721,8 @@ def _add_shortcut_study(sub: argparse._SubParsersAction) -> None:
         help="rerun the shortcut study of a finished demo folder (planted shortcuts caught by attention and by "
         "intervention)",
         description="On a finished `brain-audit demo` folder: train the clean reference if it is missing (Phases 1-2 "
-        "from the demo's pretrained backbone; resumable, reused when finished), then for each planted shortcut "
-        "compare the demo's model with the clean one on the audit patients, by the matching attention flag and by "
+        "from the backbone pretrained on its own clean patients; resumable, reused when finished), then for each "
+        "planted shortcut compare the demo's model with the clean one on the audit patients, by the matching attention flag and by "
         "adding / removing the mimic (brain_audit.shortcut_study). Writes <out>/shortcut_study/ and updates "
         "demo_summary.json.",
     )
