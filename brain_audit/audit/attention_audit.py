@@ -16,7 +16,6 @@ References:
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -200,7 +199,8 @@ def attention_audit(
                   "max_rho": SANITY_MAX_RHO, "steps": check["table"].to_dict("records")}
 
     lesion_map = dict(lesions or {})
-    for kind, row, hu, cam_map in pictures.kept:
+    kept = pictures.kept  # built once: the overlays and the summary's counts
+    for kind, row, hu, cam_map in kept:
         title = overlay_title(row["image_id"], row["probability"], row) + f"  [{kind.replace('_', ' ')}]"
         save_overlay(safe_child(out / "overlays", row["image_id"], ".png"), hu, cam_map, title=title,
                      truth=lesion_map.get(row["image_id"]), method=f"{cam.method}, {cells} x {cells} cells")
@@ -211,11 +211,9 @@ def attention_audit(
         "coverage": coverage,
         "map": {"method": cam.method, "layer": cam.layer, **resolution},
         "sanity": sanity,
-        "overlays": {kind: sum(1 for k, *_ in pictures.kept if k == kind) for kind in _Pictures._KINDS},
+        "overlays": {kind: sum(1 for k, *_ in kept if k == kind) for kind in _Pictures._KINDS},
         "evidence": attention_evidence(findings, n_boot=n_boot, seed=seed) if len(findings) else {},
     }
-    if not sanity.get("trustworthy", True) or (sanity["slices"] and not math.isfinite(sanity["rho_final"])):
-        summary["trustworthy"] = False
-    else:
-        summary["trustworthy"] = bool(sanity["slices"])
+    # trustworthy only when the check ran and the maps did not survive it (a NaN rho is not < the bound)
+    summary["trustworthy"] = bool(sanity.get("trustworthy", False))
     return findings, summary

@@ -480,6 +480,7 @@ def run_bone_study(
     config: RunConfig,
     *,
     model_path: str | Path | None = None,
+    model: Any = None,
     n_boot: int = 2000,
     batch_size: int = 64,
     fill_hu: float = FILL_HU,
@@ -494,6 +495,7 @@ def run_bone_study(
     Args:
         config: the run (its ``out_dir`` holds ``data/cache`` and ``phase4/``).
         model_path: the model to study; default ``phase4/model.keras``.
+        model: that model already loaded (the held-out audit passes its own), or None to load it.
         n_boot, batch_size, fill_hu: as in :func:`bone_study` (the seed is the run's).
 
     Returns:
@@ -514,7 +516,7 @@ def run_bone_study(
         if not ids:
             raise ConfigError("`audit_patients` must be > 0 for the bone study. Got an empty audit split instead.")
         table = cache.table.loc[ids]
-        model = load_model(model_path, compile=False)
+        model = load_model(model_path, compile=False) if model is None else model
         result = bone_study(
             model, cache.hu_int16(ids), labels=table["any"].to_numpy(), subtypes=table[list(SUBTYPES)],
             patient_ids=table["patient_id"].to_numpy(), threshold=threshold, image_ids=ids,

@@ -165,7 +165,7 @@ def _audit_holdout(
         "attention": {"slices_profiled": int(len(findings)), **attention},
     }
     # the bone-removal study on the same slices (bone_study/), a section of the report
-    summary["bone_study"] = run_bone_study(config, model_path=model_path, n_boot=max(n_boot, 1000))
+    summary["bone_study"] = run_bone_study(config, model_path=model_path, model=model, n_boot=max(n_boot, 1000))
     write_json(report_dir / "summary.json", summary)
     atomic_write_text(report_dir / "summary.md", executive_summary(summary))
     write_json(report_dir / "run.json", run_record(config, seeds={"run": config.seed},
