@@ -4,7 +4,7 @@
 ``attention`` (energy and enrichment per anatomical region, the pointing game beside its chance baselines, flags
 relative to chance; one profile loop for Phase 3, the audit and DICOM files), ``coverage`` (which slices an
 audit explains), ``shortcuts`` (counterfactual intervention, Adebayo et al.'s randomisation check),
-``overlays`` (the seed's pictures) and ``files`` (``brain-audit gradcam`` on DICOM files).
+``occlusion`` (occlusion-sensitivity maps: what hiding a window does to the logit), ``overlays`` (the seed's pictures) and ``files`` (``brain-audit gradcam`` on DICOM files).
 """
 
 from __future__ import annotations
@@ -44,10 +44,14 @@ from brain_audit.gradcam.maps import (
     layer_names,
     resize_map,
 )
+from brain_audit.gradcam.occlusion import OCCLUSION_PATCH_FRACTION, local_median, occlusion_maps
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, counterfactual_effect, randomization_check
 
 __all__ = [
+    "OCCLUSION_PATCH_FRACTION",
+    "local_median",
+    "occlusion_maps",
     "BONE_FOCUS_ENRICHMENT",
     "BONE_FOCUS_MIN_SHARE",
     "DEFAULT_LAYERS",

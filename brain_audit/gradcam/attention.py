@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import ndimage
 
 from brain_audit.gradcam.maps import AUDIT_METHOD, Method, audit_cam, audit_layer, cached_cam, resize_map
+from brain_audit.model.predictions import predict
 from brain_audit.skull import DISJOINT_ORDER, disjoint_regions, region_masks
 
 __all__ = [
@@ -402,6 +403,7 @@ def audit_batch(
     hit_radius_px: float | None = None,
     pixel_mm: float | Sequence[float | None] | None = None,
     hit_radius_mm: float = HIT_RADIUS_MM,
+    maps: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
     """Grad-CAM and attention profiles of a batch of HU slices already at the model's input size.
 
@@ -424,6 +426,9 @@ def audit_batch(
         threshold, hit_radius_px, hit_radius_mm: as in :func:`attention_profile`.
         pixel_mm: size of one pixel of each slice's *masks* in mm, one number for all slices or one per
             slice (None entries: ``hit_radius_px``); as in :func:`attention_profile`.
+        maps: optional float (N, h, w) maps of another method (e.g.
+            :func:`brain_audit.gradcam.occlusion.occlusion_maps`) to profile instead of a gradient pass; the
+            probabilities are then ``probabilities`` if given, else the model's prediction.
 
     Returns:
         ``(table, maps)``: pandas.DataFrame with ``image_id``, ``probability``, ``label``, the columns of
@@ -439,20 +444,26 @@ def audit_batch(
                       ("probabilities", probabilities), ("pixel_mm", None if scalar_mm else pixel_mm)):
         if seq is not None and len(seq) != n:
             raise ValueError(f"`{name}` must hold one entry per slice ({n}). Got {len(seq)} instead.")
-    if layer is None and method is None:
-        cam_fn = audit_cam(model, output_index)
+    if maps is not None:
+        maps = np.asarray(maps, dtype=np.float32)
+        if len(maps) != n:
+            raise ValueError(f"`maps` must hold one map per slice ({n}). Got {len(maps)} instead.")
+        if probabilities is None:
+            probabilities = predict(model, x)[:, output_index]
     else:
-        cam_fn = cached_cam(model, audit_layer(model) if layer is None else layer, output_index,
-                            AUDIT_METHOD if method is None else method)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        maps, logits = cam_fn(x, return_logits=True)
-    for w in caught:
-        warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
-    if probabilities is None:
-        probs = 1.0 / (1.0 + np.exp(-logits[:, output_index].astype(np.float64)))
-    else:
-        probs = np.asarray(probabilities, dtype=np.float64)
+        if layer is None and method is None:
+            cam_fn = audit_cam(model, output_index)
+        else:
+            cam_fn = cached_cam(model, audit_layer(model) if layer is None else layer, output_index,
+                                AUDIT_METHOD if method is None else method)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            maps, logits = cam_fn(x, return_logits=True)
+        for w in caught:
+            warnings.warn(str(w.message), RuntimeWarning, stacklevel=2)
+        if probabilities is None:
+            probabilities = 1.0 / (1.0 + np.exp(-logits[:, output_index].astype(np.float64)))
+    probs = np.asarray(probabilities, dtype=np.float64)
     rows = []
     for i in range(n):
         m = masks[i] if masks is not None else region_masks(x[i] if x.ndim == 3 else x[i, ..., x.shape[-1] // 2])
