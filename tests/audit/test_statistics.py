@@ -13,10 +13,36 @@ from brain_audit.audit.statistics import (
     confusion_at,
     expected_calibration_error,
     operating_point_report,
+    paired_difference_interval,
     patient_level,
     predictive_values_at_prevalence,
     threshold_for_sensitivity,
 )
+
+
+class TestPairedDifference:
+    """Newcombe's method 10 worked by hand (z = 1.959964, z^2 = 3.841459)."""
+
+    def test_no_unit_positive_in_either_gives_plus_minus_the_wilson_upper_bound(self):
+        # p1 = p2 = 0, phi = 0 (empty margins): (-u, u) with u = z^2 / (39 + z^2) = 0.089667
+        assert paired_difference_interval(0, 0, 0, 39) == pytest.approx((-0.089667, 0.089667), abs=1e-6)
+
+    def test_perfect_agreement_is_narrowed_by_phi(self):
+        # (10, 0, 0, 10): p1 = p2 = 0.5, a*d - b*c = 100 > n/2 -> phi = (100 - 10) / 100 = 0.9; the Wilson half
+        # width of 10 / 20 is 1.959964 * sqrt(0.0125 + 3.841459 / 1600) / (1 + 3.841459 / 20) = 0.200703, so
+        # the interval is 0 +- sqrt(2 - 2 * 0.9) * 0.200703 = +-0.089757
+        assert paired_difference_interval(10, 0, 0, 10) == pytest.approx((-0.089757, 0.089757), abs=1e-5)
+
+    def test_swapping_the_two_negates_the_interval_and_it_holds_the_difference(self):
+        lo, hi = paired_difference_interval(36, 12, 2, 0)
+        assert paired_difference_interval(36, 2, 12, 0) == pytest.approx((-hi, -lo))
+        assert lo < (12 - 2) / 50 < hi and hi > lo
+
+    def test_bad_tables_are_refused(self):
+        with pytest.raises(ValueError, match=r"the four cells must be integers >= 0 with a sum >= 1\. Got \(0, 0, 0, 0\)"):
+            paired_difference_interval(0, 0, 0, 0)
+        with pytest.raises(ValueError, match="the four cells must be integers"):
+            paired_difference_interval(1, -1, 0, 3)
 
 
 class TestThreshold:
