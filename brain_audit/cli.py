@@ -744,11 +744,14 @@ def _run_shortcut_study(args: argparse.Namespace) -> int:
     for mimic, e in summary["shortcut_study"].items():
         if mimic == "thresholds":
             continue
-        s, c = e["rate_shortcut_model"], e["rate_clean_model"]
-        rates = "no slice holds it" if s is None else f"{e['flag']} {s:.0%} vs clean {c:.0%}"
+        a = e.get("occlusion") or {}
+        s, c = a.get("rate_shortcut_model"), a.get("rate_clean_model")
+        rates = "no slice holds it" if s is None else f"{e['flag']} (occlusion) {s:.0%} vs clean {c:.0%}"
+        caught = e.get("caught") or {}
+        verdict = ", ".join(f"{k} {'yes' if caught.get(k) else 'no'}" for k in ("attention", "intervention"))
         print(f"{mimic}: {rates}; " + "; ".join(
             f"{d} {e[d]['shortcut_model']['mean_change']:+.3f} vs clean {e[d]['clean_model']['mean_change']:+.3f}"
-            for d in ("added", "removed") if d in e and e[d]["shortcut_model"].get("n")))
+            for d in ("added", "removed") if d in e and e[d]["shortcut_model"].get("n")) + f"; caught: {verdict}")
     print(f"report: {args.out / 'shortcut_study' / 'shortcut_study.md'}")
     return 0
 

@@ -7,11 +7,12 @@ reference* model on a cohort where the same mimics occur equally with and withou
 shortcut this module then measures, on the same held-out slices for both models:
 
 (a) **attention** (:func:`shortcut_evidence`): on the slices that hold the mimic (the phantom manifest's
-    ``images[...]["mimics"]``), the share whose audit map raises the matching flag of :data:`SHORTCUT_FLAGS`
-    (:func:`brain_audit.gradcam.attention.attention_profile`), each with a Wilson interval; the paired
-    difference (shortcut model - clean model, same slices) with a patient-cluster bootstrap interval; their
-    ratio; and the rate a uniform map would have (:func:`brain_audit.gradcam.attention.chance_flags`, 0 by
-    construction);
+    ``images[...]["mimics"]``), the share whose map raises the matching flag of :data:`SHORTCUT_FLAGS`
+    (:func:`brain_audit.gradcam.attention.attention_profile`, peak within 15 mm), for two kinds of map
+    (:data:`ATTENTION_MAPS`): occlusion sensitivity (:mod:`brain_audit.gradcam.occlusion`), which decides, and
+    the audits' HiResCAM beside it; each rate with a Wilson interval; the paired difference (shortcut model -
+    clean model, same slices) with a patient-cluster bootstrap interval; their ratio; and the rate a uniform
+    map would have (:func:`brain_audit.gradcam.attention.chance_flags`, 0 by construction);
 (b) **intervention** (:func:`intervention`): the mimic added to slices without it and removed from slices with
     it (:func:`counterfactual_pairs`: :func:`brain_audit.phantom.render.render_counterfactual`, then
     :func:`brain_audit.dataset.cache.preprocess_slice`, exactly as the cache was built); the mean change in
@@ -28,6 +29,10 @@ References:
     Zech JR, Badgeley MA, Liu M, et al. Variable generalization performance of a deep learning model to detect
     pneumonia in chest radiographs. PLOS Medicine 2018 (a confounder caught by intervention).
     Draelos RL, Carin L. HiResCAM. arXiv:2011.08891, 2020 (the audits' maps).
+    Zeiler MD, Fergus R. Visualizing and understanding convolutional networks. ECCV 2014 (occlusion).
+    Adebayo J, Muelly M, Abelson H, Kim B. Post hoc explanations may be ineffective for detecting unknown
+    spurious correlation. ICLR 2022 (gradient maps of a model that uses a spurious tag and of one that does not
+    can look alike, as the HiResCAM columns here show).
 """
 
 from __future__ import annotations
@@ -43,11 +48,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brain_audit.audit.statistics import cluster_bootstrap, wilson_interval
+from brain_audit.audit.attention_audit import field_of_view
+from brain_audit.audit.statistics import cluster_bootstrap, paired_difference_interval, wilson_interval
 from brain_audit.config import RunConfig
 from brain_audit.dataset.cache import open_cache, preprocess_slice
 from brain_audit.errors import ConfigError
 from brain_audit.gradcam.attention import audit_batch, chance_flags
+from brain_audit.gradcam.occlusion import occlusion_maps
 from brain_audit.gradcam.shortcuts import counterfactual_effect
 from brain_audit.model.predictions import any_column
 from brain_audit.model.weights import load_model
@@ -57,6 +64,8 @@ from brain_audit.provenance import atomic_write_text, write_csv, write_json
 from brain_audit.run_layout import RunPaths
 
 __all__ = [
+    "ATTENTION_MAPS",
+    "CAUGHT_RATIO",
     "SHORTCUT_FLAGS",
     "STUDY_SHORTCUTS",
     "CounterfactualPairs",
@@ -88,6 +97,16 @@ STUDY_SHORTCUTS: tuple[str, ...] = ("coil", "catheter", "frontal_bone", "choroid
 DIRECTIONS: tuple[str, ...] = ("added", "removed")
 
 _MODELS: tuple[str, ...] = ("shortcut_model", "clean_model")
+
+#: Maps whose flags the study counts, the first one deciding "caught by attention": occlusion sensitivity
+#: (:func:`brain_audit.gradcam.occlusion.occlusion_maps`, a change of the model's own logit, so it can only point
+#: at an object the decision uses) and the audits' HiResCAM (:func:`brain_audit.gradcam.maps.audit_cam`), whose
+#: gradient x activation maps also light a salient object a model does not use.
+ATTENTION_MAPS: tuple[str, ...] = ("occlusion", "hirescam")
+
+#: A shortcut is caught by attention when the shortcut model's flag rate is at least this many times the clean
+#: model's and the paired difference's 95 % interval lies above 0.
+CAUGHT_RATIO: float = 3.0
 
 
 def _check_mimic(mimic: str) -> str:
@@ -226,17 +245,40 @@ def intervention(model: Any, threshold: float, pairs: CounterfactualPairs, *, ou
 
 
 def _profile(model: Any, hu: np.ndarray, labels: np.ndarray | None, threshold: float, output_index: int,
-             batch_size: int) -> pd.DataFrame:
-    """Audit maps (:func:`brain_audit.gradcam.attention.audit_batch`) of ``hu``, ``batch_size`` at a time."""
+             batch_size: int, kind: str, pixel_mm: Sequence[float] | float | None) -> pd.DataFrame:
+    """Attention profiles of ``hu`` (:func:`brain_audit.gradcam.attention.audit_batch`), ``batch_size`` at a time,
+    of the audits' maps (``kind`` ``"hirescam"``) or of occlusion-sensitivity maps (``"occlusion"``)."""
     parts = []
+    mm = np.broadcast_to(np.asarray(pixel_mm if pixel_mm is not None else np.nan, dtype=np.float64), (len(hu),))
     for start in range(0, len(hu), batch_size):
         sel = slice(start, start + batch_size)
+        maps = occlusion_maps(model, hu[sel], output_index=output_index) if kind == "occlusion" else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-zero map raises no flag
             table, _ = audit_batch(model, hu[sel], labels=None if labels is None else labels[sel],
-                                   output_index=output_index, threshold=threshold)
+                                   output_index=output_index, threshold=threshold, maps=maps,
+                                   pixel_mm=[None if not np.isfinite(v) else float(v) for v in mm[sel]])
         parts.append(table)
     return pd.concat(parts, ignore_index=True)
+
+
+def _attention(flags: Mapping[str, np.ndarray], chance: np.ndarray, groups: Sequence[str], n_boot: int,
+               seed: int) -> dict[str, Any]:
+    """Rates of one map kind's flag for both models, their paired difference, ratio, chance rate and verdict."""
+    out: dict[str, Any] = {name: _rate(flags[name]) for name in _MODELS}
+    s, c = flags["shortcut_model"], flags["clean_model"]
+    diff = s.astype(np.float64) - c.astype(np.float64)
+    d, lo, hi = cluster_bootstrap(diff, groups, np.mean, n_boot=n_boot, seed=seed)
+    method = "patient-cluster bootstrap"
+    if not hi > lo:  # every resample gave the same difference (e.g. no slice flagged by either model)
+        lo, hi = paired_difference_interval(int(np.sum(s & c)), int(np.sum(s & ~c)), int(np.sum(~s & c)),
+                                            int(np.sum(~s & ~c)))
+        method = "Newcombe paired score (the bootstrap was degenerate)"
+    ratio = _ratio(out["shortcut_model"]["rate"], out["clean_model"]["rate"])
+    caught = bool(ratio is not None and ratio >= CAUGHT_RATIO and lo > 0)
+    out.update(difference=d, difference_ci95=[lo, hi], difference_ci_method=method, ratio=ratio,
+               uniform_map_rate=_rate(chance)["rate"], caught=caught)
+    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -248,19 +290,24 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, patients: Sequence[str], *,
                       labels: np.ndarray | None = None, thresholds: tuple[float, float] = (0.5, 0.5),
                       pairs: Mapping[str, CounterfactualPairs] | None = None, image_ids: Sequence[str] | None = None,
-                      output_index: tuple[int, int] = (0, 0), n_boot: int = 2000, seed: int = 0,
+                      output_index: tuple[int, int] = (0, 0), pixel_mm: Sequence[float] | float | None = None,
+                      maps: Sequence[str] = ATTENTION_MAPS, n_boot: int = 2000, seed: int = 0,
                       batch_size: int = 32) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """A shortcut caught by attention and by intervention: a shortcut model beside a clean one, on the same slices.
 
-    Attention: both models' audit maps (HiResCAM at the audit layer, :func:`brain_audit.gradcam.maps.audit_cam`)
-    of every slice in ``hu`` (slices that hold the mimic), profiled against the regions of the same HU
-    (:func:`brain_audit.skull.region_masks`); the matching flag (:data:`SHORTCUT_FLAGS`) counted per model with a
-    Wilson interval; the paired difference of rates (per slice: shortcut flag - clean flag) with a patient-cluster
-    bootstrap interval; the ratio of rates (inf when only the shortcut model flags, None when neither does); and the
-    rate a uniform map would have on these slices (:func:`brain_audit.gradcam.attention.chance_flags`; 0 by
-    construction for the peak flags, computed rather than assumed). Intervention: :func:`intervention` of both
-    models on each direction of ``pairs``, and the paired difference of their mean changes (per pair: shortcut
-    model's change - clean model's change) with a patient-cluster bootstrap interval.
+    Attention, for each kind of map in ``maps`` (:data:`ATTENTION_MAPS`): both models' maps of every slice in
+    ``hu`` (slices that hold the mimic), profiled against the regions of the same HU
+    (:func:`brain_audit.skull.region_masks`, the peak flags' tolerance :data:`~brain_audit.gradcam.attention.
+    HIT_RADIUS_MM` when ``pixel_mm`` is given); the matching flag (:data:`SHORTCUT_FLAGS`) counted per model with
+    a Wilson interval; the paired difference of rates (per slice: shortcut flag - clean flag) with a
+    patient-cluster bootstrap interval; the ratio of rates (inf when only the shortcut model flags, None when
+    neither does); the rate a uniform map would have on these slices
+    (:func:`brain_audit.gradcam.attention.chance_flags`; 0 by construction for the peak flags, computed rather
+    than assumed); and ``caught`` (ratio >= :data:`CAUGHT_RATIO` and the difference's interval above 0).
+    Intervention: :func:`intervention` of both models on each direction of ``pairs``, the paired difference of
+    their mean changes (per pair: shortcut model's change - clean model's change) with a patient-cluster bootstrap
+    interval, and ``caught`` (the interval of the difference lies on the shortcut's side of 0: above for
+    ``added``, below for ``removed``).
 
     Args:
         model, clean_model: Keras models, HU input (float32 (N, S, S, 1) in Hounsfield units).
@@ -272,45 +319,54 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
         pairs: optional :func:`counterfactual_pairs` output for the intervention.
         image_ids: (N,) IDs for the table (default ``"0"``, ``"1"``, ...).
         output_index: the explained output of (model, clean_model).
+        pixel_mm: size of one pixel of ``hu`` in mm, one number or one per slice (None: pixels).
+        maps: kinds of map to profile (of :data:`ATTENTION_MAPS`); the first decides ``caught["attention"]``.
         n_boot, seed: patient-cluster bootstrap resamples and seed.
         batch_size: slices per gradient pass.
 
     Returns:
         ``(summary, attention, pairs_table)``: JSON-ready ``summary`` (``mimic``, ``flag``, ``slices``,
-        ``patients``, ``shortcut_model`` / ``clean_model`` rates, ``difference`` and ``difference_ci95``,
-        ``ratio``, ``uniform_map_rate``, ``intervention``); ``attention`` one row per slice and model (profile
-        columns, ``model``); ``pairs_table`` one row per pair and model.
+        ``patients``, ``attention``: map kind -> ``shortcut_model`` / ``clean_model`` rates, ``difference`` and
+        ``difference_ci95``, ``ratio``, ``uniform_map_rate``, ``caught``; ``intervention``: direction -> both
+        models' :func:`intervention` figures, ``difference``, ``difference_ci95``, ``caught``; ``caught``:
+        ``{"attention": ..., "intervention": ...}``); ``attention`` one row per slice, map kind and model
+        (profile columns, ``model``, ``map``); ``pairs_table`` one row per pair and model.
 
     References:
         Geirhos R et al. Shortcut learning in deep neural networks. Nat Mach Intell 2020.
+        Zeiler MD, Fergus R. Visualizing and understanding convolutional networks. ECCV 2014 (occlusion).
     """
     flag = SHORTCUT_FLAGS[_check_mimic(mimic)]
+    for kind in maps:
+        if kind not in ATTENTION_MAPS:
+            raise ConfigError(f"`maps` must hold kinds of {ATTENTION_MAPS}. Got {kind!r} instead.")
+    if not maps:
+        raise ConfigError(f"`maps` must hold at least one kind of {ATTENTION_MAPS}. Got none instead.")
     x = np.asarray(hu, dtype=np.float32)
     groups = [str(p) for p in patients]
     if len(groups) != len(x):
         raise ValueError(f"`patients` must hold one entry per slice ({len(x)}). Got {len(groups)} instead.")
     ids = [str(i) for i in (image_ids if image_ids is not None else range(len(x)))]
-    summary: dict[str, Any] = {"mimic": mimic, "flag": flag, "slices": len(x), "patients": len(set(groups))}
+    summary: dict[str, Any] = {"mimic": mimic, "flag": flag, "slices": len(x), "patients": len(set(groups)),
+                               "attention": {}}
     tables = []
-    flags = {}
-    if len(x):
+    for kind in maps:
+        if not len(x):
+            summary["attention"][kind] = {**{name: _rate(np.zeros(0, bool)) for name in _MODELS}, "difference": None,
+                                          "difference_ci95": None, "ratio": None, "uniform_map_rate": None,
+                                          "caught": False}
+            continue
+        flags = {}
         for name, m, thr, col in zip(_MODELS, (model, clean_model), thresholds, output_index):
-            t = _profile(m, x, labels, thr, col, batch_size)
+            t = _profile(m, x, labels, thr, col, batch_size, kind, pixel_mm)
             t.insert(0, "model", name)
-            t.insert(1, "patient_id", groups)
+            t.insert(1, "map", kind)
+            t.insert(2, "patient_id", groups)
             t["image_id"] = ids
             tables.append(t)
             flags[name] = t[flag].fillna(False).astype(bool).to_numpy()
-            summary[name] = _rate(flags[name])
-        diff = flags["shortcut_model"].astype(np.float64) - flags["clean_model"].astype(np.float64)
-        d, lo, hi = cluster_bootstrap(diff, groups, np.mean, n_boot=n_boot, seed=seed)
-        summary.update(difference=d, difference_ci95=[lo, hi],
-                       ratio=_ratio(summary["shortcut_model"]["rate"], summary["clean_model"]["rate"]))
-        chance = chance_flags(tables[0])[flag].fillna(False).astype(bool).to_numpy()
-        summary["uniform_map_rate"] = _rate(chance)["rate"]
-    else:
-        summary.update({name: _rate(np.zeros(0, bool)) for name in _MODELS}, difference=None, difference_ci95=None,
-                       ratio=None, uniform_map_rate=None)
+        chance = chance_flags(tables[-1])[flag].fillna(False).astype(bool).to_numpy()
+        summary["attention"][kind] = _attention(flags, chance, groups, n_boot, seed)
     rows = []
     summary["intervention"] = {}
     for direction, pair in (pairs or {}).items():
@@ -322,10 +378,14 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
             changes.append(t["change"].to_numpy(dtype=np.float64))
             rows.append(t.assign(mimic=mimic, direction=direction, model=name))
         per_model["candidates"] = pair.candidates
+        per_model["caught"] = False
         if len(pair):  # paired: the same renders through both models
             d, lo, hi = cluster_bootstrap(changes[0] - changes[1], pair.patients, np.mean, n_boot=n_boot, seed=seed)
-            per_model.update(difference=d, difference_ci95=[lo, hi])
+            per_model.update(difference=d, difference_ci95=[lo, hi], caught=bool(lo > 0 if direction == "added"
+                                                                                 else hi < 0))
         summary["intervention"][direction] = per_model
+    summary["caught"] = {"attention": summary["attention"][maps[0]]["caught"],
+                         "intervention": any(v["caught"] for v in summary["intervention"].values())}
     attention = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     pairs_table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     return summary, attention, pairs_table
@@ -364,40 +424,64 @@ def _change_cell(e: Mapping[str, Any] | None) -> str:
             f"= {e['flip_rate']:.0%} ({flo:.0%}-{fhi:.0%})")
 
 
+def _ratio_text(ratio: float | None) -> str:
+    return "-" if ratio is None else ("inf" if math.isinf(ratio) else f"{ratio:.2f}")
+
+
+def _attention_cell(a: Mapping[str, Any] | None) -> str:
+    if not a:
+        return "-"
+    lo, hi = a["difference_ci95"] or (math.nan, math.nan)
+    return (f"shortcut: {_cell(a.get('shortcut_model'))}<br>clean: {_cell(a.get('clean_model'))}<br>"
+            f"ratio {_ratio_text(a.get('ratio'))}, difference {a['difference'] or 0:+.2f} ({lo:+.2f} to {hi:+.2f})"
+            if a.get("difference") is not None else "-")
+
+
 def _markdown(summary: Mapping[str, Any]) -> str:
+    kinds = list(next(iter(summary["shortcuts"].values()), {}).get("attention", {}))
+    names = {"occlusion": "occlusion sensitivity", "hirescam": "HiResCAM (the audits' maps)"}
     lines = [
         "# Shortcut study: the seed's shortcuts, planted and caught",
         "",
         (f"Shortcut model: the demo's Phase-4 model (threshold {summary['thresholds']['shortcut_model']:.4g}); clean "
          f"model: the clean reference's Phase-2 model (threshold {summary['thresholds']['clean_model']:.4g}), "
          "trained where every studied mimic is equally common with and without a bleed. Both are measured on the "
-         f"same {summary['audit_slices']} slices of the demo's audit patients."),
+         f"same {summary['audit_slices']} slices of the demo's audit patients; one seed."),
         "",
-        ("Attention: the matching flag's rate on the slices holding the mimic (Wilson 95 % CI); ratio = shortcut "
-         "rate / clean rate; the paired differences (shortcut - clean, same slices / same renders) with "
-         "patient-cluster bootstrap CIs are in `summary.json`. "
+        ("Attention: the matching flag's rate on the slices holding the mimic (Wilson 95 % CI), per kind of map: "
+         "occlusion sensitivity (the drop in the model's logit when a 25 mm window is replaced by its local "
+         "median; Zeiler & Fergus 2014) and the audits' HiResCAM; ratio = shortcut rate / clean rate; "
+         "difference = shortcut - clean on the same slices (patient-cluster bootstrap 95 % CI). A uniform map "
+         f"raises none of these flags. Caught by attention: {names.get(kinds[0], kinds[0]) if kinds else '-'} "
+         f"ratio >= {CAUGHT_RATIO:g} with the difference's CI above 0. "
          "Intervention: mean change in probability (patient-cluster bootstrap 95 % CI) and decisions flipped at "
-         "each model's threshold (Wilson 95 % CI), shortcut model / clean model."),
+         "each model's threshold (Wilson 95 % CI), shortcut model / clean model. Caught by intervention: the "
+         "paired difference of changes (shortcut - clean) has its CI on the shortcut's side of 0 in a direction."),
         "",
-        ("| shortcut | flag | rate shortcut model (CI) | rate clean model (CI) | ratio | uniform-map rate "
-         "| added: mean change (CI), flips (CI) | removed: mean change (CI), flips (CI) |"),
-        "|---|---|---|---|---|---|---|---|",
+        ("| shortcut | flag | " + " | ".join(f"attention: {names.get(k, k)}" for k in kinds)
+         + " | added: mean change (CI), flips (CI) | removed: mean change (CI), flips (CI) "
+         "| caught by attention / intervention |"),
+        "|---|---|" + "---|" * len(kinds) + "---|---|---|",
     ]
     for mimic, e in summary["shortcuts"].items():
-        ratio = "-" if e.get("ratio") is None else ("inf" if math.isinf(e["ratio"]) else f"{e['ratio']:.2f}")
-        uniform = "-" if e.get("uniform_map_rate") is None else f"{e['uniform_map_rate']:.0%}"
         cells = []
         for direction in DIRECTIONS:
             d = e["intervention"].get(direction) or {}
-            cells.append("<br>".join(f"{name.split('_')[0]}: {_change_cell(d.get(name))}" for name in _MODELS))
-        lines.append(f"| {mimic} | {e['flag']} | {_cell(e.get('shortcut_model'))} | {_cell(e.get('clean_model'))} "
-                     f"| {ratio} | {uniform} | {cells[0]} | {cells[1]} |")
+            text = "<br>".join(f"{name.split('_')[0]}: {_change_cell(d.get(name))}" for name in _MODELS)
+            if d.get("difference") is not None:
+                lo, hi = d["difference_ci95"]
+                text += f"<br>difference {d['difference']:+.3f} ({lo:+.3f} to {hi:+.3f})"
+            cells.append(text)
+        caught = e.get("caught", {})
+        verdict = " / ".join("yes" if caught.get(k) else "no" for k in ("attention", "intervention"))
+        attention = " | ".join(_attention_cell(e["attention"].get(k)) for k in kinds)
+        lines.append(f"| {mimic} | {e['flag']} | {attention} | {cells[0]} | {cells[1]} | {verdict} |")
     lines += ["", "Reference: Geirhos R et al. Shortcut learning in deep neural networks. Nat Mach Intell 2020."]
     return "\n".join(lines) + "\n"
 
 
 def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Sequence[str] = STUDY_SHORTCUTS, *,
-                       out_dir: str | Path | None = None, limit: int = 48, max_slices: int = 256, n_boot: int = 2000,
+                       out_dir: str | Path | None = None, limit: int = 48, max_slices: int = 64, n_boot: int = 2000,
                        ) -> dict[str, Any]:
     """Every planted shortcut caught by attention and by intervention, on a finished demo's audit patients.
 
@@ -435,6 +519,7 @@ def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Se
                                "audit_slices": len(audit_ids), "limit": limit, "n_boot": n_boot, "shortcuts": {}}
     attention, pair_rows = [], []
     columns = (any_column(config.head), any_column(clean_config.head))
+    field_mm = field_of_view(RunPaths(config.out_dir).index, audit_ids)
     for mimic in shortcuts:
         ids = [i for i in audit_ids if mimic in present.get(i, ())][:max_slices]
         hu = cache.hu_int16(ids).astype(np.float32) if ids else np.zeros((0, cache.size, cache.size), np.float32)
@@ -444,7 +529,7 @@ def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Se
         e, table, pairs_table = shortcut_evidence(
             model, clean_model, mimic, hu, [patients[i] for i in ids], labels=labels,
             thresholds=(threshold, clean_threshold), pairs=pairs, image_ids=ids, output_index=columns,
-            n_boot=n_boot, seed=config.seed)
+            pixel_mm=[field_mm.get(i, math.nan) / cache.size for i in ids], n_boot=n_boot, seed=config.seed)
         summary["shortcuts"][mimic] = e
         attention.append(table.assign(mimic=mimic))
         pair_rows.append(pairs_table)

@@ -111,14 +111,25 @@ class TestShortcutEvidence:
         summary, attention, pairs = shortcut_evidence(
             metal_model(), clean, "coil", with_coil, PATIENTS, labels=np.array([1, 0, 1, 0, 1, 0]),
             thresholds=(0.5, 0.5), pairs={"added": _pairs("added"), "removed": _pairs("removed")}, n_boot=200)
-        # attention: the metal reader's map is the metal (device_focus on every slice), the clean one's the square
+        # attention, both kinds of map: the metal reader's maps point at the metal (device_focus on every slice);
+        # the clean one's HiResCAM is the square, and its occlusion map is 0 (no window changes its logit)
         assert summary["flag"] == "device_focus" and summary["slices"] == 6 and summary["patients"] == 3
-        assert summary["shortcut_model"] == {"flagged": 6, "n": 6, "rate": 1.0, "rate_ci95": list(wilson_interval(6, 6))}
-        assert summary["clean_model"] == {"flagged": 0, "n": 6, "rate": 0.0, "rate_ci95": list(wilson_interval(0, 6))}
-        assert summary["difference"] == 1.0 and summary["difference_ci95"] == [1.0, 1.0]
-        assert math.isinf(summary["ratio"]) and summary["uniform_map_rate"] == 0.0
-        metal_rows = attention[attention["model"] == "shortcut_model"]
-        assert (metal_rows["peak_region"] == "metal").all()
+        assert list(summary["attention"]) == ["occlusion", "hirescam"]
+        for kind, a in summary["attention"].items():
+            assert a["shortcut_model"] == {"flagged": 6, "n": 6, "rate": 1.0, "rate_ci95": list(wilson_interval(6, 6))}
+            assert a["clean_model"] == {"flagged": 0, "n": 6, "rate": 0.0, "rate_ci95": list(wilson_interval(0, 6))}
+            assert a["difference"] == 1.0 and math.isinf(a["ratio"]) and a["uniform_map_rate"] == 0.0
+            # every slice differs by 1, so every bootstrap resample does: Newcombe's paired interval instead, by
+            # hand for the table (0, 6, 0, 0): phi 0, lower 1 - sqrt((1 - l1)^2 + u2^2), upper 1
+            l1, u2 = wilson_interval(6, 6)[0], wilson_interval(0, 6)[1]
+            assert a["difference_ci95"] == pytest.approx([1 - math.hypot(1 - l1, u2), 1.0])
+            assert a["difference_ci_method"].startswith("Newcombe")
+            assert a["caught"] is True
+        assert summary["caught"] == {"attention": True, "intervention": True}
+        rows = attention[(attention["model"] == "shortcut_model") & (attention["map"] == "hirescam")]
+        assert (rows["peak_region"] == "metal").all()
+        clean_occlusion = attention[(attention["model"] == "clean_model") & (attention["map"] == "occlusion")]
+        assert (clean_occlusion["peak_region"] == "none").all()
         # intervention: the clean model reads only the square, so a coil changes nothing
         added = summary["intervention"]["added"]
         assert added["clean_model"]["mean_change"] == pytest.approx(0.0, abs=1e-7)
@@ -163,20 +174,24 @@ class TestOnTheQuickDemo:
             rows = attention[attention["mimic"] == mimic]
             for model in ("shortcut_model", "clean_model"):
                 got = rows[rows["model"] == model]
-                assert sorted(got["image_id"]) == sorted(holding)
-                assert e[model]["flagged"] == int(got[e["flag"]].astype(bool).sum())
-            if e["slices"]:
-                assert e["uniform_map_rate"] == 0.0
+                for kind, a in e["attention"].items():
+                    mine = got[got["map"] == kind]
+                    assert sorted(mine["image_id"]) == sorted(holding)
+                    assert a[model]["flagged"] == int(mine[e["flag"]].astype(bool).sum())
+            for a in e["attention"].values():
+                assert a["uniform_map_rate"] == (0.0 if e["slices"] else None)
+                assert a["caught"] == bool(a["ratio"] is not None and a["ratio"] >= 3 and a["difference_ci95"][0] > 0)
+            assert e["caught"]["attention"] == e["attention"]["occlusion"]["caught"]
             assert set(e["intervention"]) == {"added", "removed"}
         md = (out / "shortcut_study" / "shortcut_study.md").read_text()
         assert md.count("\n| ") == 1 + len(STUDY_SHORTCUTS)  # header and one row per shortcut
         assert all(f"| {m} | {SHORTCUT_FLAGS[m]} |" in md for m in STUDY_SHORTCUTS)
-        # the clean reference: pretrains the backbone both models start from, then Phases 1-2 only, on other patients
+        # the clean reference: pretrains its own backbone, then Phases 1-2 only, on other patients
         ref = out / "clean_reference"
         assert (ref / "phase2" / "model.keras").is_file() and not (ref / "phase3").exists()
-        backbone = str(ref / "pretrain" / "backbone.weights.h5")
-        assert json.loads((ref / "phase1" / "run.json").read_text())["config"]["weights"] == "pretrained"
-        assert json.loads((out / "phase1" / "run.json").read_text())["config"]["weights"] == backbone
+        for run in (ref, out):
+            assert json.loads((run / "phase1" / "run.json").read_text())["config"]["weights"] == "pretrained"
+            assert (run / "pretrain" / "backbone.weights.h5").is_file()
         ref_manifest = json.loads((ref / "data" / "phantom_manifest.json").read_text())
         for m in STUDY_SHORTCUTS:
             pb, pn = ref_manifest["parameters"]["mimic_probabilities"][m]
