@@ -8,23 +8,27 @@
    25 % of bleeding slices and 2 % of the others), as the seed's audit caught them in real data;
 2. **prepare**: labels, header index, patient splits with the audit patients chosen
    first, nested phase cohorts, int16 HU cache (:func:`brain_audit.train.prepare_data`);
-3. **pretrain**: the backbone on patients of its own, the stand-in for ImageNet that cannot be downloaded
-   here (:func:`brain_audit.train.run_pretrain`), taken from the *clean* reference cohort (step 6): like
-   ImageNet, the backbone never sees a planted shortcut, and both models below start from it;
+3. **pretrain**: the backbone on patients of its own cohort, the stand-in for ImageNet that cannot be
+   downloaded here (:func:`brain_audit.train.run_pretrain`). It is supervised on the cohort's bleeds, so it
+   stands in for the ImageNet start *and* the long fine-tuning a GPU run gives the upper backbone: the step
+   where a real model picks up a shortcut. Each model below pretrains on its own cohort, so the clean one
+   never sees a planted shortcut anywhere;
 4. **phases 1-4**: domain freezing, scale-up, the Grad-CAM audit with hard-negative
    mining, clinical correction with the dropout comparison
    (:func:`brain_audit.train.run_phase`);
 5. **clinical audit** of the held-out patients (:func:`brain_audit.audit.audit_holdout`);
 6. **clean reference**: a second phantom cohort of the same plan (another seed, so other patients) where
-   every planted mimic is equally common with and without a bleed; its pretraining patients give the
-   backbone of step 3, the rest train the clean model from that backbone with Phases 1-2 only
-   (``OUT/clean_reference/``);
+   every planted mimic is equally common with and without a bleed, taken through steps 3 and 4 (Phases 1-2)
+   exactly as the demo's (``OUT/clean_reference/``): the model the same pipeline would have given without the
+   shortcuts;
 7. **shortcut study** (:func:`brain_audit.shortcut_study.run_shortcut_study`): each shortcut caught by
-   attention (its flag on the slices holding it, shortcut model beside clean model) and by intervention
-   (the mimic added to / removed from audit slices), in ``OUT/shortcut_study/``.
+   attention (its flag on the slices holding it in occlusion-sensitivity maps, with the audits' HiResCAM
+   beside; shortcut model beside clean model) and by intervention (the mimic added to / removed from audit
+   slices), in ``OUT/shortcut_study/``.
 
-Everything lands in ``OUT/`` (``data/``, ``phase1/`` ... ``phase4/``,
-``clinical_audit_report/``, ``clean_reference/`` (with ``pretrain/``), ``shortcut_study/``,
+Everything lands in ``OUT/`` (``data/``, ``pretrain/``, ``phase1/`` ... ``phase4/``,
+``clinical_audit_report/``, ``clean_reference/`` (its own ``data/``, ``pretrain/``, ``phase1/``, ``phase2/``),
+``shortcut_study/``,
 ``demo_summary.json``); a rerun
 resumes where it stopped.
 
@@ -96,8 +100,7 @@ class DemoPlan:
         phantom_size: rows = columns of the written DICOM files, px.
         field_of_view_mm: phantom field of view (200 mm: the head fills most of the frame).
         image_size: model input, px.
-        pretrain_patients, audit_patients: patients held out for pretraining (taken from the clean reference
-            cohort, so the demo's own cohort has ``patients - pretrain_patients``) and the audit.
+        pretrain_patients, audit_patients: patients held out for pretraining (each cohort's own) and the audit.
         shortcut: the planted shortcuts, a tuple of (mimic, p given bleed, p given no bleed) per image;
             every one is studied (:mod:`brain_audit.shortcut_study`).
         reference_patients: patients of the clean reference cohort (0: as many as the demo trains and
@@ -168,7 +171,7 @@ def demo_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrides: Se
     mimics = dict(DEFAULT_MIMIC_PROBABILITIES)
     mimics.update({m: (pb, pn) for m, pb, pn in plan.shortcut})
     phantom = PhantomConfig(
-        patients=plan.patients - plan.pretrain_patients,
+        patients=plan.patients,
         slices_per_patient=plan.slices_per_patient,
         size=plan.phantom_size,
         pixel_spacing_mm=plan.field_of_view_mm / plan.phantom_size,
@@ -178,8 +181,7 @@ def demo_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrides: Se
         corrupt_files=2,
         seed=plan.seed,
     )
-    own = {"pretrain.patients": 0, "weights": str(RunPaths(out / _REFERENCE_DIR).backbone)}
-    config = load_config(None, _assignments(_run_settings(out, plan)) + list(overrides) + _assignments(own))
+    config = load_config(None, _assignments(_run_settings(out, plan)) + list(overrides))
     return phantom, config
 
 
@@ -225,9 +227,8 @@ def clean_reference_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(),
     The same plan as :func:`demo_configs` with three changes: every planted mimic is equally common with and
     without a bleed (``plan.reference_mimic_probability``), so it predicts nothing; the cohort has
     ``plan.reference_patients`` patients for training and validation plus ``plan.pretrain_patients`` for
-    pretraining (none held out for an audit), drawn from another seed, so none of them is one of the demo's
-    audit patients; its pretraining gives the backbone both the demo and the reference start from
-    (``<out_dir>/clean_reference/pretrain/backbone.weights.h5``). Only Phases 1 and 2 are run on it.
+    pretraining its own backbone (none held out for an audit), drawn from another seed, so none of them is one
+    of the demo's audit patients. Only the pretraining and Phases 1 and 2 are run on it.
     """
     out = Path(out_dir)
     phantom, _ = demo_configs(out_dir, plan, overrides)
@@ -260,17 +261,18 @@ def _study_figures(study: dict[str, Any]) -> dict[str, Any]:
     """The key figures of a shortcut study for ``demo_summary.json``."""
     out: dict[str, Any] = {"thresholds": study["thresholds"]}
     for mimic, e in study["shortcuts"].items():
-        row = {k: e.get(k) for k in ("flag", "slices", "patients", "difference", "difference_ci95", "ratio",
-                                     "uniform_map_rate")}
-        for name in ("shortcut_model", "clean_model"):
-            r = e.get(name) or {}
-            row[f"rate_{name}"] = r.get("rate")
-            row[f"rate_{name}_ci95"] = r.get("rate_ci95")
+        row: dict[str, Any] = {k: e.get(k) for k in ("flag", "slices", "patients", "caught")}
+        for kind, a in e.get("attention", {}).items():
+            row[kind] = {k: a.get(k) for k in ("difference", "difference_ci95", "ratio", "uniform_map_rate", "caught")}
+            for name in ("shortcut_model", "clean_model"):
+                r = a.get(name) or {}
+                row[kind][f"rate_{name}"] = r.get("rate")
+                row[kind][f"rate_{name}_ci95"] = r.get("rate_ci95")
         for direction, d in e.get("intervention", {}).items():
             row[direction] = {name: {k: d[name].get(k) for k in ("n", "mean_change", "mean_change_ci95", "flip_rate",
                                                                    "flip_rate_ci95")}
                               for name in ("shortcut_model", "clean_model")}
-            row[direction].update({k: d.get(k) for k in ("difference", "difference_ci95")})
+            row[direction].update({k: d.get(k) for k in ("difference", "difference_ci95", "caught")})
         out[mimic] = row
     return out
 
@@ -351,7 +353,7 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
     prepare_data(config, progress=progress)
     prepare_data(ref_config, progress=progress)
     lap("prepare")
-    run_pretrain(ref_config, verbose=verbose)  # on clean patients: the backbone never sees a planted shortcut
+    run_pretrain(config, verbose=verbose)
     lap("pretrain")
     phases = {}
     for n in (1, 2, 3, 4):
@@ -364,7 +366,7 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
     study = _study(out_dir, plan, overrides, n_boot=2000, limit=None)
     lap("shortcut_study")
 
-    pre_manifest = manifest_path(RunPaths(ref_config.out_dir).backbone)
+    pre_manifest = manifest_path(RunPaths(config.out_dir).backbone)
     pre = json.loads(pre_manifest.read_text()) if pre_manifest.is_file() else {}
     summary = {
         "plan": dataclasses.asdict(plan),

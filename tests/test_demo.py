@@ -16,8 +16,9 @@ def test_summary_has_every_stage(quick_run):
                                        "audit", "clean_reference", "shortcut_study"}
     assert json.loads((out / "demo_summary.json").read_text()) == json.loads(json.dumps(summary))
     assert (out / "data" / "stage_2_train.csv").is_file()
-    # the backbone is pretrained on the clean reference cohort's patients (never a planted shortcut)
-    assert (out / "clean_reference" / "pretrain" / "backbone.weights.h5").is_file() and not (out / "pretrain").exists()
+    # each model pretrains its own backbone on its own cohort's patients: the clean one never sees a shortcut
+    assert (out / "pretrain" / "backbone.weights.h5").is_file()
+    assert (out / "clean_reference" / "pretrain" / "backbone.weights.h5").is_file()
     # the phantom's corrupt files (readable header, broken pixels) are recorded by the header index with their
     # reason, not fatal: both of them, and none of them reaches a cohort
     import pandas as pd
@@ -143,14 +144,15 @@ def test_the_clean_reference_shares_the_plan_but_not_the_shortcut_or_the_patient
     plan = DemoPlan()
     phantom, config = demo_configs(tmp_path, plan)
     ref, clean = clean_reference_configs(tmp_path, plan, ["phase1.epochs=3"])
-    # as many patients as the demo trains and validates on, plus the pretraining patients the demo does not have
+    # as many patients as the demo trains and validates on, plus pretraining patients of its own
     assert ref.patients == (plan.patients - plan.pretrain_patients - plan.audit_patients) + plan.pretrain_patients
-    assert phantom.patients == plan.patients - plan.pretrain_patients and config.pretrain.patients == 0
+    assert phantom.patients == plan.patients and config.pretrain.patients == plan.pretrain_patients
     assert ref.seed != phantom.seed and (ref.size, ref.slices_per_patient) == (phantom.size, phantom.slices_per_patient)
     for m, pb, pn in plan.shortcut:
         assert phantom.mimic_probabilities[m] == (pb, pn) and ref.mimic_probabilities[m] == (0.1, 0.1)
     assert clean.out_dir == str(tmp_path / "clean_reference") and clean.data_root == str(tmp_path / "clean_reference" / "data")
-    backbone = str(tmp_path / "clean_reference" / "pretrain" / "backbone.weights.h5")
-    assert clean.backbone_weights == config.backbone_weights == backbone  # both models start from it
+    # each starts from its own backbone
+    assert config.backbone_weights == str(tmp_path / "pretrain" / "backbone.weights.h5")
+    assert clean.backbone_weights == str(tmp_path / "clean_reference" / "pretrain" / "backbone.weights.h5")
     assert (clean.audit_patients, clean.pretrain.patients, clean.phase1.epochs) == (0, plan.pretrain_patients, 3)
     assert (clean.image_size, clean.phase2.epochs) == (config.image_size, config.phase2.epochs)
