@@ -9,7 +9,9 @@ Dropout -> Dense). brain_audit.gradcam.GradCAM is traced once (not timed), then 
 
 printing maps / s of each and their ratio (target: batched >= 5x the loop at batch 32); then the audits' maps
 (brain_audit.gradcam.maps.audit_cam: HiResCAM at the deepest block with >= 24 cells a side) batched, against
-batched Grad-CAM at ``top_activation``, with each map's native cells; and slices / s of
+batched Grad-CAM at ``top_activation``, with each map's native cells; occlusion-sensitivity maps
+(brain_audit.gradcam.occlusion.occlusion_maps, the shortcut study's, default window and stride) on
+``--occlusion-images`` slices, against the audit maps; and slices / s of
 brain_audit.skull.region_masks at 512 px. Runs TensorFlow on the CPU for minutes.
 
     python benchmarks/bench_gradcam.py [--sizes 128 256] [--batch 32] [--images 64]
@@ -53,9 +55,11 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--images", type=int, default=64, help="images per timing (a multiple of --batch)")
+    ap.add_argument("--occlusion-images", type=int, default=4, help="images per occlusion timing")
     args = ap.parse_args()
 
     from brain_audit.gradcam.maps import GradCAM, audit_cam
+    from brain_audit.gradcam.occlusion import occlusion_maps
     from brain_audit.model.network import build_model
     from brain_audit.skull import region_masks
 
@@ -73,6 +77,9 @@ def main() -> None:
             fine = audit_cam(model)
             fine(hu[: args.batch])  # trace once (not timed)
             t_fine = time_it(lambda: [fine(hu[i : i + args.batch]) for i in range(0, len(hu), args.batch)])
+            occ = hu[: args.occlusion_images]
+            occlusion_maps(model, occ[:1], patch=size, stride=size)  # trace once (not timed)
+            t_occ = time_it(lambda: occlusion_maps(model, occ), repeats=1)
         print(
             f"{size} px: batched {len(hu) / t_batch:7.1f} maps/s   per-image loop {len(hu) / t_loop:6.1f} maps/s   "
             f"ratio {t_loop / t_batch:4.1f}x (target >= 5x)"
@@ -81,6 +88,10 @@ def main() -> None:
             f"{size} px: Grad-CAM at {cam.layer.split('/')[-1]} ({cam.cells[0]} cells) {len(hu) / t_batch:7.1f} maps/s   "
             f"audit maps {fine.method} at {fine.layer.split('/')[-1]} ({fine.cells[0]} cells) {len(hu) / t_fine:7.1f} "
             f"maps/s   cost ratio {t_fine / t_batch:4.2f}x"
+        )
+        print(
+            f"{size} px: occlusion sensitivity {len(occ) / t_occ:7.2f} maps/s   cost ratio to the audit maps "
+            f"{(t_occ / len(occ)) / (t_fine / len(hu)):6.0f}x"
         )
     masks_hu = head_like(8, 512)
     t = time_it(lambda: [region_masks(h) for h in masks_hu])
