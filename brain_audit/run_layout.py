@@ -17,8 +17,12 @@ reuses the phase only for that request (:func:`brain_audit.train.phases.run_phas
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from brain_audit.errors import ConfigError
 
 __all__ = ["BONE_STUDY_DIR", "REPORT_DIR", "RunPaths"]
 
@@ -74,6 +78,18 @@ class RunPaths:
     def operating_point(self) -> Path:
         """Phase 4's thresholds, chosen on validation."""
         return self.phase(4) / "operating_point.json"
+
+    def finished_model(self, purpose: str, model_path: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+        """The model a finished Phase 4 left (or ``model_path``) and its operating point (the parsed JSON).
+
+        Raises:
+            ConfigError: naming ``purpose`` (e.g. ``"the audit"``) and the missing file.
+        """
+        model = Path(model_path) if model_path else self.model(4)
+        for path in (model, self.operating_point):
+            if not path.is_file():
+                raise ConfigError(f"{purpose} needs a finished Phase 4: {path} is missing (run Phase 4 first).")
+        return model, json.loads(self.operating_point.read_text())
 
     @property
     def report(self) -> Path:

@@ -394,17 +394,17 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
 def _models(config: RunConfig, clean_config: RunConfig) -> tuple[tuple[Any, float], tuple[Any, float]]:
     """(model, threshold) of the demo's final model and of the clean reference (Phase 2, its own validation)."""
     paths, clean = RunPaths(config.out_dir), RunPaths(clean_config.out_dir)
-    for path, what in ((paths.model(4), "the demo's Phase-4 model"), (paths.operating_point, "its operating point"),
-                       (clean.model(2), "the clean reference's Phase-2 model"),
+    model_path, operating = paths.finished_model("the shortcut study")
+    for path, what in ((clean.model(2), "the clean reference's Phase-2 model"),
                        (clean.phase(2) / "metrics.json", "its Phase-2 metrics")):
         if not path.is_file():
             raise ConfigError(f"{what} must exist: {path} is missing (run `brain-audit demo` first).")
-    threshold = float(json.loads(paths.operating_point.read_text())["threshold"])
+    threshold = float(operating["threshold"])
     clean_threshold = json.loads((clean.phase(2) / "metrics.json").read_text()).get("threshold")
     if clean_threshold is None:
         raise ConfigError(f"the clean reference's Phase-2 metrics must hold a threshold: {clean.phase(2)} has none "
                           "(its validation split needs both classes).")
-    return ((load_model(paths.model(4), compile=False), threshold),
+    return ((load_model(model_path, compile=False), threshold),
             (load_model(clean.model(2), compile=False), float(clean_threshold)))
 
 

@@ -231,8 +231,7 @@ USER_ERRORS = [
      "'pineal_calcification', 'falx_calcification', 'coil', 'catheter', 'catheter_metal_tip', 'frontal_bone'). "
      "Got 'stent:0.3,0.02' instead."),
     ("bone study without phase 4", ["bone-study", "--out", "{tmp}/run", "--quiet"],
-     ("the bone study needs a finished Phase 4: {tmp}/run/phase4/model.keras or {tmp}/run/phase4/operating_point.json "
-      "is missing")),
+     "the bone study needs a finished Phase 4: {tmp}/run/phase4/model.keras is missing (run Phase 4 first)."),
 ]
 _MODELS = {"text file as model": _not_a_zip, "truncated zip as model": _cut_zip}
 

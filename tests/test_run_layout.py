@@ -59,3 +59,22 @@ def test_root_given_as_text_and_nothing_created(tmp_path):
     assert REPORT_DIR == "clinical_audit_report"
     with pytest.raises(dataclasses.FrozenInstanceError):
         paths.root = tmp_path
+
+
+def test_finished_model_names_the_missing_file_and_reads_the_operating_point(tmp_path):
+    import json
+
+    from brain_audit.errors import ConfigError
+
+    paths = RunPaths(tmp_path)
+    with pytest.raises(ConfigError, match=r"^the audit needs a finished Phase 4: .*phase4/model\.keras is missing"):
+        paths.finished_model("the audit")
+    paths.phase(4).mkdir()
+    paths.model(4).write_bytes(b"PK")
+    with pytest.raises(ConfigError, match=r"phase4/operating_point\.json is missing \(run Phase 4 first\)\.$"):
+        paths.finished_model("the audit")
+    paths.operating_point.write_text(json.dumps({"threshold": 0.125}))
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"PK")
+    assert paths.finished_model("the audit") == (paths.model(4), {"threshold": 0.125})
+    assert paths.finished_model("the audit", other) == (other, {"threshold": 0.125})

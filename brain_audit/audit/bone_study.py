@@ -39,7 +39,7 @@ from brain_audit.errors import ConfigError
 from brain_audit.figures import pyplot, save_figure
 from brain_audit.model.predictions import any_column, predict
 from brain_audit.model.weights import load_model
-from brain_audit.provenance import atomic_write_text, file_sha256, read_json, run_record, write_csv, write_json
+from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
 from brain_audit.rsna import SUBTYPES
 from brain_audit.run_layout import RunPaths
 from brain_audit.run_lock import run_lock
@@ -506,11 +506,8 @@ def run_bone_study(
     """
     with run_lock(config.out_dir):
         paths = RunPaths(config.out_dir)
-        model_path = Path(model_path) if model_path else paths.model(4)
-        op_path = paths.operating_point
-        if not model_path.is_file() or not op_path.is_file():
-            raise ConfigError(f"the bone study needs a finished Phase 4: {model_path} or {op_path} is missing")
-        threshold = float(read_json(op_path)["threshold"])
+        model_path, operating = paths.finished_model("the bone study", model_path)
+        threshold = float(operating["threshold"])
         cache = open_cache(paths.cache, size=config.image_size)
         ids = list(cache.ids("audit"))
         if not ids:

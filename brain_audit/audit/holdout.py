@@ -14,7 +14,6 @@ file name is built by :func:`brain_audit.ids.safe_child`, so no ID can place it 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -79,11 +78,7 @@ def _audit_holdout(
 ) -> dict[str, Any]:
     """:func:`audit_holdout` inside the run folder's lock."""
     paths = RunPaths(config.out_dir)
-    model_path = Path(model_path) if model_path else paths.model(4)
-    op_path = paths.operating_point
-    if not model_path.is_file() or not op_path.is_file():
-        raise ConfigError(f"the audit needs a finished Phase 4: {model_path} or {op_path} is missing")
-    operating = json.loads(op_path.read_text())
+    model_path, operating = paths.finished_model("the audit", model_path)
     threshold = float(operating["threshold"])
     cache = open_cache(paths.cache, size=config.image_size)
     ids = list(cache.ids("audit"))
