@@ -720,11 +720,11 @@ def _add_shortcut_study(sub: argparse._SubParsersAction) -> None:
         "shortcut-study",
         help="rerun the shortcut study of a finished demo folder (planted shortcuts caught by attention and by "
         "intervention)",
-        description="On a finished `brain-audit demo` folder: train the clean reference if it is missing (Phases 1-2 "
-        "from the backbone pretrained on its own clean patients; resumable, reused when finished), then for each "
-        "planted shortcut compare the demo's model with the clean one on the audit patients, by the matching attention flag and by "
-        "adding / removing the mimic (brain_audit.shortcut_study). Writes <out>/shortcut_study/ and updates "
-        "demo_summary.json.",
+        description="On a finished `brain-audit demo` folder: train the clean reference if it is missing (its own "
+        "pretraining, then Phases 1-2, on clean patients; resumable, reused when finished), then for each planted "
+        "shortcut compare the demo's model with the clean one on the audit patients, by the matching attention flag "
+        "in occlusion-sensitivity and HiResCAM maps and by adding / removing the mimic (brain_audit.shortcut_study). "
+        "Writes <out>/shortcut_study/ and updates demo_summary.json.",
     )
     p.add_argument("--out", type=Path, required=True, help="the demo's output folder (with demo_summary.json)")
     study = ("brain_audit.demo", "run_shortcut_stage")

@@ -140,14 +140,17 @@ def test_shortcut_study_reads_the_demo_folder_and_passes_its_options(monkeypatch
     import brain_audit.demo as demo
 
     calls = []
-    figures = {"thresholds": {}, "coil": {"flag": "device_focus", "rate_shortcut_model": 0.5, "rate_clean_model": 0.1,
+    figures = {"thresholds": {}, "coil": {"flag": "device_focus",
+                                          "occlusion": {"rate_shortcut_model": 0.5, "rate_clean_model": 0.1},
                                           "added": {"shortcut_model": {"n": 3, "mean_change": 0.25},
-                                                    "clean_model": {"n": 3, "mean_change": 0.0}}}}
+                                                    "clean_model": {"n": 3, "mean_change": 0.0}},
+                                          "caught": {"attention": True, "intervention": False}}}
     monkeypatch.setattr(demo, "study_demo_folder",
                         lambda out, **kw: calls.append((out, kw)) or {"shortcut_study": figures})
     assert main(["shortcut-study", "--out", str(tmp_path), "--n-boot", "100", "--limit", "5", "--quiet"]) == 0
     assert calls == [(tmp_path, {"n_boot": 100, "limit": 5, "verbose": 0, "progress": False})]
-    assert "coil: device_focus 50% vs clean 10%; added +0.250 vs clean +0.000" in capsys.readouterr().out
+    assert ("coil: device_focus (occlusion) 50% vs clean 10%; added +0.250 vs clean +0.000; caught: attention yes, "
+            "intervention no") in capsys.readouterr().out
 
 
 def test_window_and_help_import_neither_tensorflow_nor_pandas(tmp_path):
