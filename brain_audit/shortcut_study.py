@@ -7,12 +7,14 @@ reference* model on a cohort where the same mimics occur equally with and withou
 shortcut this module then measures, on the same held-out slices for both models:
 
 (a) **attention** (:func:`shortcut_evidence`): on the slices that hold the mimic (the phantom manifest's
-    ``images[...]["mimics"]``), the share whose map raises the matching flag of :data:`SHORTCUT_FLAGS`
-    (:func:`brain_audit.gradcam.attention.attention_profile`, peak within 15 mm), for two kinds of map
-    (:data:`ATTENTION_MAPS`): occlusion sensitivity (:mod:`brain_audit.gradcam.occlusion`), which decides, and
-    the audits' HiResCAM beside it; each rate with a Wilson interval; the paired difference (shortcut model -
-    clean model, same slices) with a patient-cluster bootstrap interval; their ratio; and the rate a uniform
-    map would have (:func:`brain_audit.gradcam.attention.chance_flags`, 0 by construction);
+    ``images[...]["mimics"]``), the share whose map peaks within 15 mm of the planted object (the pointing game
+    on the phantom's truth mask of the mimic, beside its chance priors) and the share raising the audit's
+    matching flag of :data:`SHORTCUT_FLAGS` (:func:`brain_audit.gradcam.attention.attention_profile`, which
+    needs no truth), for two kinds of map (:data:`ATTENTION_MAPS`): occlusion sensitivity
+    (:mod:`brain_audit.gradcam.occlusion`), which decides, and the audits' HiResCAM beside it; each rate with a
+    Wilson interval; the paired difference (shortcut model - clean model, same slices) with a patient-cluster
+    bootstrap interval; their ratio; and the rate chance gives (the uniform map's for the flags, 0 by
+    construction; the best prior's for the pointing game);
 (b) **intervention** (:func:`intervention`): the mimic added to slices without it and removed from slices with
     it (:func:`counterfactual_pairs`: :func:`brain_audit.phantom.render.render_counterfactual`, then
     :func:`brain_audit.dataset.cache.preprocess_slice`, exactly as the cache was built); the mean change in
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -52,8 +55,9 @@ from brain_audit.audit.attention_audit import field_of_view
 from brain_audit.audit.statistics import cluster_bootstrap, paired_difference_interval, wilson_interval
 from brain_audit.config import RunConfig
 from brain_audit.dataset.cache import open_cache, preprocess_slice
+from brain_audit.dataset.masks import has_masks, mask_path, read_masks
 from brain_audit.errors import ConfigError
-from brain_audit.gradcam.attention import audit_batch, chance_flags
+from brain_audit.gradcam.attention import HIT_BASELINES, audit_batch, chance_flags
 from brain_audit.gradcam.occlusion import occlusion_maps
 from brain_audit.gradcam.shortcuts import counterfactual_effect
 from brain_audit.model.predictions import any_column
@@ -245,9 +249,11 @@ def intervention(model: Any, threshold: float, pairs: CounterfactualPairs, *, ou
 
 
 def _profile(model: Any, hu: np.ndarray, labels: np.ndarray | None, threshold: float, output_index: int,
-             batch_size: int, kind: str, pixel_mm: Sequence[float] | float | None) -> pd.DataFrame:
+             batch_size: int, kind: str, pixel_mm: Sequence[float] | float | None,
+             objects: np.ndarray | None) -> pd.DataFrame:
     """Attention profiles of ``hu`` (:func:`brain_audit.gradcam.attention.audit_batch`), ``batch_size`` at a time,
-    of the audits' maps (``kind`` ``"hirescam"``) or of occlusion-sensitivity maps (``"occlusion"``)."""
+    of the audits' maps (``kind`` ``"hirescam"``) or of occlusion-sensitivity maps (``"occlusion"``); the
+    pointing game scored against ``objects`` (the planted mimic's masks) when given."""
     parts = []
     mm = np.broadcast_to(np.asarray(pixel_mm if pixel_mm is not None else np.nan, dtype=np.float64), (len(hu),))
     for start in range(0, len(hu), batch_size):
@@ -257,14 +263,16 @@ def _profile(model: Any, hu: np.ndarray, labels: np.ndarray | None, threshold: f
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-zero map raises no flag
             table, _ = audit_batch(model, hu[sel], labels=None if labels is None else labels[sel],
                                    output_index=output_index, threshold=threshold, maps=maps,
+                                   lesion_masks=None if objects is None else list(objects[sel]),
                                    pixel_mm=[None if not np.isfinite(v) else float(v) for v in mm[sel]])
         parts.append(table)
     return pd.concat(parts, ignore_index=True)
 
 
-def _attention(flags: Mapping[str, np.ndarray], chance: np.ndarray, groups: Sequence[str], n_boot: int,
+def _attention(flags: Mapping[str, np.ndarray], chance: np.ndarray | float, groups: Sequence[str], n_boot: int,
                seed: int) -> dict[str, Any]:
-    """Rates of one map kind's flag for both models, their paired difference, ratio, chance rate and verdict."""
+    """Rates of one map kind's flag for both models, their paired difference, ratio, chance rate and verdict
+    (``chance``: the per-slice flags of a uniform map, or a rate)."""
     out: dict[str, Any] = {name: _rate(flags[name]) for name in _MODELS}
     s, c = flags["shortcut_model"], flags["clean_model"]
     diff = s.astype(np.float64) - c.astype(np.float64)
@@ -276,8 +284,11 @@ def _attention(flags: Mapping[str, np.ndarray], chance: np.ndarray, groups: Sequ
         method = "Newcombe paired score (the bootstrap was degenerate)"
     ratio = _ratio(out["shortcut_model"]["rate"], out["clean_model"]["rate"])
     caught = bool(ratio is not None and ratio >= CAUGHT_RATIO and lo > 0)
-    out.update(difference=d, difference_ci95=[lo, hi], difference_ci_method=method, ratio=ratio,
-               uniform_map_rate=_rate(chance)["rate"], caught=caught)
+    out.update(difference=d, difference_ci95=[lo, hi], difference_ci_method=method, ratio=ratio, caught=caught)
+    if np.ndim(chance):
+        out["uniform_map_rate"] = _rate(np.asarray(chance, dtype=bool))["rate"]
+    else:
+        out["chance_rate"] = float(chance)
     return out
 
 
@@ -291,7 +302,8 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
                       labels: np.ndarray | None = None, thresholds: tuple[float, float] = (0.5, 0.5),
                       pairs: Mapping[str, CounterfactualPairs] | None = None, image_ids: Sequence[str] | None = None,
                       output_index: tuple[int, int] = (0, 0), pixel_mm: Sequence[float] | float | None = None,
-                      maps: Sequence[str] = ATTENTION_MAPS, n_boot: int = 2000, seed: int = 0,
+                      object_masks: np.ndarray | None = None, maps: Sequence[str] = ATTENTION_MAPS,
+                      n_boot: int = 2000, seed: int = 0,
                       batch_size: int = 32) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """A shortcut caught by attention and by intervention: a shortcut model beside a clean one, on the same slices.
 
@@ -303,8 +315,11 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
     patient-cluster bootstrap interval; the ratio of rates (inf when only the shortcut model flags, None when
     neither does); the rate a uniform map would have on these slices
     (:func:`brain_audit.gradcam.attention.chance_flags`; 0 by construction for the peak flags, computed rather
-    than assumed); and ``caught`` (ratio >= :data:`CAUGHT_RATIO` and the difference's interval above 0).
-    Intervention: :func:`intervention` of both models on each direction of ``pairs``, the paired difference of
+    than assumed); and ``caught`` (ratio >= :data:`CAUGHT_RATIO` and the difference's interval above 0). With
+    ``object_masks`` (where the mimic is on each slice: the phantom's truth), the same figures for the map
+    *pointing at the planted object* (the pointing game, Zhang et al. 2018: every peak pixel within 15 mm of it;
+    ``object``), with the best chance prior's hit rate beside them (``chance_rate``); this decides
+    ``caught["attention"]``, the audit flag does without masks. Intervention: :func:`intervention` of both models on each direction of ``pairs``, the paired difference of
     their mean changes (per pair: shortcut model's change - clean model's change) with a patient-cluster bootstrap
     interval, and ``caught`` (the interval of the difference lies on the shortcut's side of 0: above for
     ``added``, below for ``removed``).
@@ -320,6 +335,7 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
         image_ids: (N,) IDs for the table (default ``"0"``, ``"1"``, ...).
         output_index: the explained output of (model, clean_model).
         pixel_mm: size of one pixel of ``hu`` in mm, one number or one per slice (None: pixels).
+        object_masks: optional bool (N, S, S), the planted mimic on each slice at the models' input size.
         maps: kinds of map to profile (of :data:`ATTENTION_MAPS`); the first decides ``caught["attention"]``.
         n_boot, seed: patient-cluster bootstrap resamples and seed.
         batch_size: slices per gradient pass.
@@ -327,7 +343,9 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
     Returns:
         ``(summary, attention, pairs_table)``: JSON-ready ``summary`` (``mimic``, ``flag``, ``slices``,
         ``patients``, ``attention``: map kind -> ``shortcut_model`` / ``clean_model`` rates, ``difference`` and
-        ``difference_ci95``, ``ratio``, ``uniform_map_rate``, ``caught``; ``intervention``: direction -> both
+        ``difference_ci95``, ``ratio``, ``uniform_map_rate``, ``caught``, and ``object`` (the same for the pointing
+        game on the planted object, ``chance_rate`` and ``chance_baseline`` instead of the uniform map's rate) when
+        ``object_masks`` are given; ``intervention``: direction -> both
         models' :func:`intervention` figures, ``difference``, ``difference_ci95``, ``caught``; ``caught``:
         ``{"attention": ..., "intervention": ...}``); ``attention`` one row per slice, map kind and model
         (profile columns, ``model``, ``map``); ``pairs_table`` one row per pair and model.
@@ -347,6 +365,9 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
     if len(groups) != len(x):
         raise ValueError(f"`patients` must hold one entry per slice ({len(x)}). Got {len(groups)} instead.")
     ids = [str(i) for i in (image_ids if image_ids is not None else range(len(x)))]
+    objects = None if object_masks is None else np.asarray(object_masks, dtype=bool)
+    if objects is not None and objects.shape[0] != len(x):
+        raise ValueError(f"`object_masks` must hold one mask per slice ({len(x)}). Got {objects.shape[0]} instead.")
     summary: dict[str, Any] = {"mimic": mimic, "flag": flag, "slices": len(x), "patients": len(set(groups)),
                                "attention": {}}
     tables = []
@@ -356,17 +377,25 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
                                           "difference_ci95": None, "ratio": None, "uniform_map_rate": None,
                                           "caught": False}
             continue
-        flags = {}
+        flags, hits = {}, {}
         for name, m, thr, col in zip(_MODELS, (model, clean_model), thresholds, output_index):
-            t = _profile(m, x, labels, thr, col, batch_size, kind, pixel_mm)
+            t = _profile(m, x, labels, thr, col, batch_size, kind, pixel_mm, objects)
             t.insert(0, "model", name)
             t.insert(1, "map", kind)
             t.insert(2, "patient_id", groups)
             t["image_id"] = ids
             tables.append(t)
             flags[name] = t[flag].fillna(False).astype(bool).to_numpy()
+            if objects is not None:
+                hits[name] = t["pointing_hit"].fillna(False).astype(bool).to_numpy()
         chance = chance_flags(tables[-1])[flag].fillna(False).astype(bool).to_numpy()
         summary["attention"][kind] = _attention(flags, chance, groups, n_boot, seed)
+        if objects is not None:  # chance: the best prior's expected hit rate (uniform, centre, head, intracranial)
+            priors = {b: float(np.nanmean(tables[-1][b].to_numpy(dtype=np.float64))) for b in HIT_BASELINES}
+            best = max(priors, key=lambda b: priors[b])
+            obj = _attention(hits, priors[best], groups, n_boot, seed)
+            obj["chance_baseline"] = best.removeprefix("baseline_hit_")
+            summary["attention"][kind]["object"] = obj
     rows = []
     summary["intervention"] = {}
     for direction, pair in (pairs or {}).items():
@@ -384,7 +413,8 @@ def shortcut_evidence(model: Any, clean_model: Any, mimic: str, hu: np.ndarray, 
             per_model.update(difference=d, difference_ci95=[lo, hi], caught=bool(lo > 0 if direction == "added"
                                                                                  else hi < 0))
         summary["intervention"][direction] = per_model
-    summary["caught"] = {"attention": summary["attention"][maps[0]]["caught"],
+    first = summary["attention"][maps[0]]
+    summary["caught"] = {"attention": (first.get("object") or first)["caught"],
                          "intervention": any(v["caught"] for v in summary["intervention"].values())}
     attention = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     pairs_table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
@@ -428,13 +458,19 @@ def _ratio_text(ratio: float | None) -> str:
     return "-" if ratio is None else ("inf" if math.isinf(ratio) else f"{ratio:.2f}")
 
 
-def _attention_cell(a: Mapping[str, Any] | None) -> str:
-    if not a:
+def _figure_text(a: Mapping[str, Any], label: str) -> str:
+    lo, hi = a["difference_ci95"]
+    s, c = a["shortcut_model"], a["clean_model"]
+    chance = (f"; chance {a['chance_rate']:.0%} ({a['chance_baseline']})" if "chance_rate" in a else "")
+    return (f"{label}: {s['flagged']}/{s['n']} vs {c['flagged']}/{c['n']} = {s['rate']:.0%} vs {c['rate']:.0%}, "
+            f"ratio {_ratio_text(a.get('ratio'))}, difference {a['difference']:+.2f} ({lo:+.2f} to {hi:+.2f}){chance}")
+
+
+def _attention_cell(a: Mapping[str, Any] | None, flag: str) -> str:
+    if not a or a.get("difference") is None:
         return "-"
-    lo, hi = a["difference_ci95"] or (math.nan, math.nan)
-    return (f"shortcut: {_cell(a.get('shortcut_model'))}<br>clean: {_cell(a.get('clean_model'))}<br>"
-            f"ratio {_ratio_text(a.get('ratio'))}, difference {a['difference'] or 0:+.2f} ({lo:+.2f} to {hi:+.2f})"
-            if a.get("difference") is not None else "-")
+    parts = [_figure_text(a["object"], "on the object")] if a.get("object") else []
+    return "<br>".join(parts + [_figure_text(a, flag)])
 
 
 def _markdown(summary: Mapping[str, Any]) -> str:
@@ -448,12 +484,15 @@ def _markdown(summary: Mapping[str, Any]) -> str:
          "trained where every studied mimic is equally common with and without a bleed. Both are measured on the "
          f"same {summary['audit_slices']} slices of the demo's audit patients; one seed."),
         "",
-        ("Attention: the matching flag's rate on the slices holding the mimic (Wilson 95 % CI), per kind of map: "
-         "occlusion sensitivity (the drop in the model's logit when a 25 mm window is replaced by its local "
-         "median; Zeiler & Fergus 2014) and the audits' HiResCAM; ratio = shortcut rate / clean rate; "
-         "difference = shortcut - clean on the same slices (patient-cluster bootstrap 95 % CI). A uniform map "
-         f"raises none of these flags. Caught by attention: {names.get(kinds[0], kinds[0]) if kinds else '-'} "
-         f"ratio >= {CAUGHT_RATIO:g} with the difference's CI above 0. "
+        ("Attention, on the slices holding the mimic, shortcut model vs clean model, per kind of map (occlusion "
+         "sensitivity: the drop in the model's logit when a 25 mm window is replaced by its local median, Zeiler & "
+         "Fergus 2014; and the audits' HiResCAM): the share whose peak lies within 15 mm of the planted object "
+         "(pointing game on the phantom's truth; chance: the best of a uniform, centre, in-head or intracranial "
+         "peak) and the share raising the audit's matching flag (which needs no truth; a uniform map raises none); "
+         "ratio = shortcut rate / clean rate; difference = shortcut - clean on the same slices (patient-cluster "
+         "bootstrap 95 % CI, Newcombe's paired interval where every resample agrees). Caught by attention: "
+         f"{names.get(kinds[0], kinds[0]) if kinds else '-'}, peak on the object, ratio >= {CAUGHT_RATIO:g} with "
+         "the difference's CI above 0. "
          "Intervention: mean change in probability (patient-cluster bootstrap 95 % CI) and decisions flipped at "
          "each model's threshold (Wilson 95 % CI), shortcut model / clean model. Caught by intervention: the "
          "paired difference of changes (shortcut - clean) has its CI on the shortcut's side of 0 in a direction."),
@@ -474,10 +513,33 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             cells.append(text)
         caught = e.get("caught", {})
         verdict = " / ".join("yes" if caught.get(k) else "no" for k in ("attention", "intervention"))
-        attention = " | ".join(_attention_cell(e["attention"].get(k)) for k in kinds)
+        attention = " | ".join(_attention_cell(e["attention"].get(k), e["flag"]) for k in kinds)
         lines.append(f"| {mimic} | {e['flag']} | {attention} | {cells[0]} | {cells[1]} | {verdict} |")
     lines += ["", "Reference: Geirhos R et al. Shortcut learning in deep neural networks. Nat Mach Intell 2020."]
     return "\n".join(lines) + "\n"
+
+
+def _object_masks(data_root: str | Path, ids: Sequence[str], mimic: str, size: int) -> np.ndarray | None:
+    """Where ``mimic`` is on each slice (the dataset masks, a phantom's truth), padded and resized as the cache's
+    HU (:func:`brain_audit.dataset.cache.preprocess_slice`; a pixel counts if any of it is covered); None without
+    masks or when a slice has none."""
+    root = Path(data_root)
+    if not ids or not has_masks(root):
+        return None
+    out = []
+    for image_id in ids:
+        if not mask_path(root, image_id).is_file():
+            return None
+        m = read_masks(root, image_id).get(mimic)
+        if m is None:
+            return None
+        h, w = m.shape
+        side = max(h, w)
+        square = np.zeros((side, side), np.float32)
+        top, left = (side - h) // 2, (side - w) // 2
+        square[top:top + h, left:left + w] = m
+        out.append(cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA) > 0)
+    return np.stack(out)
 
 
 def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Sequence[str] = STUDY_SHORTCUTS, *,
@@ -522,6 +584,7 @@ def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Se
     field_mm = field_of_view(RunPaths(config.out_dir).index, audit_ids)
     for mimic in shortcuts:
         ids = [i for i in audit_ids if mimic in present.get(i, ())][:max_slices]
+        objects = _object_masks(config.data_root, ids, mimic, cache.size)
         hu = cache.hu_int16(ids).astype(np.float32) if ids else np.zeros((0, cache.size, cache.size), np.float32)
         labels = cache.table.loc[ids, "any"].to_numpy().astype(int) if ids else None
         pairs = counterfactual_pairs(config.data_root, audit_ids, patients, mimic, config.image_size, limit=limit,
@@ -529,7 +592,8 @@ def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Se
         e, table, pairs_table = shortcut_evidence(
             model, clean_model, mimic, hu, [patients[i] for i in ids], labels=labels,
             thresholds=(threshold, clean_threshold), pairs=pairs, image_ids=ids, output_index=columns,
-            pixel_mm=[field_mm.get(i, math.nan) / cache.size for i in ids], n_boot=n_boot, seed=config.seed)
+            pixel_mm=[field_mm.get(i, math.nan) / cache.size for i in ids], object_masks=objects, n_boot=n_boot,
+            seed=config.seed)
         summary["shortcuts"][mimic] = e
         attention.append(table.assign(mimic=mimic))
         pair_rows.append(pairs_table)

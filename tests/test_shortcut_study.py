@@ -108,9 +108,12 @@ class TestShortcutEvidence:
     def test_the_metal_reader_is_caught_and_the_intracranial_reader_is_not(self):
         with_coil, _ = _slices()
         clean = hu_gate_model(SQUARE, weight=1.0, bias=-2.0)
+        coil = np.zeros((len(with_coil), SIDE, SIDE), bool)
+        coil[:, COIL[0], COIL[1]] = True
         summary, attention, pairs = shortcut_evidence(
             metal_model(), clean, "coil", with_coil, PATIENTS, labels=np.array([1, 0, 1, 0, 1, 0]),
-            thresholds=(0.5, 0.5), pairs={"added": _pairs("added"), "removed": _pairs("removed")}, n_boot=200)
+            thresholds=(0.5, 0.5), pairs={"added": _pairs("added"), "removed": _pairs("removed")}, n_boot=200,
+            object_masks=coil)
         # attention, both kinds of map: the metal reader's maps point at the metal (device_focus on every slice);
         # the clean one's HiResCAM is the square, and its occlusion map is 0 (no window changes its logit)
         assert summary["flag"] == "device_focus" and summary["slices"] == 6 and summary["patients"] == 3
@@ -125,6 +128,13 @@ class TestShortcutEvidence:
             assert a["difference_ci95"] == pytest.approx([1 - math.hypot(1 - l1, u2), 1.0])
             assert a["difference_ci_method"].startswith("Newcombe")
             assert a["caught"] is True
+            # pointing at the planted coil (15 px without a pixel size): the metal reader's peaks are on it (HiResCAM)
+            # or on the windows that hold it (occlusion); the clean one's HiResCAM peak is the square, >= 26 px away
+            # from the coil at its far corner, and its occlusion map is empty
+            obj = a["object"]
+            assert (obj["shortcut_model"]["flagged"], obj["clean_model"]["flagged"]) == (6, 0) and obj["caught"]
+            # chance beside it: a peak at the centre pixel (32, 32) is 8.1 px from the coil's (31, 40): a hit on every slice
+            assert (obj["chance_baseline"], obj["chance_rate"]) == ("centre", 1.0)
         assert summary["caught"] == {"attention": True, "intervention": True}
         rows = attention[(attention["model"] == "shortcut_model") & (attention["map"] == "hirescam")]
         assert (rows["peak_region"] == "metal").all()
@@ -181,7 +191,10 @@ class TestOnTheQuickDemo:
             for a in e["attention"].values():
                 assert a["uniform_map_rate"] == (0.0 if e["slices"] else None)
                 assert a["caught"] == bool(a["ratio"] is not None and a["ratio"] >= 3 and a["difference_ci95"][0] > 0)
-            assert e["caught"]["attention"] == e["attention"]["occlusion"]["caught"]
+            if e["slices"]:  # a phantom: the truth says where each mimic is, so the pointing game on it decides
+                obj = e["attention"]["occlusion"]["object"]
+                assert obj["shortcut_model"]["n"] == e["slices"] and 0 <= obj["chance_rate"] <= 1
+                assert e["caught"]["attention"] == obj["caught"]
             assert set(e["intervention"]) == {"added", "removed"}
         md = (out / "shortcut_study" / "shortcut_study.md").read_text()
         assert md.count("\n| ") == 1 + len(STUDY_SHORTCUTS)  # header and one row per shortcut
