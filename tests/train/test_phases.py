@@ -62,8 +62,9 @@ def test_audit_patients_never_trained_on(run):
     trained = set(cohort.loc[cohort["split"].isin(["train", "validation"]), "patient_id"])
     assert audit and not audit & trained
     assert not cohort.loc[cohort["split"] == "audit", ["in_phase1", "in_phase2"]].to_numpy().any()
-    # the stand-in for ImageNet is pretrained on the clean reference cohort: none of the demo's patients
-    assert "pretrain" not in set(cohort["split"])
+    # each model pretrains on patients of its own cohort, never on an audit patient
+    pretrained = set(cohort.loc[cohort["split"] == "pretrain", "patient_id"])
+    assert pretrained and not pretrained & (audit | trained)
     ref = pd.read_csv(out / "clean_reference" / "data" / "cohort" / "cohort.csv", dtype={"image_id": str})
     assert (ref["split"] == "pretrain").any()
     raw = {p: {r["patient_id"] for r in json.loads((p / "phantom_manifest.json").read_text())["images"]}
@@ -217,8 +218,9 @@ def test_a_changed_image_size_is_one_line_not_a_shape_traceback(copy):
     config, out, ask = copy
     with pytest.raises(ConfigError, match=refusal("phase 3", out, "with image_size=64; this run asks 96", "run")):
         run_phase(ask("image_size=96"), 3)
-    # run_all stops before prepare_data would rebuild the cache at 96 px
-    with pytest.raises(ConfigError, match=refusal("phase 1", out, "with image_size=64; this run asks 96")):
+    # run_all stops at the first finished stage (the pretrained backbone) before prepare_data would rebuild the
+    # cache at 96 px
+    with pytest.raises(ConfigError, match=refusal("pretrain", out, "with image_size=64; this run asks 96")):
         run_all(ask("image_size=96"), verbose=0, progress=False)
     assert json.loads((out / "data" / "cache" / "manifest.json").read_text())["size"] == 64
 
