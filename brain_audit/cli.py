@@ -598,6 +598,62 @@ def _run_bone_study(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- audit, report (audit.holdout, audit.report)
+@_command
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="the held-out clinical audit of a finished run: intervals, subgroups, calibration, figures, index.html",
+        description="Score the audit patients with the Phase-4 model at the thresholds Phase 4 chose on validation "
+        "and write <out>/clinical_audit_report/ (summary.json, summary.md, index.html, figures/, gallery/, per-patient "
+        "logs, the attention audit and the bone-removal study; brain_audit.audit.holdout).",
+    )
+    _run_options(p)
+    p.add_argument("--model", type=Path, default=None, help="the model to audit (default: <out>/phase4/model.keras)")
+    p.add_argument("--n-boot", type=_at_least(10), default=_DefaultOf("brain_audit.audit.holdout", "audit_holdout",
+                                                                      "n_boot"),
+                   help="bootstrap resamples over patients (default: %(default)s)")
+    p.set_defaults(run=_run_audit)
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    config = _load_run_config(args)
+    from brain_audit.audit.holdout import audit_holdout
+
+    summary = audit_holdout(config, model_path=args.model, n_boot=args.n_boot)
+    t, r = summary["patient_level"]["at_threshold"], summary["patient_level"]
+    print(f"{summary['audit_patients']} patients: sensitivity {t['sensitivity']:.1%} "
+          f"({r['sensitivity_ci95'][0]:.1%}-{r['sensitivity_ci95'][1]:.1%}), specificity {t['specificity']:.1%} "
+          f"({r['specificity_ci95'][0]:.1%}-{r['specificity_ci95'][1]:.1%})")
+    print(f"report: {RunPaths(config.out_dir).report / 'index.html'}")
+    return 0
+
+
+@_command
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="redraw a finished audit's figures, summary.md and index.html from its report folder (no model needed)",
+        description="Render <report>/summary.json, slices.csv and patients.csv into figures/, summary.md and a "
+        "self-contained index.html (brain_audit.audit.report.write_report).",
+    )
+    p.add_argument("report", type=Path, help="a clinical_audit_report/ folder (or the run folder holding one)")
+    p.add_argument("--n-boot", type=_at_least(10), default=_DefaultOf("brain_audit.audit.report", "write_report",
+                                                                      "n_boot"),
+                   help="bootstrap resamples of the ROC band (default: %(default)s)")
+    p.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from brain_audit.audit.report import write_report
+
+    folder = args.report
+    if not (folder / "summary.json").is_file() and (RunPaths(folder).report / "summary.json").is_file():
+        folder = RunPaths(folder).report
+    print(f"report: {write_report(folder, n_boot=args.n_boot)}")
+    return 0
+
+
 # ---------------------------------------------------------------- gradcam (gradcam, skull)
 @_command
 def _add_gradcam(sub: argparse._SubParsersAction) -> None:

@@ -16,15 +16,16 @@
 4. **phases 1-4**: domain freezing, scale-up, the Grad-CAM audit with hard-negative
    mining, clinical correction with the dropout comparison
    (:func:`brain_audit.train.run_phase`);
-5. **clinical audit** of the held-out patients (:func:`brain_audit.audit.audit_holdout`);
-6. **clean reference**: a second phantom cohort of the same plan (another seed, so other patients) where
+5. **clean reference**: a second phantom cohort of the same plan (another seed, so other patients) where
    every planted mimic is equally common with and without a bleed, taken through steps 3 and 4 (Phases 1-2)
    exactly as the demo's (``OUT/clean_reference/``): the model the same pipeline would have given without the
    shortcuts;
-7. **shortcut study** (:func:`brain_audit.shortcut_study.run_shortcut_study`): each shortcut caught by
+6. **shortcut study** (:func:`brain_audit.shortcut_study.run_shortcut_study`): each shortcut caught by
    attention (its flag on the slices holding it in occlusion-sensitivity maps, with the audits' HiResCAM
    beside; shortcut model beside clean model) and by intervention (the mimic added to / removed from audit
    slices), in ``OUT/shortcut_study/``.
+7. **clinical audit** of the 200 held-out patients (:func:`brain_audit.audit.audit_holdout`), last, so the
+   shortcuts the study found lead its report (``clinical_audit_report/index.html``).
 
 Everything lands in ``OUT/`` (``data/``, ``pretrain/``, ``phase1/`` ... ``phase4/``,
 ``clinical_audit_report/``, ``clean_reference/`` (its own ``data/``, ``pretrain/``, ``phase1/``, ``phase2/``),
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from brain_audit.audit.holdout import audit_holdout
+from brain_audit.audit.holdout import audit_holdout, refresh_shortcuts
 from brain_audit.config import PretrainPlan, RunConfig, load_config
 from brain_audit.errors import ConfigError
 from brain_audit.phantom.cohort import generate_cohort
@@ -100,7 +101,10 @@ class DemoPlan:
         phantom_size: rows = columns of the written DICOM files, px.
         field_of_view_mm: phantom field of view (200 mm: the head fills most of the frame).
         image_size: model input, px.
-        pretrain_patients, audit_patients: patients held out for pretraining (each cohort's own) and the audit.
+        pretrain_patients, audit_patients: patients held out for pretraining (each cohort's own) and the audit
+            (200, as the seed's audit: a Wilson interval of about +-6 points on 100 bleeding patients).
+        validation_fraction: share of the remaining patients held for validation, where Phase 4 chooses its
+            thresholds (0.5 of 200: about 50 bleeding patients for the patient threshold).
         shortcut: the planted shortcuts, a tuple of (mimic, p given bleed, p given no bleed) per image;
             every one is studied (:mod:`brain_audit.shortcut_study`).
         reference_patients: patients of the clean reference cohort (0: as many as the demo trains and
@@ -115,13 +119,14 @@ class DemoPlan:
         seed: the one seed.
     """
 
-    patients: int = 200
+    patients: int = 480
     slices_per_patient: int = 12
     phantom_size: int = 256
     field_of_view_mm: float = 200.0
     image_size: int = 96
     pretrain_patients: int = 80
-    audit_patients: int = 30
+    audit_patients: int = 200
+    validation_fraction: float = 0.5
     shortcut: tuple[tuple[str, float, float], ...] = DEFAULT_SHORTCUTS
     reference_patients: int = 0
     reference_mimic_probability: float = 0.1
@@ -142,6 +147,8 @@ class DemoPlan:
                               f"Got {self.reference_patients} instead.")
         if self.study_pairs < 1:
             raise ConfigError(f"`study_pairs` must be >= 1. Got {self.study_pairs} instead.")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"`validation_fraction` must be in (0, 1). Got {self.validation_fraction!r} instead.")
         if not 0.0 <= self.reference_mimic_probability <= 1.0:
             raise ConfigError(f"`reference_mimic_probability` must be in [0, 1]. "
                               f"Got {self.reference_mimic_probability!r} instead.")
@@ -198,7 +205,7 @@ def _run_settings(out: Path, plan: DemoPlan) -> dict[str, Any]:
         "weights": "pretrained",
         "seed": plan.seed,
         "audit_patients": plan.audit_patients,
-        "validation_fraction": 0.25,
+        "validation_fraction": plan.validation_fraction,
         "pretrain.patients": plan.pretrain_patients,
         "pretrain.epochs": plan.pretrain_epochs,
         "pretrain.warmup_epochs": plan.warmup_epochs,
@@ -321,6 +328,8 @@ def study_demo_folder(out_dir: str | Path, *, n_boot: int = 2000, limit: int | N
         reference, study = run_shortcut_stage(out_dir, plan, overrides, verbose=verbose, progress=progress,
                                               n_boot=n_boot, limit=limit)
         summary.update(clean_reference=reference, shortcut_study=_study_figures(study))
+        _, config = demo_configs(out_dir, plan, overrides)
+        refresh_shortcuts(config, n_boot=n_boot)  # the audit report's headline follows the new study
         summary.pop("shortcut_intervention", None)
         write_json(path, summary)
     return summary
@@ -359,12 +368,12 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
     for n in (1, 2, 3, 4):
         phases[n] = run_phase(config, n, verbose=verbose)
         lap(f"phase{n}")
-    audit = audit_holdout(config, n_boot=500)
-    lap("audit")
     reference = _train_clean_reference(out_dir, plan, overrides, verbose, progress)
     lap("clean_reference")
     study = _study(out_dir, plan, overrides, n_boot=2000, limit=None)
     lap("shortcut_study")
+    audit = audit_holdout(config, n_boot=2000)  # after the study: its findings lead the report
+    lap("audit")
 
     pre_manifest = manifest_path(RunPaths(config.out_dir).backbone)
     pre = json.loads(pre_manifest.read_text()) if pre_manifest.is_file() else {}

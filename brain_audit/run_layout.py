@@ -9,6 +9,7 @@
     <out_dir>/phase4/operating_point.json                  the thresholds chosen on validation
     <out_dir>/clinical_audit_report/                       the held-out audit
     <out_dir>/clinical_audit_report/bone_study/            the bone-removal study (audit.bone_study)
+    <out_dir>/shortcut_study/                              planted shortcuts caught or not (shortcut_study)
     <out_dir>/.brain_audit.lock                            held while a process writes the run (run_lock)
 
 Each phase's ``run.json`` records the request it answers (configuration, input hashes); a rerun
@@ -94,6 +95,11 @@ class RunPaths:
     @property
     def report(self) -> Path:
         return self.root / REPORT_DIR
+
+    @property
+    def shortcut_study(self) -> Path:
+        """The shortcut study of a phantom run (:mod:`brain_audit.shortcut_study`), read by the audit's report."""
+        return self.root / "shortcut_study"
 
     @property
     def bone_study(self) -> Path:

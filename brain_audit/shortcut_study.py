@@ -568,7 +568,7 @@ def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Se
     """
     for m in shortcuts:
         _check_mimic(m)
-    out = Path(out_dir) if out_dir is not None else Path(config.out_dir) / "shortcut_study"
+    out = Path(out_dir) if out_dir is not None else RunPaths(config.out_dir).shortcut_study
     (model, threshold), (clean_model, clean_threshold) = _models(config, clean_config)
     cache = open_cache(RunPaths(config.out_dir).cache, size=config.image_size)
     audit_ids = list(cache.ids("audit"))

@@ -3,17 +3,22 @@
 The audit patients are chosen first (:mod:`brain_audit.dataset.cohort`) and never enter any training,
 validation or pretraining cohort. :func:`audit_holdout` scores them with the Phase-4 model at the thresholds
 Phase 4 chose on validation (never re-tuned here) and reports per slice and per patient (a patient's score is
-its most suspicious slice), with 95 % intervals by bootstrap over patients, PPV / NPV at deployment
-prevalences, calibration and the attention audit (:mod:`brain_audit.audit.attention_audit`). Outputs in
-``<run>/clinical_audit_report/``: ``summary.json``, ``summary.md``, ``slices.csv``, ``patients.csv``,
-``patients/<patient>.json``, ``attention/`` (findings, randomisation check, overlays) and ``bone_study/``
-(:mod:`brain_audit.audit.bone_study`); IDs are
-the header index's pseudonyms (:mod:`brain_audit.ids`), no identifying DICOM field is read, and a patient's
-file name is built by :func:`brain_audit.ids.safe_child`, so no ID can place it outside ``patients/``.
+its most suspicious slice): Wilson intervals for patients, patient-cluster bootstrap for slices and AUC, PPV / NPV
+with intervals at deployment prevalences, targets judged, subgroups by subtype and mimic, the shortcuts found,
+calibration and recalibration fitted on validation, the prior-shift correction, net benefit, the dropout
+comparison, the flow of every image, the error gallery, the attention audit
+(:mod:`brain_audit.audit.attention_audit`) and the bone-removal study (:mod:`brain_audit.audit.bone_study`).
+
+Outputs in ``<run>/clinical_audit_report/``: ``summary.json`` (every number), ``summary.md`` and ``index.html``
+(:func:`brain_audit.audit.report.write_report`; figures embedded), ``figures/``, ``gallery/``, ``slices.csv``,
+``validation.csv``, ``patients.csv``, ``patients/<patient>.json``, ``attention/`` and ``bone_study/``. IDs are the
+header index's pseudonyms (:mod:`brain_audit.ids`), no identifying DICOM field is read, and a patient's file name
+is built by :func:`brain_audit.ids.safe_child`, so no ID can place it outside its folder.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,8 +27,21 @@ import pandas as pd
 
 from brain_audit.audit.attention_audit import attention_audit, field_of_view, truth_lesions
 from brain_audit.audit.bone_study import run_bone_study
-from brain_audit.audit.report import executive_summary
-from brain_audit.audit.statistics import calibration_bins, operating_point_report, patient_level
+from brain_audit.audit.flow import audit_flow
+from brain_audit.audit.gallery import error_gallery
+from brain_audit.audit.report import write_report
+from brain_audit.audit.sections import (
+    calibration_section,
+    candidate_probabilities,
+    decision_section,
+    dropout_comparison,
+    judge_targets,
+    prior_shift_section,
+    shortcut_section,
+)
+from brain_audit.audit.source import data_source, generated_counts, mimic_presence
+from brain_audit.audit.statistics import DEPLOYMENT_PREVALENCES, operating_point_report, patient_level
+from brain_audit.audit.subgroups import subgroup_report
 from brain_audit.config import RunConfig
 from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
@@ -31,25 +49,23 @@ from brain_audit.gradcam.attention import FLAGS
 from brain_audit.ids import safe_child
 from brain_audit.model.predictions import any_column, predict_ids
 from brain_audit.model.weights import load_model
-from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
+from brain_audit.provenance import file_sha256, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import REPORT_DIR, RunPaths
 from brain_audit.run_lock import run_lock
 
-__all__ = ["REPORT_DIR", "DEPLOYMENT_PREVALENCES", "audit_holdout"]
+__all__ = ["REPORT_DIR", "DEPLOYMENT_PREVALENCES", "audit_holdout", "refresh_shortcuts"]
 
 
 
 
-#: Deployment prevalences of ICH for PPV / NPV (emergency head CT: roughly 1-5 % bleed).
-DEPLOYMENT_PREVALENCES: tuple[float, ...] = (0.01, 0.02, 0.05)
 
 
 def audit_holdout(
     config: RunConfig,
     *,
     model_path: str | Path | None = None,
-    n_boot: int = 1000,
+    n_boot: int = 2000,
     prevalences: Sequence[float] = DEPLOYMENT_PREVALENCES,
 ) -> dict[str, Any]:
     """Score the audit patients with the final model and write the clinical audit report.
@@ -90,24 +106,27 @@ def _audit_holdout(
     y = table["any"].to_numpy().astype(int)
     p = predict_ids(model, cache, ids, column)
     patients = table["patient_id"].to_numpy().astype(str)
+    report_dir = paths.report
 
     slices = pd.DataFrame({"image_id": ids, "patient_id": patients, "z": table["z"].to_numpy(), "label": y,
                            "probability": p, "called_bleed": (p >= threshold).astype(int)})
     for s in LABEL_COLUMNS[:-1]:
         slices[s] = table[s].to_numpy()
+    presence = mimic_presence(config.data_root, ids)
+    mimics = [m for m in presence.columns if presence[m].any()] if presence is not None else []
+    for m in mimics:
+        slices[f"mimic_{m}"] = presence[m].to_numpy()
     # the attention audit, as Phase 3 runs it: every error and a sample of correct calls, against chance
     # and randomised weights; overlays of missed bleeds and false alarms (with truth contours when shipped)
+    lesions = truth_lesions(config.data_root, [i for i, t in zip(ids, y) if t], cache.size)
     findings, attention = attention_audit(
-        model, cache, ids, y, p, threshold, out_dir=paths.report / "attention", plan=config.phase3,
-        field_mm=field_of_view(paths.index, ids), lesions=truth_lesions(config.data_root, [i for i, t in zip(ids, y) if t],
-                                                                        cache.size),
-        output_index=column, seed=config.seed, n_boot=max(n_boot, 1000),
+        model, cache, ids, y, p, threshold, out_dir=report_dir / "attention", plan=config.phase3,
+        field_mm=field_of_view(paths.index, ids), lesions=lesions, output_index=column, seed=config.seed,
+        n_boot=max(n_boot, 1000),
     )
     prof_df = findings.drop(columns=["label", "probability", "patient_id", "outcome"], errors="ignore")
     slices = slices.merge(prof_df, on="image_id", how="left")
 
-    report_dir = paths.report
-    both = len(np.unique(y)) == 2
     slice_report = operating_point_report(y, p, threshold, prevalences, groups=patients, n_boot=n_boot,
                                           seed=config.seed)
     pat_ids, y_pat, p_pat = patient_level(patients, y, p)
@@ -131,6 +150,7 @@ def _audit_holdout(
             "positive_slices": int(rows["label"].sum()),
             "slices_called": int(rows["called_bleed"].sum()),
             "subtypes_present": [s for s in LABEL_COLUMNS[:-1] if rows[s].max() > 0],
+            "mimics_present": [m for m in mimics if rows[f"mimic_{m}"].any()],
             "most_suspicious_slice": str(top["image_id"]),
             "flags_on_audited_slices": {
                 f: int(rows[f].fillna(False).astype(bool).sum()) for f in FLAGS if f in rows
@@ -142,13 +162,27 @@ def _audit_holdout(
         }
         per_patient.append(log)
         write_json(safe_child(report_dir / "patients", pid, ".json", what="patient_id"), log)
-    patients_df = pd.DataFrame([{k: v for k, v in log.items() if k not in ("slice_log", "flags_on_audited_slices",
-                                                                           "subtypes_present")}
+    patients_df = pd.DataFrame([{k: v for k, v in log.items() if k not in ("slice_log", "flags_on_audited_slices")}
                                 for log in per_patient])
-    write_csv(report_dir / "patients.csv", patients_df)
+    write_csv(report_dir / "patients.csv", patients_df.assign(
+        subtypes_present=patients_df["subtypes_present"].map(" ".join),
+        mimics_present=patients_df["mimics_present"].map(" ".join)))
+    # calibration: as trained, and recalibrated on validation (never on the audit), then moved to deployment
+    val_ids = list(cache.ids("validation"))
+    val = cache.table.loc[val_ids]
+    p_val = predict_ids(model, cache, val_ids, column) if val_ids else np.zeros(0)
+    validation = pd.DataFrame({"image_id": val_ids, "patient_id": val["patient_id"].to_numpy().astype(str),
+                               "label": val["any"].to_numpy().astype(int), "probability": p_val})
+    calibration, recalibrated = calibration_section(slices, validation, n_boot=n_boot, seed=config.seed)
+    if recalibrated is not None:
+        slices["probability_recalibrated"] = recalibrated
     write_csv(report_dir / "slices.csv", slices)
+    write_csv(report_dir / "validation.csv", validation)
+    subgroups = subgroup_report(slices, patients_df, mimics, n_boot=n_boot, seed=config.seed)
+    candidates = candidate_probabilities(paths, cache, ids, val_ids, column)
 
     summary = {
+        "data": data_source(config.data_root),
         "model": str(model_path),
         "operating_point": operating,
         "audit_patients": int(len(pat_ids)),
@@ -156,13 +190,23 @@ def _audit_holdout(
         "prevalence_in_audit": {"slices": float(y.mean()), "patients": float(y_pat.mean())},
         "slice_level": slice_report,
         "patient_level": patient_report,
-        "calibration_bins": calibration_bins(y, p, 10) if both else [],
+        "targets": judge_targets(operating, slice_report, patient_report),
+        "subgroups": subgroups,
+        "shortcuts": shortcut_section(paths, slices, subgroups, n_boot=n_boot, seed=config.seed),
+        "calibration": calibration,
+        "prior_shift": prior_shift_section(patients_df, validation, patient_threshold, prevalences),
+        "decision_curve": decision_section(slices, patients_df, prevalences),
+        "dropout_comparison": dropout_comparison(candidates, slices, validation, operating, n_boot=n_boot,
+                                                 seed=config.seed),
+        "flow": audit_flow(paths, slices, patients_df, generated=generated_counts(config.data_root)),
         "attention": {"slices_profiled": int(len(findings)), **attention},
     }
+    summary["gallery"] = error_gallery(model, cache, slices, patients_df, lesions or {}, report_dir,
+                                       output_index=column)
     # the bone-removal study on the same slices (bone_study/), a section of the report
     summary["bone_study"] = run_bone_study(config, model_path=model_path, model=model, n_boot=max(n_boot, 1000))
     write_json(report_dir / "summary.json", summary)
-    atomic_write_text(report_dir / "summary.md", executive_summary(summary))
+    write_report(report_dir, n_boot=n_boot, seed=config.seed)
     write_json(report_dir / "run.json", run_record(config, seeds={"run": config.seed},
                                                    inputs={"model": file_sha256(model_path)}))
     return summary
@@ -172,3 +216,21 @@ def _outcome(label: int, called: bool) -> str:
     return {(1, True): "true_positive", (1, False): "false_negative", (0, True): "false_positive",
             (0, False): "true_negative"}[(label, called)]
 
+
+def refresh_shortcuts(config: RunConfig, *, n_boot: int = 2000) -> dict[str, Any] | None:
+    """Recompute a finished audit's shortcut section (after a new shortcut study) and redraw its report.
+
+    Returns the updated summary, or None when the run has no finished audit.
+    """
+    paths = RunPaths(config.out_dir)
+    path = paths.report / "summary.json"
+    if not path.is_file():
+        return None
+    with run_lock(config.out_dir):
+        summary = json.loads(path.read_text())
+        slices = pd.read_csv(paths.report / "slices.csv", dtype={"image_id": str, "patient_id": str})
+        summary["shortcuts"] = shortcut_section(paths, slices, summary.get("subgroups") or {}, n_boot=n_boot,
+                                                seed=config.seed)
+        write_json(path, summary)
+        write_report(paths.report, n_boot=n_boot, seed=config.seed)
+    return summary

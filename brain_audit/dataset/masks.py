@@ -33,10 +33,22 @@ from brain_audit.ids import safe_child
 from brain_audit.provenance import atomic_write_bytes
 from brain_audit.rsna import SUBTYPES
 
-__all__ = ["MASK_DIR", "mask_path", "has_masks", "read_masks", "lesion_mask", "encode_masks", "write_masks"]
+__all__ = ["MASK_DIR", "MIMIC_KEYS", "mask_path", "has_masks", "read_masks", "lesion_mask", "encode_masks", "write_masks"]
 
 #: Folder of the mask files under the dataset root.
 MASK_DIR = "phantom_truth"
+
+#: Mask keys of hemorrhage mimics a dataset may ship (dense objects a model can take for blood, or learn as a
+#: shortcut): calcifications, an aneurysm coil, a ventricular catheter and its metal tip, frontal hyperostosis.
+MIMIC_KEYS: tuple[str, ...] = (
+    "choroid_plexus_calcification",
+    "pineal_calcification",
+    "falx_calcification",
+    "coil",
+    "catheter",
+    "catheter_metal_tip",
+    "frontal_bone",
+)
 
 _SUFFIX = ".npz"
 _KEY = re.compile(r"[A-Za-z0-9_]+")

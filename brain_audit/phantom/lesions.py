@@ -50,6 +50,7 @@ from brain_audit.phantom.anatomy import (
     _patch,
     _z_scale,
 )
+from brain_audit.dataset.masks import MIMIC_KEYS
 from brain_audit.rsna import SUBTYPES
 
 __all__ = ["DEVICES", "MIMICS", "TRUTH_EXTRA", "Lesion"]
@@ -76,15 +77,7 @@ __all__ = ["DEVICES", "MIMICS", "TRUTH_EXTRA", "Lesion"]
 #:   blur) on the inner table of the frontal convexity, 2-6 mm thick, both sides sparing the
 #:   midline, against the brain; it lies inside the ``intracranial`` truth (the native skull's
 #:   truth is unchanged), like the calcifications.
-MIMICS: tuple[str, ...] = (
-    "choroid_plexus_calcification",
-    "pineal_calcification",
-    "falx_calcification",
-    "coil",
-    "catheter",
-    "catheter_metal_tip",
-    "frontal_bone",
-)
+MIMICS: tuple[str, ...] = MIMIC_KEYS
 
 #: Mimics whose geometry and per-slice draws come from the patient's main stream (generator 1.0);
 #: later mimics draw from a stream of their own, so adding them left the first ones unchanged.

@@ -64,4 +64,78 @@ def test_prevalence_table_is_bayes_rule(report):
         pi = row["prevalence"]
         den = se * pi + (1 - sp) * (1 - pi)
         assert row["ppv"] == pytest.approx(se * pi / den if den else float("nan"), nan_ok=True)
-    assert [r["prevalence"] for r in summary["patient_level"]["deployment"]] == [0.01, 0.02, 0.05]
+    assert [r["prevalence"] for r in summary["patient_level"]["deployment"]] == [0.005, 0.01, 0.02, 0.05, 0.1]
+
+
+def _intervals(node, path=""):
+    """Every (path, [lo, hi]) under a ``*ci95`` key of the summary."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k.endswith("ci95") and isinstance(v, list) and len(v) == 2:
+                yield f"{path}/{k}", v
+            else:
+                yield from _intervals(v, f"{path}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _intervals(v, f"{path}/{i}")
+
+
+def test_no_interval_of_zero_width(report):
+    _, _, _, summary = report
+    sections = {k: summary[k] for k in ("slice_level", "patient_level", "subgroups", "shortcuts", "calibration",
+                                        "dropout_comparison", "targets") if summary.get(k)}
+    checked = 0
+    for where, (lo, hi) in _intervals(sections):
+        if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+            assert hi > lo, where
+            checked += 1
+    assert checked > 10
+
+
+def test_subtype_sensitivity_recomputed_from_the_slice_table(report):
+    _, _, d, summary = report
+    slices = pd.read_csv(d / "slices.csv", dtype={"patient_id": str})
+    for subtype, e in summary["subgroups"]["subtypes"].items():
+        rows = slices[slices[subtype] == 1]
+        assert e["slices"]["n"] == len(rows)
+        assert e["slices"]["successes"] == int(rows["called_bleed"].sum())
+        patients = rows["patient_id"].unique()
+        assert e["patients"]["n"] == len(patients)
+        assert e["patients"]["estimable"] == (len(patients) >= 10)
+
+
+def test_flow_adds_up_to_the_cohort(report):
+    config, out, _, summary = report
+    flow = summary["flow"]
+    cohort = pd.read_csv(out / "data" / "cohort" / "cohort.csv", dtype={"image_id": str})
+    audit = cohort[cohort["split"] == "audit"]
+    assert flow["adds_up"] and not flow["audit"]["not_audited_without_reason"]
+    assert flow["audit"]["cohort_slices"] == len(audit)
+    assert flow["audit"]["audited_slices"] + flow["audit"]["skipped_by_cache"] == len(audit)
+    a = flow["audit"]
+    assert a["true_positive"] + a["false_negative"] + a["false_positive"] + a["true_negative"] == a["audited_patients"]
+    assert sum(v["patients"] for v in flow["splits"].values()) == cohort["patient_id"].nunique()
+    assert flow["source"]["unreadable_files"] == 2  # the demo's phantom writes two corrupt files
+
+
+def test_gallery_holds_every_error_patient(report):
+    _, _, d, summary = report
+    patients = pd.read_csv(d / "patients.csv", dtype={"patient_id": str})
+    errors = patients[patients["outcome"].isin(["false_negative", "false_positive"])]
+    assert sorted(g["patient_id"] for g in summary["gallery"]) == sorted(errors["patient_id"])
+    for g in summary["gallery"]:
+        assert (d / g["file"]).is_file()
+
+
+def test_calibration_refits_with_sklearn(report):
+    from sklearn.linear_model import LogisticRegression
+
+    _, _, d, summary = report
+    cal = summary["calibration"]
+    if not cal.get("as_trained"):
+        pytest.skip("one class only among the quick audit slices")
+    slices = pd.read_csv(d / "slices.csv")
+    p = np.clip(slices["probability"].to_numpy(float), 1e-6, 1 - 1e-6)
+    fit = LogisticRegression(penalty=None).fit(np.log(p / (1 - p))[:, None], slices["label"])
+    assert cal["as_trained"]["slope"] == pytest.approx(fit.coef_[0, 0], rel=1e-3, abs=1e-3)
+    assert cal["as_trained"]["intercept"] == pytest.approx(fit.intercept_[0], rel=1e-3, abs=1e-3)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
+import cv2
+import numpy as np
 import pytest
 
 
@@ -9,11 +14,15 @@ import pytest
 def test_executive_summary_reads(report):
     _, _, d, summary = report
     md = (d / "summary.md").read_text()
-    assert md.startswith("# Clinical audit: executive summary")
+    assert md.startswith("**Synthetic phantom cohort, not a clinical result")
+    assert "# Clinical audit: executive summary" in md
     assert f"{summary['audit_patients']} patients" in md
     assert "| 1.0 % |" in md and "prevalence trap" in md
-    import re
-
+    for section in ("## Targets", "## Subgroups", "## Calibration", "## Decision curve", "## Flow of patients",
+                    "## Error gallery", "## What this audit cannot tell you", "## Bone-removal study"):
+        assert section in md, section
+    # never an interval of zero width: "(12.3-12.3 %)"
+    assert not re.search(r"\((\d+\.\d)-\1 %\)", md), re.findall(r"\((\d+\.\d)-\1 %\)", md)
     # AUC and its interval are decimals; sensitivity and specificity percentages
     assert re.search(r"\| patient \| (n/a|[01]\.\d{3}) \((n/a|[01]\.\d{3}-[01]\.\d{3})\) \| \d+\.\d % ", md), md
 
@@ -24,3 +33,34 @@ def test_chance_warning_only_when_the_interval_reaches_one_half():
     assert _chance_warning({"auc": 0.93, "auc_ci95": [0.85, 0.99]}) == []
     assert "does not discriminate" in _chance_warning({"auc": 0.62, "auc_ci95": [0.48, 0.77]})[0]
     assert "does not discriminate" in _chance_warning({"auc": float("nan")})[0]
+
+
+@pytest.mark.slow
+def test_index_html_is_self_contained(report):
+    _, _, d, summary = report
+    page = (d / "index.html").read_text()
+    assert "synthetic phantom cohort" in page.lower()[:2000]
+    assert "http://" not in page and "https://" not in page
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    md = (d / "summary.md").read_text()
+    assert len(uris) == len(re.findall(r"!\[[^\]]*\]\(", md)) >= 6
+    for data in uris:
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_UNCHANGED)
+        assert img is not None and img.shape[0] > 50 and img.std() > 0
+    assert "<table" in page
+
+
+@pytest.mark.slow
+def test_report_command_redraws_the_same_summary(report, tmp_path):
+    import shutil
+
+    from brain_audit.cli import main
+
+    _, _, d, _ = report
+    copy = tmp_path / "report"
+    shutil.copytree(d, copy)
+    (copy / "summary.md").unlink()
+    (copy / "index.html").unlink()
+    assert main(["report", str(copy), "--n-boot", "50"]) == 0
+    assert (copy / "summary.md").read_text() == (d / "summary.md").read_text()
+    assert (copy / "index.html").is_file()

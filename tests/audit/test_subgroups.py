@@ -30,3 +30,72 @@ class TestStratifiedMetrics:
     def test_one_row_per_slice(self):
         with pytest.raises(ValueError, match="one row per slice. Got 3, 3 and 2 instead"):
             stratified_metrics([0, 1, 1], [0.1, 0.2, 0.3], {"metal": [True, False]})
+
+
+class TestRates:
+    def test_patient_rate_is_wilson(self):
+        from scipy.stats import norm
+
+        from brain_audit.audit.subgroups import patient_rate
+
+        r = patient_rate([True] * 14)
+        # Wilson 14/14 by hand: upper 1, lower = n / (n + z^2)
+        z = norm.ppf(0.975)
+        assert r["ci95"][0] == pytest.approx(14 / (14 + z * z)) and r["ci95"][1] == pytest.approx(1.0)
+        assert r["estimable"] and r["estimate"] == 1.0
+        assert not patient_rate([True] * 9)["estimable"]
+        assert np.isnan(patient_rate([])["estimate"])
+
+    def test_clustered_rate_never_has_zero_width(self):
+        from brain_audit.audit.subgroups import clustered_rate
+
+        # every slice right: every bootstrap resample is 1.0, so Wilson on the slices stands in
+        r = clustered_rate([True] * 12, [f"p{i // 3}" for i in range(12)], n_boot=200)
+        assert r["method"].startswith("wilson") and r["ci95"][1] > r["ci95"][0]
+        assert r["patients"] == 4 and not r["estimable"]
+
+    def test_clustered_rate_resamples_patients(self):
+        from brain_audit.audit.subgroups import clustered_rate
+
+        # two patients, one all right and one all wrong: a resample holds 0, 1 or 2 copies of the good one, so
+        # the percentile interval is (0, 1) whatever the number of slices (a slice-level interval would be narrow)
+        hits = [True] * 50 + [False] * 50
+        groups = ["a"] * 50 + ["b"] * 50
+        r = clustered_rate(hits, groups, n_boot=400, seed=1)
+        assert r["method"] == "patient bootstrap" and r["ci95"] == [0.0, 1.0]
+
+
+class TestSubgroupReport:
+    def test_counts_by_hand(self):
+        import pandas as pd
+
+        from brain_audit.audit.subgroups import subgroup_report
+
+        # 3 patients, 2 slices each; a subdural bleed in patient a (both slices), subarachnoid in b (one slice)
+        slices = pd.DataFrame({
+            "patient_id": ["a", "a", "b", "b", "c", "c"],
+            "label": [1, 1, 1, 0, 0, 0],
+            "called_bleed": [1, 0, 0, 0, 1, 0],
+            "epidural": 0, "intraparenchymal": 0, "intraventricular": 0,
+            "subarachnoid": [0, 0, 1, 0, 0, 0],
+            "subdural": [1, 1, 0, 0, 0, 0],
+            "mimic_coil": [True, False, False, False, True, False],
+        })
+        patients = pd.DataFrame({"patient_id": ["a", "b", "c"], "called_bleed": [True, False, True],
+                                 "subtypes_present": [["subdural"], ["subarachnoid"], []]})
+        out = subgroup_report(slices, patients, ["coil"], n_boot=100)
+        sd = out["subtypes"]["subdural"]
+        assert (sd["patients"]["successes"], sd["patients"]["n"]) == (1, 1)
+        assert (sd["slices"]["successes"], sd["slices"]["n"]) == (1, 2)
+        sa = out["subtypes"]["subarachnoid"]
+        assert (sa["patients"]["successes"], sa["slices"]["successes"]) == (0, 0)
+        assert out["subtypes"]["epidural"]["slices"]["n"] == 0 and not out["subtypes"]["epidural"]["slices"]["estimable"]
+        coil = out["mimics"]["coil"]
+        # with a coil: slice a0 (bleed, called), c0 (no bleed, called): sensitivity 1/1, specificity 0/1
+        assert coil["present"]["sensitivity"]["successes"] == 1 and coil["present"]["sensitivity"]["n"] == 1
+        assert coil["present"]["specificity"]["successes"] == 0 and coil["present"]["specificity"]["n"] == 1
+        # without: bleeds a1, b0 both missed; no-bleed b1, c1 both cleared
+        assert coil["absent"]["sensitivity"]["estimate"] == 0.0 and coil["absent"]["specificity"]["estimate"] == 1.0
+        assert coil["specificity_difference"]["difference"] == pytest.approx(-1.0)
+        lo, hi = coil["specificity_difference"]["ci95"]
+        assert lo < hi

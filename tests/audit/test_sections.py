@@ -1,0 +1,101 @@
+"""brain_audit.audit.sections: targets judged, shortcuts found, the dropout comparison, by hand-made cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brain_audit.audit.sections import dropout_comparison, judge_targets, shortcut_section
+from brain_audit.run_layout import RunPaths
+
+
+def _report(se, ci):
+    return {"at_threshold": {"sensitivity": se}, "sensitivity_ci95": ci}
+
+
+def test_targets_pass_fail_and_demonstrated():
+    op = {"target_sensitivity": 0.95, "validation_sensitivity": 0.954, "validation_patient_sensitivity": 1.0}
+    rows = judge_targets(op, _report(0.869, [0.80, 0.92]), _report(0.97, [0.90, 0.99]))
+    by = {r["level"]: r for r in rows}
+    assert by["slices"]["verdict"] == "FAIL" and not by["slices"]["demonstrated"]
+    assert by["patients"]["verdict"] == "PASS" and not by["patients"]["demonstrated"]  # interval reaches 0.90
+    assert judge_targets(op, _report(0.99, [0.96, 1.0]), _report(0.99, [0.96, 1.0]))[0]["demonstrated"]
+    assert by["slices"]["on_validation"] == 0.954 and "missed hemorrhage" in by["slices"]["rationale"]
+
+
+def _slices():
+    # patients p0..p19; a coil on every slice of p0-p9; the model calls every coil slice a bleed
+    rows = []
+    for k in range(20):
+        for j in range(4):
+            coil = k < 10 and j < 2
+            label = int(j % 2 == 0)
+            rows.append({"patient_id": f"p{k}", "label": label, "called_bleed": int(coil or (label and j == 0)),
+                         "mimic_coil": coil})
+    return pd.DataFrame(rows)
+
+
+def test_shortcut_from_a_study_and_the_results_without_it(tmp_path):
+    paths = RunPaths(tmp_path)
+    paths.shortcut_study.mkdir(parents=True)
+    study = {"shortcuts": {"coil": {"caught": {"attention": False, "intervention": True}, "intervention": {
+        "added": {"shortcut_model": {"mean_change": 0.18, "mean_change_ci95": [0.11, 0.25], "flip_rate": 0.48,
+                                     "flip_rate_ci95": [0.34, 0.62], "n": 48},
+                  "clean_model": {"mean_change": 0.02}}}},
+        "catheter": {"caught": {"attention": False, "intervention": False}, "intervention": {}}}}
+    (paths.shortcut_study / "summary.json").write_text(json.dumps(study))
+    slices = _slices()
+    out = shortcut_section(paths, slices, {"mimics": {}}, n_boot=100)
+    assert out["study_ran"] and list(out["found"]) == ["coil"]
+    assert out["found"]["coil"]["study"]["added_mean_change"] == 0.18
+    clear = out["without_shortcuts"]
+    # by hand, slices without a coil: p0-p9 slices 2, 3 (j=2 bleed not called; j=3 clear) and p10-p19 all four
+    # (j=0 bleed called, j=2 bleed missed, j=1, 3 clear): bleeds 10 + 20 = 30 with 10 called; 40 clear, none called
+    assert (clear["sensitivity"]["successes"], clear["sensitivity"]["n"]) == (10, 30)
+    assert (clear["specificity"]["successes"], clear["specificity"]["n"]) == (40, 40)
+    assert clear["specificity"]["ci95"][1] > clear["specificity"]["ci95"][0]
+
+
+def test_no_study_no_strata_no_shortcut(tmp_path):
+    out = shortcut_section(RunPaths(tmp_path), _slices(), {"mimics": {}}, n_boot=50)
+    assert out == {"study_ran": False, "found": {}}
+
+
+def test_shortcut_from_the_strata():
+    from brain_audit.audit.subgroups import subgroup_report
+
+    slices = _slices()
+    for s in ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"):
+        slices[s] = 0
+    patients = pd.DataFrame({"patient_id": [f"p{k}" for k in range(20)], "called_bleed": True,
+                             "subtypes_present": [[] for _ in range(20)]})
+    sg = subgroup_report(slices, patients, ["coil"], n_boot=200)
+    # with a coil: 10 clear slices, all called (specificity 0); without: 30 clear, none called (1.0)
+    assert sg["mimics"]["coil"]["specificity_difference"]["difference"] == pytest.approx(-1.0)
+    out = shortcut_section(RunPaths("/nonexistent"), slices, sg, n_boot=100)
+    assert list(out["found"]) == ["coil"] and "strata" in out["found"]["coil"]
+
+
+def test_dropout_comparison_paired_by_hand():
+    rng = np.random.default_rng(0)
+    n = 200
+    y = np.tile([1, 0], n // 2)
+    g = np.repeat([f"p{i}" for i in range(n // 4)], 4)
+    slices = pd.DataFrame({"label": y, "patient_id": g})
+    validation = slices.iloc[:0]
+    a = np.where(y == 1, 0.9, rng.uniform(0, 0.4, n))  # chosen: clears every non-bleed at 0.5
+    b = np.where(y == 1, 0.9, rng.uniform(0, 1.0, n))  # other: clears about half
+    cands = [{"dropout": 0.2, "threshold": 0.5, "audit": a, "validation": np.zeros(0)},
+             {"dropout": 0.5, "threshold": 0.5, "audit": b, "validation": np.zeros(0)}]
+    out = dropout_comparison(cands, slices, validation, {"dropout": 0.2}, n_boot=300)
+    row = out["comparisons"][0]
+    sp = row["audit"]["specificity"]
+    assert sp["first"] == 1.0 and sp["second"] == pytest.approx(np.mean(b[y == 0] < 0.5))
+    assert sp["difference"] == pytest.approx(1.0 - np.mean(b[y == 0] < 0.5))
+    assert sp["ci95"][0] > 0 and not sp["within_noise"]
+    se = row["audit"]["sensitivity"]  # both call every bleed: no difference, and the Newcombe interval is not 0-wide
+    assert se["difference"] == 0.0 and se["ci95"][0] < 0 < se["ci95"][1] and se["within_noise"]
+    assert "validation" not in row
