@@ -16,14 +16,19 @@ from brain_audit.audit.bone_study import bone_study, mcnemar_exact, null_perturb
 from brain_audit.audit.holdout import DEPLOYMENT_PREVALENCES, REPORT_DIR, audit_holdout
 from brain_audit.audit.report import executive_summary
 from brain_audit.audit.statistics import (
+    MIN_ESTIMABLE,
     bootstrap_ci,
     calibration_bins,
+    clopper_pearson_interval,
     cluster_bootstrap,
+    cluster_bootstrap_interval,
     confusion_at,
     expected_calibration_error,
     operating_point_report,
     patient_level,
+    predictive_value_intervals,
     predictive_values_at_prevalence,
+    proportion_interval,
     threshold_for_sensitivity,
     wilson_interval,
 )
@@ -31,6 +36,7 @@ from brain_audit.audit.subgroups import stratified_metrics
 
 __all__ = [
     "DEPLOYMENT_PREVALENCES",
+    "MIN_ESTIMABLE",
     "REPORT_DIR",
     "attention_audit",
     "attention_evidence",
@@ -39,7 +45,9 @@ __all__ = [
     "bone_study",
     "bootstrap_ci",
     "calibration_bins",
+    "clopper_pearson_interval",
     "cluster_bootstrap",
+    "cluster_bootstrap_interval",
     "confusion_at",
     "executive_summary",
     "expected_calibration_error",
@@ -47,7 +55,9 @@ __all__ = [
     "null_perturbation",
     "operating_point_report",
     "patient_level",
+    "predictive_value_intervals",
     "predictive_values_at_prevalence",
+    "proportion_interval",
     "remove_bone",
     "run_bone_study",
     "stratified_metrics",
