@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -27,21 +28,21 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 __all__ = [
     "DEPLOYMENT_PREVALENCES",
     "MIN_ESTIMABLE",
-    "wilson_interval",
+    "bootstrap_ci",
+    "calibration_bins",
     "clopper_pearson_interval",
-    "proportion_interval",
-    "paired_difference_interval",
     "cluster_bootstrap",
     "cluster_bootstrap_interval",
-    "threshold_for_sensitivity",
     "confusion_at",
-    "predictive_values_at_prevalence",
-    "predictive_value_intervals",
-    "calibration_bins",
     "expected_calibration_error",
-    "patient_level",
-    "bootstrap_ci",
     "operating_point_report",
+    "paired_difference_interval",
+    "patient_level",
+    "predictive_value_intervals",
+    "predictive_values_at_prevalence",
+    "proportion_interval",
+    "threshold_for_sensitivity",
+    "wilson_interval",
 ]
 
 #: Deployment prevalences of ICH for PPV / NPV: emergency head CT, roughly 0.5-10 % of scans bleed.
