@@ -5,8 +5,9 @@ Wilson and cluster-bootstrap intervals), ``attention_evidence`` (where the model
 intervals, beside chance), ``attention_audit`` (the attention audit Phase 3 and the held-out audit run),
 ``subgroups`` (metrics with and without each mimic), ``holdout`` (the final model on the audit patients),
 ``report`` (the executive summary), ``bone_study`` (the model's scores with the skull removed, against
-an equal-area control change) and ``plots`` (the audit's figures for a clinician reader: ROC, predictive values,
-calibration, decision curve, STARD flow diagram, confusion matrices, case tiles).
+an equal-area control change), ``plots`` (the audit's figures for a clinician reader: ROC, predictive values,
+calibration, decision curve, STARD flow diagram, confusion matrices, case tiles) and ``html`` (the report as
+one self-contained ``index.html``, figures embedded).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from brain_audit.audit.attention_audit import attention_audit
 from brain_audit.audit.attention_evidence import attention_evidence, attention_markdown
 from brain_audit.audit.bone_study import bone_study, mcnemar_exact, null_perturbation, remove_bone, run_bone_study
 from brain_audit.audit.holdout import DEPLOYMENT_PREVALENCES, REPORT_DIR, audit_holdout
+from brain_audit.audit.html import markdown_to_html, write_html
 from brain_audit.audit.plots import (
     plot_calibration,
     plot_case,
@@ -54,6 +56,7 @@ __all__ = [
     "confusion_at",
     "executive_summary",
     "expected_calibration_error",
+    "markdown_to_html",
     "mcnemar_exact",
     "null_perturbation",
     "operating_point_report",
@@ -72,4 +75,5 @@ __all__ = [
     "stratified_metrics",
     "threshold_for_sensitivity",
     "wilson_interval",
+    "write_html",
 ]
