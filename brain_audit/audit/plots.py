@@ -11,6 +11,7 @@ readers with colour-vision deficiency can tell apart. Probabilities and rates ar
 from __future__ import annotations
 
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,8 @@ def roc_band(
     if curves:
         lower, upper = np.percentile(np.asarray(curves), [2.5, 97.5], axis=0)
     else:
+        warnings.warn(f"no bootstrap replicate of {n_groups} groups held both classes; the ROC curve has no band",
+                      RuntimeWarning, stacklevel=2)
         lower = upper = np.full(len(grid), np.nan)
     return {
         "fpr": fpr,

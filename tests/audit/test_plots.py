@@ -66,6 +66,16 @@ class TestRocBand:
         assert patients["n_groups"] == 80 and rows["n_groups"] == 400
         assert _width(patients) > 1.5 * _width(rows)
 
+    def test_no_replicate_with_both_classes_warns_and_leaves_no_band(self):
+        # two patients, one per class: a replicate that draws the same patient twice holds one class only; the
+        # seed is the first whose single replicate does (this mirrors roc_band's draw of n_groups integers)
+        y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
+        seed = next(s for s in range(100) if len(set(np.random.default_rng(s).integers(0, 2, 2))) == 1)
+        with pytest.warns(RuntimeWarning, match="no bootstrap replicate of 2 groups held both classes"):
+            band = roc_band(y, p, groups=["a", "a", "b", "b"], n_boot=1, seed=seed)
+        assert band["n_used"] == 0 and np.isnan(band["lower"]).all()
+        assert band["auc"] == 1.0
+
     def test_same_seed_same_band(self):
         y, p = _scores(n=60)
         a, b = roc_band(y, p, n_boot=30, seed=7), roc_band(y, p, n_boot=30, seed=7)
