@@ -5,9 +5,13 @@ patient-level results, Wilson, Clopper-Pearson and cluster-bootstrap percentile 
 ``calibration`` (calibration slope and intercept, Platt / isotonic recalibration, prior shift), ``decision``
 (net benefit, decision curves), ``attention_evidence`` (where the model looks, with patient-cluster
 intervals, beside chance), ``attention_audit`` (the attention audit Phase 3 and the held-out audit run),
-``subgroups`` (metrics with and without each mimic), ``holdout`` (the final model on the audit patients),
-``report`` (the executive summary) and ``bone_study`` (the model's scores with the skull removed, against
-an equal-area control change).
+``subgroups`` (per subtype, with and without each mimic), ``source`` (synthetic or real; mimics per slice),
+``flow`` (the STARD flow of every image), ``sections`` (targets, calibration, prior shift, net benefit, the
+dropout comparison, the shortcuts found), ``gallery`` (a picture of every error patient), ``holdout`` (the final
+model on the audit patients), ``report`` (the figures, executive summary and ``index.html``), ``bone_study`` (the model's scores with the skull removed, against
+an equal-area control change), ``plots`` (the audit's figures for a clinician reader: ROC, predictive values,
+calibration, decision curve, STARD flow diagram, confusion matrices, case tiles) and ``html`` (the report as
+one self-contained ``index.html``, figures embedded).
 """
 
 from __future__ import annotations
@@ -17,8 +21,20 @@ from brain_audit.audit.attention_evidence import attention_evidence, attention_m
 from brain_audit.audit.bone_study import bone_study, mcnemar_exact, null_perturbation, remove_bone, run_bone_study
 from brain_audit.audit.calibration import Recalibration, calibration_fit, fit_recalibration, prior_shift
 from brain_audit.audit.decision import net_benefit, net_benefit_ci
-from brain_audit.audit.holdout import DEPLOYMENT_PREVALENCES, REPORT_DIR, audit_holdout
-from brain_audit.audit.report import executive_summary
+from brain_audit.audit.flow import audit_flow
+from brain_audit.audit.holdout import DEPLOYMENT_PREVALENCES, REPORT_DIR, audit_holdout, refresh_shortcuts
+from brain_audit.audit.html import markdown_to_html, write_html
+from brain_audit.audit.plots import (
+    plot_calibration,
+    plot_case,
+    plot_confusion,
+    plot_decision_curve,
+    plot_flow,
+    plot_predictive_values,
+    plot_roc,
+    roc_band,
+)
+from brain_audit.audit.report import executive_summary, write_report
 from brain_audit.audit.statistics import (
     MIN_ESTIMABLE,
     bootstrap_ci,
@@ -36,7 +52,7 @@ from brain_audit.audit.statistics import (
     threshold_for_sensitivity,
     wilson_interval,
 )
-from brain_audit.audit.subgroups import stratified_metrics
+from brain_audit.audit.subgroups import stratified_metrics, subgroup_report
 
 __all__ = [
     "DEPLOYMENT_PREVALENCES",
@@ -46,6 +62,7 @@ __all__ = [
     "attention_audit",
     "attention_evidence",
     "attention_markdown",
+    "audit_flow",
     "audit_holdout",
     "bone_study",
     "bootstrap_ci",
@@ -58,19 +75,32 @@ __all__ = [
     "executive_summary",
     "expected_calibration_error",
     "fit_recalibration",
+    "markdown_to_html",
     "mcnemar_exact",
     "net_benefit",
     "net_benefit_ci",
     "null_perturbation",
     "operating_point_report",
     "patient_level",
+    "plot_calibration",
+    "plot_case",
+    "plot_confusion",
+    "plot_decision_curve",
+    "plot_flow",
+    "plot_predictive_values",
+    "plot_roc",
     "predictive_value_intervals",
     "predictive_values_at_prevalence",
     "prior_shift",
     "proportion_interval",
+    "refresh_shortcuts",
     "remove_bone",
+    "roc_band",
     "run_bone_study",
     "stratified_metrics",
+    "subgroup_report",
     "threshold_for_sensitivity",
     "wilson_interval",
+    "write_html",
+    "write_report",
 ]

@@ -254,10 +254,11 @@ def _subgroup_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _fit_text(fit: dict[str, Any] | None, key: str, digits: int = 2) -> str:
-    if not fit or fit.get(key) is None:
+    if not fit or not fit.get(key):
         return "n/a"
-    ci = fit.get(f"{key}_ci95") or [np.nan, np.nan]
-    return f"{fit[key]:.{digits}f} ({ci[0]:.{digits}f} to {ci[1]:.{digits}f})"
+    e = fit[key]
+    ci = e.get("ci95") or [np.nan, np.nan]
+    return f"{e['estimate']:.{digits}f} ({ci[0]:.{digits}f} to {ci[1]:.{digits}f})"
 
 
 def _calibration_lines(summary: dict[str, Any]) -> list[str]:
