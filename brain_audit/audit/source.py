@@ -50,7 +50,8 @@ def generated_counts(data_root: str | Path) -> dict[str, int] | None:
     if manifest is None:
         return None
     counts = manifest.get("counts", {})
-    return {"images": int(counts.get("images", 0)), "patients": int(counts.get("patients", 0))}
+    images = int(counts.get("images", 0)) + int(counts.get("corrupt_files", 0))
+    return {"images": images, "patients": int(counts.get("patients", 0))}
 
 
 def mimic_presence(data_root: str | Path, image_ids: Sequence[str]) -> pd.DataFrame | None:
