@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from brain_audit.audit.attention_audit import field_of_view
+from brain_audit.audit.source import data_line, data_source
 from brain_audit.audit.statistics import cluster_bootstrap, paired_difference_interval, wilson_interval
 from brain_audit.config import RunConfig
 from brain_audit.dataset.cache import open_cache, preprocess_slice
@@ -601,5 +602,5 @@ def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Se
     write_csv(out / "pairs.csv", pd.concat(pair_rows, ignore_index=True) if pair_rows else pd.DataFrame())
     summary["output_dir"] = str(out)
     write_json(out / "summary.json", summary)
-    atomic_write_text(out / "shortcut_study.md", _markdown(summary))
+    atomic_write_text(out / "shortcut_study.md", data_line(data_source(config.data_root)) + "\n\n" + _markdown(summary))
     return summary

@@ -235,6 +235,10 @@ USER_ERRORS = [
      "Got 'stent:0.3,0.02' instead."),
     ("bone study without phase 4", ["bone-study", "--out", "{tmp}/run", "--quiet"],
      "the bone study needs a finished Phase 4: {tmp}/run/phase4/model.keras is missing (run Phase 4 first)."),
+    ("audit without phase 4", ["audit", "--out", "{tmp}/run", "--quiet"],
+     "the audit needs a finished Phase 4: {tmp}/run/phase4/model.keras is missing (run Phase 4 first)."),
+    ("report without an audit", ["report", "{tmp}/run"],
+     "`report_dir` must hold a finished audit (summary.json). Got '{tmp}/run' instead."),
 ]
 _MODELS = {"text file as model": _not_a_zip, "truncated zip as model": _cut_zip}
 

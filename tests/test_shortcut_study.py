@@ -197,6 +197,7 @@ class TestOnTheQuickDemo:
                 assert e["caught"]["attention"] == obj["caught"]
             assert set(e["intervention"]) == {"added", "removed"}
         md = (out / "shortcut_study" / "shortcut_study.md").read_text()
+        assert md.startswith("**Synthetic phantom cohort, not a clinical result")
         assert md.count("\n| ") == 1 + len(STUDY_SHORTCUTS)  # header and one row per shortcut
         assert all(f"| {m} | {SHORTCUT_FLAGS[m]} |" in md for m in STUDY_SHORTCUTS)
         # the clean reference: pretrains its own backbone, then Phases 1-2 only, on other patients

@@ -39,6 +39,7 @@ from brain_audit.errors import ConfigError
 from brain_audit.figures import pyplot, save_figure
 from brain_audit.model.predictions import any_column, predict
 from brain_audit.model.weights import load_model
+from brain_audit.audit.source import data_line, data_source
 from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
 from brain_audit.rsna import SUBTYPES
 from brain_audit.run_layout import RunPaths
@@ -524,7 +525,8 @@ def run_bone_study(
         summary = {"model": str(model_path), **result["summary"], "output_dir": str(out)}
         write_csv(out / "slices.csv", result["slices"])
         write_json(out / "summary.json", summary)
-        atomic_write_text(out / "bone_study.md", bone_study_markdown(summary))
+        atomic_write_text(out / "bone_study.md",
+                          data_line(data_source(config.data_root)) + "\n\n" + bone_study_markdown(summary))
         _plot(result["slices"], out / "bone_study.png")
         write_json(out / "run.json", run_record(config, seeds={"run": config.seed},
                                                 inputs={"model": file_sha256(model_path)}, n_boot=n_boot,

@@ -300,4 +300,5 @@ def test_run_bone_study_on_the_quick_run(quick_run, tmp_path):
         (slices.loc[neg, "p_orig"] >= thr).sum())
     assert (slices["pixels_changed"] > 0).mean() > 0.8
     md = (d / "bone_study.md").read_text()
+    assert md.startswith("**Synthetic phantom cohort, not a clinical result")
     assert md.count("| figure | bone removed | control |") == 4
