@@ -638,6 +638,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "self-contained index.html (brain_audit.audit.report.write_report).",
     )
     p.add_argument("report", type=Path, help="a clinical_audit_report/ folder (or the run folder holding one)")
+    p.add_argument("--to", type=Path, default=None,
+                   help="copy the report folder here first (replacing it) and render the copy, e.g. the repository's "
+                   "example clinical_audit_report/")
     p.add_argument("--n-boot", type=_at_least(10), default=_DefaultOf("brain_audit.audit.report", "write_report",
                                                                       "n_boot"),
                    help="bootstrap resamples of the ROC band (default: %(default)s)")
@@ -650,6 +653,18 @@ def _run_report(args: argparse.Namespace) -> int:
     folder = args.report
     if not (folder / "summary.json").is_file() and (RunPaths(folder).report / "summary.json").is_file():
         folder = RunPaths(folder).report
+    if args.to is not None and (folder / "summary.json").is_file():
+        import shutil
+
+        from brain_audit.errors import ConfigError
+
+        if args.to.resolve() != folder.resolve():
+            if args.to.exists() and any(args.to.iterdir()) and not (args.to / "summary.json").is_file():
+                raise ConfigError(f"`--to` must be a new folder or an earlier report (with summary.json). "
+                                  f"Got {str(args.to)!r} instead.")
+            shutil.rmtree(args.to, ignore_errors=True)
+            shutil.copytree(folder, args.to)
+        folder = args.to
     print(f"report: {write_report(folder, n_boot=args.n_boot)}")
     return 0
 

@@ -194,7 +194,7 @@ def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray, cls
     point, lo, hi = cluster_bootstrap(values, g, lambda v: float(v[:, 0].mean() - v[:, 1].mean()), n_boot=n_boot,
                                       seed=seed)
     method = "paired patient bootstrap"
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 0:
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 1e-9:
         lo, hi = paired_difference_interval(int(np.sum(ca & cb)), int(np.sum(ca & ~cb)), int(np.sum(~ca & cb)),
                                             int(np.sum(~ca & ~cb)))
         method = "newcombe paired (slices as independent)"

@@ -641,7 +641,7 @@ def operating_point_report(
             return float(np.mean((rows[mine, 1] >= threshold) == bool(cls))) if mine.any() else float("nan")
 
         _, lo, hi = cluster_bootstrap(np.column_stack([y, p]), g, statistic, n_boot=n_boot, seed=seed_, alpha=alpha)
-        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 1e-9:  # float noise counts as zero width
             return wilson, "wilson_fallback"
         return [lo, hi], "cluster_bootstrap_percentile"
 
@@ -659,6 +659,19 @@ def operating_point_report(
             r = cluster_bootstrap_interval(np.column_stack([y, p]), units, auc, n_boot=n_boot, seed=seed + 2,
                                            alpha=alpha, method="bca")
         auc_ci, auc_method = [r["lower"], r["upper"]], f"cluster_bootstrap_{r['method']}"
+        point = float(roc_auc_score(y, p))
+        if not (np.isfinite(auc_ci[0]) and np.isfinite(auc_ci[1])) or auc_ci[1] - auc_ci[0] <= 1e-9 \
+                or not auc_ci[0] <= point <= auc_ci[1]:
+            r = cluster_bootstrap_interval(np.column_stack([y, p]), units, auc, n_boot=n_boot, seed=seed + 2,
+                                           alpha=alpha, method="percentile")
+            auc_ci, auc_method = [r["lower"], r["upper"]], "cluster_bootstrap_percentile"
+        if not (np.isfinite(auc_ci[0]) and np.isfinite(auc_ci[1])) or auc_ci[1] - auc_ci[0] <= 1e-9:
+            # every resample gave one AUC (e.g. perfect separation): the Wilson interval of the AUC as a share of
+            # the smaller class stands in, never an interval of zero width
+            units_g = units if groups is not None else np.arange(y.size).astype(str)
+            n_small = int(min(np.unique(units_g[y == 1]).size, np.unique(units_g[y == 0]).size))
+            auc_ci = list(wilson_interval(int(round(point * n_small)), n_small, alpha))
+            auc_method = "wilson_on_smaller_class"
 
     if groups is None:
         pos_units, neg_units = int(y.sum()), int(y.size - y.sum())

@@ -114,7 +114,7 @@ def clustered_rate(hits: Sequence[bool], groups: Sequence[Any], *, n_boot: int =
         return out | {"ci95": [float("nan")] * 2, "method": "none", "estimable": False}
     _, lo, hi = cluster_bootstrap(h.astype(float), g, np.mean, n_boot=n_boot, seed=seed, alpha=alpha)
     method = "patient bootstrap"
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 0:
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 1e-9:
         lo, hi = wilson_interval(k, n, alpha)
         method = "wilson (slices as independent)"
     return out | {"ci95": [float(lo), float(hi)], "method": method, "estimable": out["patients"] >= MIN_PATIENTS}
@@ -135,7 +135,7 @@ def _difference(a: dict[str, Any], b: dict[str, Any], rows_a: np.ndarray, rows_b
         warnings.simplefilter("ignore", RuntimeWarning)
         point, lo, hi = cluster_bootstrap(values, groups, stat, n_boot=n_boot, seed=seed)
     method = "patient bootstrap"
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 0:  # unpaired Newcombe hybrid score (method 10)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 1e-9:  # unpaired Newcombe hybrid score (method 10)
         pa, pb = a["estimate"], b["estimate"]
         la, ua = wilson_interval(a["successes"], a["n"])
         lb, ub = wilson_interval(b["successes"], b["n"])

@@ -64,3 +64,18 @@ def test_report_command_redraws_the_same_summary(report, tmp_path):
     assert main(["report", str(copy), "--n-boot", "50"]) == 0
     assert (copy / "summary.md").read_text() == (d / "summary.md").read_text()
     assert (copy / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_report_to_refuses_a_folder_that_is_not_a_report(report, tmp_path, capsys):
+    from brain_audit.cli import main
+
+    _, _, d, _ = report
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    assert main(["report", str(d), "--to", str(other)]) == 2
+    assert "`--to` must be a new folder or an earlier report" in capsys.readouterr().err
+    assert (other / "keep.txt").read_text() == "mine"
+    assert main(["report", str(d), "--to", str(tmp_path / "copy"), "--n-boot", "50"]) == 0
+    assert (tmp_path / "copy" / "index.html").is_file() and (d / "summary.json").is_file()

@@ -417,6 +417,18 @@ class TestOperatingPointReport:
         assert np.isnan(rep["auc"]) and np.isnan(rep["auc_ci95"]).all() and rep["ci_methods"]["auc"] == "undefined"
         assert np.isnan(rep["sensitivity_ci95"]).all()
 
+    def test_perfect_separation_auc_interval_is_not_zero_width(self):
+        # 12 positive and 15 negative patients, perfectly separated: every resample's AUC is 1.0
+        y = np.array([1] * 12 + [0] * 15)
+        p = np.concatenate([np.linspace(0.6, 0.9, 12), np.linspace(0.1, 0.4, 15)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rep = operating_point_report(y, p, 0.5, n_boot=100)
+        assert rep["auc"] == 1.0 and rep["ci_methods"]["auc"] == "wilson_on_smaller_class"
+        # Wilson 12 / 12 by hand: lower = n / (n + z^2)
+        z = 1.959963984540054
+        assert rep["auc_ci95"][0] == pytest.approx(12 / (12 + z * z)) and rep["auc_ci95"][1] == 1.0
+
     def test_keys_are_a_superset_of_the_old_report(self, data):
         y, p = data
         rep = operating_point_report(y, p, 0.5, groups=np.arange(200) // 4, n_boot=50)
