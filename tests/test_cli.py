@@ -128,8 +128,8 @@ def test_demo_keeps_the_plan_values_unless_given(monkeypatch):
     plans = []
     monkeypatch.setattr(demo, "run_demo", lambda out, plan, **kw: plans.append(plan) or {})
     assert main(["demo", "--quick", "--quiet"]) == 0
-    assert main(["demo", "--patients", "140", "--seed", "3", "--quiet"]) == 0
-    assert plans == [demo.DemoPlan.quick(), dataclasses.replace(demo.DemoPlan(), patients=140, seed=3)]
+    assert main(["demo", "--patients", "400", "--seed", "3", "--quiet"]) == 0
+    assert plans == [demo.DemoPlan.quick(), dataclasses.replace(demo.DemoPlan(), patients=400, seed=3)]
     # --shortcut, repeated: the planted shortcuts replace the plan's
     assert main(["demo", "--quick", "--shortcut", "coil:0.3,0.02", "--shortcut", "frontal_bone:0.2,0.01", "--quiet"]) == 0
     assert plans[-1] == dataclasses.replace(demo.DemoPlan.quick(),

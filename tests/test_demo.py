@@ -109,13 +109,13 @@ def test_kaggle_notebook_runs(quick_run, tmp_path):
 
 
 def test_a_demo_too_small_for_its_held_out_patients_is_refused_by_name():
-    """30 audit + 80 pretraining patients leave nothing to train on among 100: one ConfigError naming --patients."""
+    """200 audit + 80 pretraining patients leave nothing to train on among 280: one ConfigError naming --patients."""
     from brain_audit.demo import DemoPlan
     from brain_audit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"`patients` \(--patients\) must be >= 118: .* Got 100 instead\."):
-        DemoPlan(patients=100)
-    assert DemoPlan(patients=118).patients == 118
+    with pytest.raises(ConfigError, match=r"`patients` \(--patients\) must be >= 288: .* Got 280 instead\."):
+        DemoPlan(patients=280)
+    assert DemoPlan(patients=288).patients == 288
 
 
 def test_the_planted_shortcuts_are_validated_and_json_round_trips():
