@@ -116,7 +116,8 @@ def _converter() -> Any:
             md.preprocessors.deregister("html_block")
             md.inlinePatterns.deregister("html")
 
-    return markdown.Markdown(extensions=["tables", _EscapeHtml()], output_format="html")
+    # toc: every heading gets an id (its slug), so the report's contents line links to its sections
+    return markdown.Markdown(extensions=["tables", "toc", _EscapeHtml()], output_format="html")
 
 
 def markdown_to_html(text: str, base_dir: str | Path, title: str) -> str:

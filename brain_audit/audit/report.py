@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from markdown.extensions.toc import slugify
 
 from brain_audit.audit.attention_evidence import attention_markdown
 from brain_audit.audit.bone_study import bone_study_markdown
@@ -90,6 +91,12 @@ def attention_section(attention: dict[str, Any]) -> list[str]:
     if attention.get("evidence"):
         lines += [attention_markdown(attention["evidence"]), ""]
     return lines
+
+
+def _contents(lines: list[str]) -> str:
+    """A line of links to the report's sections (``index.html`` gives each heading its toc slug as id)."""
+    names = [line[3:].strip() for line in lines if line.startswith("## ")]
+    return "Contents: " + " · ".join(f"[{n}](#{slugify(n, '-')})" for n in names)
 
 
 def _rate(r: dict[str, Any] | None, detail: bool = False) -> str:
@@ -367,6 +374,8 @@ def executive_summary(summary: dict[str, Any]) -> str:
         "# Clinical audit: executive summary",
         "",
         *_chance_warning(summary["patient_level"]),
+        "{contents}",
+        "",
         f"Held-out audit cohort: {summary['audit_patients']} patients, {summary['audit_slices']} slices "
         f"({data.get('kind', 'data of unknown kind')}), never used for training, validation or pretraining. "
         f"Bleed prevalence in the cohort: {_pct(summary['prevalence_in_audit']['patients'])} of patients, "
@@ -394,12 +403,13 @@ def executive_summary(summary: dict[str, Any]) -> str:
     lines += attention_section(summary.get("attention") or {})
     if summary.get("bone_study"):
         body = bone_study_markdown(summary["bone_study"]).split("\n", 1)[1]  # without its own title
+        body = body.replace("\n## ", "\n### ").replace("\n# ", "\n### ")
         lines += ["## Bone-removal study", "", *body.strip().split("\n"), "",
                   "Files: `bone_study/slices.csv`, `bone_study/bone_study.png`.", ""]
     lines += _limits_lines(summary)
     lines += ["Per-patient logs: `patients/<patient>.json`; every slice: `slices.csv`; every number: "
               "`summary.json`.", ""]
-    return "\n".join(lines)
+    return "\n".join(_contents(lines) if line == "{contents}" else line for line in lines)
 
 
 def _draw_figures(report_dir: Path, summary: dict[str, Any], n_boot: int, seed: int) -> None:

@@ -48,6 +48,10 @@ def test_index_html_is_self_contained(report):
         img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_UNCHANGED)
         assert img is not None and img.shape[0] > 50 and img.std() > 0
     assert "<table" in page
+    # the contents line links every section, and every link lands on a heading
+    ids = set(re.findall(r'<h[1-6] id="([^"]+)"', page))
+    links = re.findall(r'href="#([^"]+)"', page)
+    assert len(links) == md.count("\n## ") and set(links) <= ids
 
 
 @pytest.mark.slow
