@@ -118,35 +118,50 @@ def _signed(x: float, ci: Sequence[float], scale: float = 100.0, unit: str = " p
     return f"{scale * x:+.1f}{unit} ({scale * lo:+.1f} to {scale * hi:+.1f})"
 
 
+def _strata_text(sa: dict[str, Any]) -> str:
+    return (f"specificity {_pct(sa['specificity_with']['estimate'])} on slices with it vs "
+            f"{_pct(sa['specificity_without']['estimate'])} without (difference "
+            f"{_signed(sa['specificity_difference']['difference'], sa['specificity_difference']['ci95'])}), "
+            f"sensitivity {_pct(sa['sensitivity_with']['estimate'])} vs {_pct(sa['sensitivity_without']['estimate'])}")
+
+
 def _shortcut_lines(summary: dict[str, Any]) -> list[str]:
     """The headline's shortcut paragraph: each shortcut found with its size, or that none was."""
     sc = summary.get("shortcuts") or {}
-    found = sc.get("found") or {}
-    if not found:
-        where = "the shortcut study and the mimic strata" if sc.get("study_ran") else "the mimic strata"
-        return [f"No shortcut found by {where} (an absence of evidence at this audit's size, not proof).", ""]
-    parts = []
-    for mimic, e in found.items():
-        name = mimic.replace("_", " ")
-        bits = []
-        st = e.get("study")
-        if st and st.get("added_mean_change") is not None:
-            ci = st.get("added_mean_change_ci95") or [float("nan")] * 2
-            bits.append(f"adding a {name} to {st.get('added_slices')} slices raised the bleed probability by "
-                        f"{st['added_mean_change']:+.2f} ({ci[0]:+.2f} to {ci[1]:+.2f}; clean model "
-                        f"{(st.get('clean_model_mean_change') or float('nan')):+.2f}) and flipped "
-                        f"{_pct(st.get('added_flip_rate'))} of calls (caught by {', '.join(st['caught_by'])})")
-        sa = e.get("strata")
-        if sa:
-            bits.append(f"specificity {_pct(sa['specificity_with']['estimate'])} on slices with it vs "
-                        f"{_pct(sa['specificity_without']['estimate'])} without (difference "
-                        f"{_signed(sa['specificity_difference']['difference'], sa['specificity_difference']['ci95'])}), "
-                        f"sensitivity {_pct(sa['sensitivity_with']['estimate'])} vs "
-                        f"{_pct(sa['sensitivity_without']['estimate'])}")
-        parts.append(f"**{name}**: " + "; ".join(bits))
-    lines = ["**Shortcut found: the model relies on " + ", ".join(m.replace("_", " ") for m in found)
-             + " as evidence of a bleed**, so the overall figures below are inflated where these objects "
-               "co-occur with bleeds. " + ". ".join(parts) + ".", ""]
+    found, associated, phase3 = sc.get("found") or {}, sc.get("associated") or {}, sc.get("phase3") or {}
+    lines = []
+    if found:
+        parts = []
+        for mimic, e in found.items():
+            bits = []
+            st = e.get("study")
+            if st and st.get("added_mean_change") is not None:
+                ci = st.get("added_mean_change_ci95") or [float("nan")] * 2
+                clean = st.get("clean_model_mean_change")
+                bits.append(f"adding it to {st.get('added_slices')} audit slices raised the bleed probability by "
+                            f"{st['added_mean_change']:+.2f} ({ci[0]:+.2f} to {ci[1]:+.2f}; the clean model "
+                            f"{float('nan') if clean is None else clean:+.2f}) and flipped "
+                            f"{_pct(st.get('added_flip_rate'))} of calls (caught by {', '.join(st['caught_by'])})")
+            if e.get("strata"):
+                bits.append(_strata_text(e["strata"]))
+            parts.append(f"**{mimic.replace('_', ' ')}**: " + "; ".join(bits))
+        lines += ["**Shortcut found: the model takes " + ", ".join(m.replace("_", " ") for m in found)
+                  + " as evidence of a bleed** (the shortcut study's intervention, against a clean model), so the "
+                    "overall figures below are inflated where these objects co-occur with bleeds; the headline table "
+                    "gives the results on slices without them. " + ". ".join(parts) + ".", ""]
+    elif sc.get("study_ran"):
+        lines += ["The shortcut study caught no shortcut (an absence of evidence at its size, not proof).", ""]
+    if associated:
+        lines += [("Associated with bleed calls in the audit's own strata, not tested by intervention (an association "
+                   "that the slice's level in the head can confound): ")
+                  + "; ".join(f"{m.replace('_', ' ')}: {_strata_text(sa)}" for m, sa in associated.items()) + ".", ""]
+    if phase3:
+        lines += ["Phase 3's attention audit of validation slices, beside chance (a uniform map flags none): "
+                  + "; ".join(f"{k.replace('_', ' ')} on {_pct(v['rate'])} ({_ci(v['ci95'])}) of {v['n']} slices"
+                              for k, v in phase3.items()) + ".", ""]
+    if not (found or associated or phase3):
+        lines += ["No shortcut found by the mimic strata or Phase 3's attention audit (absence of evidence, not "
+                  "proof).", ""]
     return lines
 
 
@@ -166,7 +181,7 @@ def _headline_table(summary: dict[str, Any]) -> list[str]:
     clear = (summary.get("shortcuts") or {}).get("without_shortcuts")
     if clear:
         se, sp = clear["sensitivity"], clear["specificity"]
-        lines.append(f"| slices without {', '.join(m.replace('_', ' ') for m in clear['mimics'])} | n/a | "
+        lines.append(f"| slices without {', '.join(m.replace('_', ' ') for m in clear['mimics'])} | not computed | "
                      f"{_pct(se['estimate'])} ({_ci(se['ci95'])}) | {_pct(sp['estimate'])} ({_ci(sp['ci95'])}) | "
                      f"{se['n'] - se['successes']} of {se['n']} | {sp['n'] - sp['successes']} of {sp['n']} |")
     methods = summary["patient_level"].get("ci_methods", {})
@@ -222,11 +237,11 @@ def _prevalence_lines(summary: dict[str, Any]) -> list[str]:
         lines += [f"Probabilities moved to the deployment prevalence (Saerens et al. 2002) after a Platt "
                   f"recalibration of the patient score on {ps['validation_patients']} validation patients "
                   f"(bleed prevalence {_pct(ps['validation_prevalence'])}):", "",
-                  "| deployment prevalence | a patient at the threshold | median positive call | PPV (Bayes) |",
-                  "|---|---|---|---|"]
+                  "| deployment prevalence | bleed probability of a patient just at the threshold | PPV: the average "
+                  "positive call (Bayes) |", "|---|---|---|"]
         for r in ps["rows"]:
             lines.append(f"| {_pct(r['prevalence'])} | {_pct(r['probability_at_threshold'])} | "
-                         f"{_pct(r['median_positive_call'])} | {_pct(r.get('ppv_bayes'))} |")
+                         f"{_pct(r.get('ppv_bayes'))} |")
         lines.append("")
     return lines
 

@@ -113,8 +113,8 @@ def prior_shift_section(patients: pd.DataFrame, validation: pd.DataFrame, patien
     The patient score (its most suspicious slice) is recalibrated by Platt scaling on the validation patients,
     whose bleed prevalence ``pi`` it then reflects; the prior-shift correction moves it to each deployment
     prevalence ``pi'``. Reported per ``pi'``: the probability of a bleed for a patient just at the threshold
-    (the least a positive call carries), the median over the audit's positive calls, and Bayes' PPV of the
-    operating point for comparison. None without validation patients of both classes.
+    (the least a positive call carries) beside Bayes' PPV of the operating point (what the average positive call
+    carries). None without validation patients of both classes.
     """
     if validation.empty:
         return None
@@ -124,15 +124,12 @@ def prior_shift_section(patients: pd.DataFrame, validation: pd.DataFrame, patien
         return None
     recal = fit_recalibration(yv, pv, method="platt")
     pi = float(np.mean(yv))
-    called = patients.loc[patients["called_bleed"].astype(bool), "max_probability"].to_numpy(dtype=float)
     y_pat = patients["label_any"].to_numpy().astype(int)
     at = recal.apply(np.array([patient_threshold]))
     rows = []
     for target in prevalences:
         row = {"prevalence": float(target),
-               "probability_at_threshold": float(prior_shift(at, pi, target)[0]),
-               "median_positive_call": float(np.median(prior_shift(recal.apply(called), pi, target)))
-               if called.size else float("nan")}
+               "probability_at_threshold": float(prior_shift(at, pi, target)[0])}
         if _both_classes(y_pat):
             se = float(np.mean(patients.loc[y_pat == 1, "called_bleed"].astype(bool)))
             sp = float(np.mean(~patients.loc[y_pat == 0, "called_bleed"].astype(bool)))
@@ -240,13 +237,31 @@ def _study(paths: RunPaths) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _phase3_flags(paths: RunPaths) -> dict[str, Any]:
+    """Phase 3's attention flags whose 95 % interval lies above the uniform map's rate (``phase3/metrics.json``)."""
+    path = paths.phase(3) / "metrics.json"
+    if not path.is_file():
+        return {}
+    flags = (json.loads(path.read_text()).get("evidence") or {}).get("flags") or {}
+    return {name: {"rate": f["value"], "ci95": f["ci"], "n": f["n"], "chance": f.get("uniform_map_rate", 0.0)}
+            for name, f in flags.items()
+            if name in ("device_focus", "calcification_focus", "bone_focus") and f.get("ci")
+            and f["ci"][0] > f.get("uniform_map_rate", 0.0)}
+
+
 def shortcut_section(paths: RunPaths, slices: pd.DataFrame, subgroups: dict[str, Any], *, n_boot: int = 2000,
                      seed: int = 0) -> dict[str, Any]:
     """The shortcuts found, how big, and the audit's results on slices without them.
 
-    A mimic is a shortcut found when the shortcut study (``<run>/shortcut_study/summary.json``, when it ran)
-    caught it by intervention or attention, or when the audit's own strata show it: specificity lower on slices
-    with the mimic than without, or sensitivity higher, with the 95 % interval of the difference excluding 0.
+    * ``found``: mimics the shortcut study (``<run>/shortcut_study/summary.json``, when it ran) caught by
+      intervention or attention, with the size of the effect and the audit's strata beside;
+    * ``associated``: mimics whose audit strata alone show it (specificity lower on slices with the mimic, or
+      sensitivity higher, the difference's 95 % interval excluding 0); an association, possibly confounded by the
+      slice's level in the head, not tested by intervention;
+    * ``phase3``: Phase 3's attention flags whose interval lies above chance (a uniform map raises none);
+    * ``without_shortcuts``: slice sensitivity and specificity on slices holding none of the found mimics (the
+      associated ones when no study ran); a mask key that extends a found name (``catheter_metal_tip`` for
+      ``catheter``) goes with it.
     """
     study = _study(paths)
     found: dict[str, dict[str, Any]] = {}
@@ -263,17 +278,24 @@ def shortcut_section(paths: RunPaths, slices: pd.DataFrame, subgroups: dict[str,
                     "added_slices": sm.get("n"),
                     "clean_model_mean_change": (added.get("clean_model") or {}).get("mean_change"),
                 }
+    associated: dict[str, dict[str, Any]] = {}
     for mimic, e in subgroups.get("mimics", {}).items():
         spec, sens = e["specificity_difference"], e["sensitivity_difference"]
         lower_spec = np.isfinite(spec["ci95"][1]) and spec["ci95"][1] < 0
         higher_sens = np.isfinite(sens["ci95"][0]) and sens["ci95"][0] > 0
         if lower_spec or higher_sens:
-            found.setdefault(mimic, {})["strata"] = {
-                "specificity_with": e["present"]["specificity"], "specificity_without": e["absent"]["specificity"],
-                "specificity_difference": spec, "sensitivity_with": e["present"]["sensitivity"],
-                "sensitivity_without": e["absent"]["sensitivity"], "sensitivity_difference": sens}
-    out: dict[str, Any] = {"study_ran": study is not None, "found": found}
-    cols = [f"mimic_{m}" for m in found if f"mimic_{m}" in slices]
+            strata = {"specificity_with": e["present"]["specificity"], "specificity_without": e["absent"]["specificity"],
+                      "specificity_difference": spec, "sensitivity_with": e["present"]["sensitivity"],
+                      "sensitivity_without": e["absent"]["sensitivity"], "sensitivity_difference": sens}
+            if mimic in found:
+                found[mimic]["strata"] = strata
+            else:
+                associated[mimic] = strata
+    out: dict[str, Any] = {"study_ran": study is not None, "found": found, "associated": associated,
+                           "phase3": _phase3_flags(paths)}
+    suspects = list(found) if study is not None else list(associated)
+    cols = [c for c in slices.columns if c.startswith("mimic_")
+            and any(c[len("mimic_"):] == m or c[len("mimic_"):].startswith(m + "_") for m in suspects)]
     if cols:
         clear = ~slices[cols].to_numpy(dtype=bool).any(axis=1)
         y = slices["label"].to_numpy().astype(int)

@@ -62,7 +62,7 @@ def test_shortcut_from_a_study_and_the_results_without_it(tmp_path):
 
 def test_no_study_no_strata_no_shortcut(tmp_path):
     out = shortcut_section(RunPaths(tmp_path), _slices(), {"mimics": {}}, n_boot=50)
-    assert out == {"study_ran": False, "found": {}}
+    assert out == {"study_ran": False, "found": {}, "associated": {}, "phase3": {}}
 
 
 def test_shortcut_from_the_strata():
@@ -77,7 +77,20 @@ def test_shortcut_from_the_strata():
     # with a coil: 10 clear slices, all called (specificity 0); without: 30 clear, none called (1.0)
     assert sg["mimics"]["coil"]["specificity_difference"]["difference"] == pytest.approx(-1.0)
     out = shortcut_section(RunPaths("/nonexistent"), slices, sg, n_boot=100)
-    assert list(out["found"]) == ["coil"] and "strata" in out["found"]["coil"]
+    # an association in the strata, not a shortcut found (no intervention ran); without a study it still decides
+    # which slices count as "without the shortcut"
+    assert out["found"] == {} and list(out["associated"]) == ["coil"]
+    assert out["without_shortcuts"]["mimics"] == ["coil"]
+
+
+def test_phase3_flags_above_chance(tmp_path):
+    paths = RunPaths(tmp_path)
+    paths.phase(3).mkdir(parents=True)
+    flags = {"device_focus": {"value": 0.043, "ci": [0.016, 0.078], "n": 256, "uniform_map_rate": 0.0},
+             "bone_focus": {"value": 0.0, "ci": [0.0, 0.015], "n": 256, "uniform_map_rate": 0.0}}
+    (paths.phase(3) / "metrics.json").write_text(json.dumps({"evidence": {"flags": flags}}))
+    out = shortcut_section(paths, _slices(), {"mimics": {}}, n_boot=50)
+    assert out["phase3"] == {"device_focus": {"rate": 0.043, "ci95": [0.016, 0.078], "n": 256, "chance": 0.0}}
 
 
 def test_dropout_comparison_paired_by_hand():
