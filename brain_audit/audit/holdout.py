@@ -195,7 +195,7 @@ def _audit_holdout(
         "shortcuts": shortcut_section(paths, slices, subgroups, n_boot=n_boot, seed=config.seed),
         "calibration": calibration,
         "prior_shift": prior_shift_section(patients_df, validation, patient_threshold, prevalences),
-        "decision_curve": decision_section(slices, patients_df, prevalences),
+        "decision_curve": decision_section(patients_df, validation, prevalences),
         "dropout_comparison": dropout_comparison(candidates, slices, validation, operating, n_boot=n_boot,
                                                  seed=config.seed),
         "flow": audit_flow(paths, slices, patients_df, generated=generated_counts(config.data_root)),

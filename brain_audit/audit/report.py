@@ -297,9 +297,10 @@ def _decision_lines(summary: dict[str, Any]) -> list[str]:
     if not summary.get("decision_curve"):
         return []
     return ["## Decision curve (patients)", "",
-            "Net benefit of acting on the patient call, against treating every patient and none (Vickers & Elkin "
-            "2006): on the audit's enriched case mix, and at 2 % prevalence from the sensitivity and specificity at "
-            "each threshold (`summary.json` holds every deployment prevalence).", "",
+            "Net benefit of acting on a patient's bleed probability (the patient score recalibrated on validation), "
+            "against treating every patient and none (Vickers & Elkin 2006): on the audit's enriched case mix, and at "
+            "2 % prevalence with the probabilities moved there (Saerens et al. 2002) and the sensitivity and "
+            "specificity at each threshold (`summary.json` holds every deployment prevalence).", "",
             f"![Decision curve]({FIGURES_DIR}/decision_curve.png)", "",
             f"![Decision curve at 2 %]({FIGURES_DIR}/decision_curve_2pct.png)", ""]
 

@@ -106,6 +106,21 @@ def calibration_section(slices: pd.DataFrame, validation: pd.DataFrame, *, n_boo
     return section, q
 
 
+def _patient_recalibration(validation: pd.DataFrame) -> tuple[Any, float, int] | None:
+    """Platt scaling of the patient score (its most suspicious slice) on the validation patients.
+
+    Returns ``(recalibration, validation bleed prevalence, validation patients)``, or None without validation
+    patients of both classes.
+    """
+    if validation.empty:
+        return None
+    _, yv, pv = patient_level(validation["patient_id"].to_numpy().astype(str),
+                              validation["label"].to_numpy().astype(int), validation["probability"].to_numpy(float))
+    if not _both_classes(yv):
+        return None
+    return fit_recalibration(yv, pv, method="platt"), float(np.mean(yv)), int(yv.size)
+
+
 def prior_shift_section(patients: pd.DataFrame, validation: pd.DataFrame, patient_threshold: float,
                         prevalences: Sequence[float]) -> dict[str, Any] | None:
     """What a positive patient call means at deployment prevalence (Saerens et al. 2002).
@@ -116,44 +131,44 @@ def prior_shift_section(patients: pd.DataFrame, validation: pd.DataFrame, patien
     (the least a positive call carries) beside Bayes' PPV of the operating point (what the average positive call
     carries). None without validation patients of both classes.
     """
-    if validation.empty:
+    fitted = _patient_recalibration(validation)
+    if fitted is None:
         return None
-    _, yv, pv = patient_level(validation["patient_id"].to_numpy().astype(str),
-                              validation["label"].to_numpy().astype(int), validation["probability"].to_numpy(float))
-    if not _both_classes(yv):
-        return None
-    recal = fit_recalibration(yv, pv, method="platt")
-    pi = float(np.mean(yv))
+    recal, pi, n_val = fitted
     y_pat = patients["label_any"].to_numpy().astype(int)
     at = recal.apply(np.array([patient_threshold]))
     rows = []
     for target in prevalences:
-        row = {"prevalence": float(target),
-               "probability_at_threshold": float(prior_shift(at, pi, target)[0])}
+        row = {"prevalence": float(target), "probability_at_threshold": float(prior_shift(at, pi, target)[0])}
         if _both_classes(y_pat):
             se = float(np.mean(patients.loc[y_pat == 1, "called_bleed"].astype(bool)))
             sp = float(np.mean(~patients.loc[y_pat == 0, "called_bleed"].astype(bool)))
             row["ppv_bayes"] = predictive_values_at_prevalence(se, sp, target)["ppv"]
         rows.append(row)
-    return {"validation_patients": int(yv.size), "validation_prevalence": pi,
-            "recalibration": recal.to_dict(), "rows": rows}
+    return {"validation_patients": n_val, "validation_prevalence": pi, "recalibration": recal.to_dict(),
+            "rows": rows}
 
 
-def decision_section(slices: pd.DataFrame, patients: pd.DataFrame, prevalences: Sequence[float]) -> dict[str, Any]:
-    """Net benefit of acting on the patient call against treating all and none (Vickers & Elkin 2006).
+def decision_section(patients: pd.DataFrame, validation: pd.DataFrame,
+                     prevalences: Sequence[float]) -> dict[str, Any]:
+    """Net benefit of acting on a patient's bleed probability, against treating all and none (Vickers & Elkin 2006).
 
-    On the audit's own case mix and, by the sensitivity and specificity at each threshold, at each deployment
-    prevalence. Thresholds 1-50 % (the probability at which a clinician would act).
+    A decision curve needs probabilities: the patient score is Platt-recalibrated on the validation patients
+    (:func:`_patient_recalibration`). On the audit's own case mix with those probabilities; at each deployment
+    prevalence with the probabilities moved there by the prior-shift correction (Saerens et al. 2002) and the net
+    benefit from the sensitivity and specificity at each threshold. Thresholds 1-50 % (the risk at which a
+    clinician would act). Empty without validation patients of both classes.
     """
-    del slices  # the decision is per patient; the argument keeps the sections' signature uniform
     y = patients["label_any"].to_numpy().astype(int)
-    p = patients["max_probability"].to_numpy(dtype=float)
-    if not _both_classes(y):
+    fitted = _patient_recalibration(validation)
+    if not _both_classes(y) or fitted is None:
         return {}
+    recal, pi, _ = fitted
+    p = recal.apply(patients["max_probability"].to_numpy(dtype=float))
     grid = np.round(np.arange(0.01, 0.51, 0.01), 2)
-    out = {"audit": net_benefit(y, p, grid).to_dict(orient="list")}
-    for pi in prevalences:
-        out[f"{pi:g}"] = net_benefit(y, p, grid, prevalence=pi).to_dict(orient="list")
+    out = {"probabilities": "patient score, Platt-recalibrated on validation", "audit": net_benefit(y, p, grid).to_dict(orient="list")}
+    for target in prevalences:
+        out[f"{target:g}"] = net_benefit(y, prior_shift(p, pi, target), grid, prevalence=target).to_dict(orient="list")
     return out
 
 

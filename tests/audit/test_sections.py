@@ -113,3 +113,35 @@ def test_dropout_comparison_paired_by_hand():
     se = row["audit"]["sensitivity"]  # both call every bleed: no difference, and the Newcombe interval is not 0-wide
     assert se["difference"] == 0.0 and se["ci95"][0] < 0 < se["ci95"][1] and se["within_noise"]
     assert "validation" not in row
+
+
+def test_decision_curve_at_deployment_uses_prior_shifted_platt_probabilities():
+    from sklearn.linear_model import LogisticRegression
+
+    from brain_audit.audit.sections import decision_section
+
+    rng = np.random.default_rng(3)
+    # validation: 60 patients, 3 slices each; audit: 80 patients (one row each in the patient table)
+    yv = np.repeat(rng.integers(0, 2, 60), 3)
+    pv = np.clip(0.3 * yv + rng.uniform(0, 0.7, yv.size), 0.01, 0.99)
+    validation = pd.DataFrame({"patient_id": np.repeat([f"v{i}" for i in range(60)], 3), "label": yv,
+                               "probability": pv})
+    ya = rng.integers(0, 2, 80)
+    pa = np.clip(0.3 * ya + rng.uniform(0, 0.7, 80), 0.01, 0.99)
+    patients = pd.DataFrame({"label_any": ya, "max_probability": pa})
+    out = decision_section(patients, validation, [0.02])
+    # by hand: Platt on the validation patients' maxima (sklearn, unpenalised), Saerens to 2 %, net benefit from
+    # sensitivity and specificity at pt: NB = se pi' - (1 - sp)(1 - pi') pt / (1 - pt)
+    vmax = validation.groupby("patient_id").agg(y=("label", "max"), p=("probability", "max"))
+    logit = lambda q: np.log(q / (1 - q))  # noqa: E731
+    fit = LogisticRegression(C=np.inf).fit(logit(vmax["p"].to_numpy())[:, None], vmax["y"])
+    q = fit.predict_proba(logit(pa)[:, None])[:, 1]
+    pi, target = vmax["y"].mean(), 0.02
+    r1, r0 = target / pi, (1 - target) / (1 - pi)
+    shifted = q * r1 / (q * r1 + (1 - q) * r0)
+    table = pd.DataFrame(out["0.02"])
+    for pt in (0.05, 0.2):
+        se = np.mean(shifted[ya == 1] >= pt)
+        sp = np.mean(shifted[ya == 0] < pt)
+        nb = se * target - (1 - sp) * (1 - target) * pt / (1 - pt)
+        assert table.loc[np.isclose(table["threshold"], pt), "net_benefit"].iloc[0] == pytest.approx(nb, abs=1e-6)
