@@ -27,7 +27,7 @@ from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import brier_score_loss
 
-from brain_audit.audit.statistics import cluster_bootstrap
+from brain_audit.audit.statistics import check_labels_scores, cluster_bootstrap
 
 __all__ = ["Recalibration", "calibration_fit", "fit_recalibration", "prior_shift"]
 
@@ -36,16 +36,9 @@ EPS = 1e-6
 
 
 def _check(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    yy = np.asarray(y).astype(np.int64).ravel()
-    pp = np.asarray(p, dtype=np.float64).ravel()
-    if yy.shape != pp.shape:
-        raise ValueError(f"`y` and `p` must have the same length. Got {yy.size} and {pp.size} instead.")
-    if yy.size == 0:
-        raise ValueError("`y` must not be empty. Got 0 samples instead.")
-    if not np.isin(yy, (0, 1)).all():
-        raise ValueError(f"`y` must hold only 0 and 1. Got values {sorted(set(yy.tolist()))[:5]} instead.")
-    if not (np.isfinite(pp).all() and (pp >= 0).all() and (pp <= 1).all()):
-        raise ValueError("`p` must hold probabilities in [0, 1]. Got a value outside [0, 1] or NaN instead.")
+    yy, pp = check_labels_scores(y, p, ("y", "p"))
+    if not ((pp >= 0).all() and (pp <= 1).all()):
+        raise ValueError("`p` must hold probabilities in [0, 1]. Got a value outside [0, 1] instead.")
     return yy, pp
 
 

@@ -18,23 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brain_audit.audit.statistics import cluster_bootstrap
+from brain_audit.audit.statistics import check_labels_scores, cluster_bootstrap
 
 __all__ = ["net_benefit", "net_benefit_ci"]
 
 
 def _check(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float] | np.ndarray,
            prevalence: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    yy = np.asarray(y).astype(np.int64).ravel()
-    pp = np.asarray(p, dtype=np.float64).ravel()
-    if yy.shape != pp.shape:
-        raise ValueError(f"`y` and `p` must have the same length. Got {yy.size} and {pp.size} instead.")
-    if yy.size == 0:
-        raise ValueError("`y` must not be empty. Got 0 samples instead.")
-    if not np.isin(yy, (0, 1)).all():
-        raise ValueError(f"`y` must hold only 0 and 1. Got values {sorted(set(yy.tolist()))[:5]} instead.")
-    if not np.isfinite(pp).all():
-        raise ValueError("`p` must be finite. Got NaN or infinity instead.")
+    yy, pp = check_labels_scores(y, p, ("y", "p"))
     pt = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     if pt.ndim != 1 or pt.size == 0 or not ((pt > 0) & (pt < 1)).all():
         raise ValueError(f"`thresholds` must be a non-empty 1-D sequence in (0, 1). Got {np.asarray(thresholds).tolist()!r} instead.")

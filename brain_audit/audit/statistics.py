@@ -26,6 +26,7 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 __all__ = [
+    "check_labels_scores",
     "DEPLOYMENT_PREVALENCES",
     "MIN_ESTIMABLE",
     "bootstrap_ci",
@@ -53,18 +54,27 @@ DEPLOYMENT_PREVALENCES: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.10)
 MIN_ESTIMABLE: int = 10
 
 
+def check_labels_scores(y: Any, p: Any, names: tuple[str, str] = ("y_true", "y_prob")) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, p)`` as flat int64 0/1 labels and float64 finite scores of one length, or a ValueError naming them.
+
+    The one check of the audit's modules (``names``: the caller's argument names, for the message).
+    """
+    y_name, p_name = names
+    yy = np.asarray(y).astype(np.int64).ravel()
+    pp = np.asarray(p, dtype=np.float64).ravel()
+    if yy.shape != pp.shape:
+        raise ValueError(f"`{y_name}` and `{p_name}` must have the same length. Got {yy.size} and {pp.size} instead.")
+    if yy.size == 0:
+        raise ValueError(f"`{y_name}` must not be empty. Got 0 samples instead.")
+    if not np.isin(yy, (0, 1)).all():
+        raise ValueError(f"`{y_name}` must hold only 0 and 1. Got values {sorted(set(yy.tolist()))[:5]} instead.")
+    if not np.isfinite(pp).all():
+        raise ValueError(f"`{p_name}` must be finite. Got NaN or infinity instead.")
+    return yy, pp
+
+
 def _validate(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true).astype(np.int64).ravel()
-    p = np.asarray(y_prob, dtype=np.float64).ravel()
-    if y.shape != p.shape:
-        raise ValueError(f"`y_true` and `y_prob` must have the same length. Got {y.size} and {p.size} instead.")
-    if y.size == 0:
-        raise ValueError("`y_true` must not be empty. Got 0 samples instead.")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError(f"`y_true` must hold only 0 and 1. Got values {sorted(set(y.tolist()))[:5]} instead.")
-    if not np.isfinite(p).all():
-        raise ValueError("`y_prob` must be finite. Got NaN or infinity instead.")
-    return y, p
+    return check_labels_scores(y_true, y_prob)
 
 
 def threshold_for_sensitivity(y_true: np.ndarray, y_prob: np.ndarray, target: float = 0.95) -> float:
