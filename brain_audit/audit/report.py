@@ -435,8 +435,8 @@ def _draw_figures(report_dir: Path, summary: dict[str, Any], n_boot: int, seed: 
     patients = pd.read_csv(report_dir / "patients.csv", dtype={"patient_id": str})
     y, p = slices["label"].to_numpy(int), slices["probability"].to_numpy(float)
     yp, pp = patients["label_any"].to_numpy(int), patients["max_probability"].to_numpy(float)
-    if 0 < yp.sum() < yp.size and 0 < y.sum() < y.size:
-        pt, st = summary["patient_level"]["at_threshold"], summary["slice_level"]["at_threshold"]
+    if 0 < yp.sum() < yp.size:  # patients of both classes imply slices of both
+        pt = summary["patient_level"]["at_threshold"]
         plot_roc(fig / "roc.png", yp, pp, n_boot=n_boot, seed=seed,
                  points=[{"label": "patient operating point", "sensitivity": pt["sensitivity"],
                           "specificity": pt["specificity"]}])
