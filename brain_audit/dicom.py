@@ -9,8 +9,8 @@ Order of operations in :func:`read_hu` (each step names the DICOM rule it follow
    :class:`~brain_audit.errors.DicomReadError`).
 2. Decode the stored values: native little-endian data straight from the bytes,
    anything compressed through pydicom's pixel-data plugins: RLE (pydicom itself), JPEG 2000
-   (pylibjpeg-openjpeg, required), JPEG baseline / lossless / JPEG-LS (pylibjpeg-libjpeg, GPLv3, the
-   optional extra ``brain_audit[jpeg]``); a syntax no installed plugin decodes is a
+   (pylibjpeg-openjpeg, the extra ``brain_audit[jpeg2000]``), JPEG baseline / lossless / JPEG-LS
+   (pylibjpeg-libjpeg, GPLv3, only in the extra ``brain_audit[jpeg]``); a syntax no installed plugin decodes is a
    :class:`~brain_audit.errors.DicomReadError` naming (0002,0010).
 3. Fix the RSNA 2019 12-bit wrap defect when it is present (:func:`has_rsna_wrap_defect`).
 4. Apply the Modality LUT, i.e. Rescale Slope and Intercept, *before* anything else
