@@ -84,30 +84,6 @@ def test_rerun_resumes_without_training(quick_run):
     assert {n: (out / f"phase{n}" / "metrics.json").stat().st_mtime_ns for n in (1, 2, 4)} == stamps
 
 
-def test_kaggle_notebook_runs(quick_run, tmp_path):
-    """The thin notebook executes top to bottom (nbclient), here on the quick phantom run it resumes."""
-    from pathlib import Path
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    config, out, _ = quick_run
-    from conftest import QUICK_OVERRIDES
-
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "brain_audit_kaggle.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    nb.cells[1].source = (
-        f"DATA_ROOT = None\nOUT = {str(out)!r}\nCONFIG = None\nOVERRIDES = {list(QUICK_OVERRIDES)!r}\n"
-        "IMAGENET_FILE = '/nonexistent'\nQUICK_DEMO = True"
-    )
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "running the built-in phantom demo instead" in outputs
-    assert "summary.md" in outputs
-    shown = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
-    assert any("image/png" in o["data"] for o in shown) and any("text/markdown" in o["data"] for o in shown)
-
-
 def test_a_demo_too_small_for_its_held_out_patients_is_refused_by_name():
     """200 audit + 80 pretraining patients leave nothing to train on among 280: one ConfigError naming --patients."""
     from brain_audit.demo import DemoPlan
