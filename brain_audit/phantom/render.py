@@ -183,7 +183,7 @@ def render_slice(config: PhantomConfig, patient_index: int, slice_index: int,
 
     Args:
         config: the cohort's parameters.
-        patient_index, slice_index: 0-based.
+        patient_index, slice_index: 0-based; test patient ``j`` is ``config.patients + j``.
         mimics: mimic name -> present; unnamed mimics keep the cohort's own draw.
 
     Returns:
@@ -192,8 +192,9 @@ def render_slice(config: PhantomConfig, patient_index: int, slice_index: int,
         and the bool (H, W) truth masks of :data:`TRUTH_KEYS`. Without ``mimics`` this equals
         ``read_hu`` of the written file (files with the wrap defect: clipped to [-1000, 3095]).
     """
-    if not 0 <= patient_index < config.patients:
-        raise _fail("patient_index", f"in [0, {config.patients - 1}]", patient_index)
+    n = config.patients + config.test_patients
+    if not 0 <= patient_index < n:
+        raise _fail("patient_index", f"in [0, {n - 1}]", patient_index)
     if not 0 <= slice_index < config.slices_per_patient:
         raise _fail("slice_index", f"in [0, {config.slices_per_patient - 1}]", slice_index)
     for m in mimics or {}:
