@@ -25,7 +25,7 @@ from brain_audit.phantom.config import PhantomConfig
 from brain_audit.phantom.render import render_slice
 from brain_audit.phantom.truth import MANIFEST, TEST_LABELS, TEST_MANIFEST, TRUTH_DIR, load_manifest, load_truth
 
-BASE = dict(patients=2, slices_per_patient=4, size=64, seed=3, prevalence=0.5, corrupt_files=1)
+BASE = {"patients": 2, "slices_per_patient": 4, "size": 64, "seed": 3, "prevalence": 0.5, "corrupt_files": 1}
 
 
 def _hashes(root: Path, names: tuple[str, ...]) -> dict[str, str]:
