@@ -27,7 +27,7 @@ passes), the ratio, and the mean absolute difference between the naive windows a
 brain_audit's int16 HU (both in [0, 1]; they differ where rounding to integer HU or the resize order moves a
 value across a window edge).
 
-    python benchmarks/bench_preprocess.py [--patients 3] [--size 256] [--repeats 5] [--rounds 2]
+    python benchmarks/bench_preprocess.py [--patients 3] [--size 256] [--repeats 5] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=3, help="phantom patients (20 slices each)")
     ap.add_argument("--size", type=int, default=256, help="output side, px")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per process; their median is kept")
-    ap.add_argument("--rounds", type=int, default=2, help="processes per path and setting; their median is printed")
+    ap.add_argument("--rounds", type=int, default=3, help="processes per path and setting; their median is printed")
     ap.add_argument("--child", choices=("naive", "ours"), help=argparse.SUPPRESS)
     ap.add_argument("--files-json", help=argparse.SUPPRESS)
     args = ap.parse_args()
