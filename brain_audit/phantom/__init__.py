@@ -40,6 +40,7 @@ from brain_audit.phantom.truth import (
     TRUTH_DIR,
     TRUTH_KEYS,
     load_manifest,
+    load_test_manifest,
     load_truth,
     write_truth,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "build_patient",
     "generate_cohort",
     "load_manifest",
+    "load_test_manifest",
     "load_truth",
     "padding_mask",
     "parse_shortcut",

@@ -25,8 +25,8 @@ from brain_audit.dataset.masks import MASK_DIR, read_masks, write_masks
 from brain_audit.errors import BrainAuditError
 from brain_audit.phantom.lesions import MIMICS, TRUTH_EXTRA
 
-__all__ = ["MANIFEST", "TEST_LABELS", "TEST_MANIFEST", "TRUTH_DIR", "TRUTH_KEYS", "load_manifest", "load_truth",
-           "write_truth"]
+__all__ = ["MANIFEST", "TEST_LABELS", "TEST_MANIFEST", "TRUTH_DIR", "TRUTH_KEYS", "load_manifest",
+           "load_test_manifest", "load_truth", "write_truth"]
 
 #: Folder of the truth masks under the cohort root (the dataset mask folder).
 TRUTH_DIR = MASK_DIR
@@ -56,6 +56,22 @@ def load_manifest(out_dir: str | Path) -> dict[str, Any]:
         st = os.stat(path)
     except OSError as exc:
         raise BrainAuditError(f"{path}: no phantom manifest ({exc.strerror}); is this a phantom cohort?") from exc
+    return _load_manifest(str(path), st.st_mtime_ns, st.st_size)
+
+
+def load_test_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The parsed test-split records (``phantom_truth/stage_2_test_manifest.json``: ``counts``, ``patients``,
+    ``images`` as in the manifest), cached while the file is unchanged.
+
+    Raises:
+        BrainAuditError: the cohort has no test split (no such file).
+    """
+    path = Path(out_dir) / TRUTH_DIR / TEST_MANIFEST
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise BrainAuditError(f"{path}: no test-split records ({exc.strerror}); was the cohort written with "
+                              "test_patients > 0?") from exc
     return _load_manifest(str(path), st.st_mtime_ns, st.st_size)
 
 

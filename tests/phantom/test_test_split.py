@@ -19,11 +19,19 @@ import pytest
 from brain_audit import rsna
 from brain_audit.cli import main
 from brain_audit.dicom import read_hu
-from brain_audit.errors import ConfigError
+from brain_audit.errors import BrainAuditError, ConfigError
 from brain_audit.phantom.cohort import generate_cohort
 from brain_audit.phantom.config import PhantomConfig
-from brain_audit.phantom.render import render_slice
-from brain_audit.phantom.truth import MANIFEST, TEST_LABELS, TEST_MANIFEST, TRUTH_DIR, load_manifest, load_truth
+from brain_audit.phantom.render import render_image, render_slice
+from brain_audit.phantom.truth import (
+    MANIFEST,
+    TEST_LABELS,
+    TEST_MANIFEST,
+    TRUTH_DIR,
+    load_manifest,
+    load_test_manifest,
+    load_truth,
+)
 
 BASE = {"patients": 2, "slices_per_patient": 4, "size": 64, "seed": 3, "prevalence": 0.5, "corrupt_files": 1}
 
@@ -80,6 +88,7 @@ class TestTestSplit:
                                            rec["slice_index"])
             if not rec["defect"]:
                 np.testing.assert_array_equal(hu, expected)
+                np.testing.assert_array_equal(render_image(two, rec["image_id"])[0], hu)
             stored = load_truth(two, rec["image_id"])
             assert all(np.array_equal(stored[k], truth[k]) for k in rsna.SUBTYPES)
             assert rec["labels"]["any"] == int(any(stored[s].any() for s in rsna.SUBTYPES))
@@ -112,6 +121,14 @@ class TestTestSplit:
         counts = load_manifest(two)["counts"]
         assert counts["test_images"] == 8 and counts["test_patients"] == 2 and counts["images"] == 8
         assert (two / MANIFEST).is_file()
+
+    def test_test_records_load_only_where_there_is_a_split(self, cohorts):
+        none, two = cohorts
+        assert load_test_manifest(two)["counts"]["test_images"] == 8
+        with pytest.raises(BrainAuditError, match="no test-split records"):
+            load_test_manifest(none)
+        with pytest.raises(BrainAuditError, match="not a readable image"):
+            render_image(none, _test_ids(two)[0])
 
     def test_rerun_checks_the_test_files(self, cohorts, tmp_path):
         cfg = PhantomConfig(**BASE, test_patients=2)
