@@ -194,6 +194,9 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
                    help="share of slices written with the RSNA 12-bit wrap defect (default: %(default)s)")
     p.add_argument("--corrupt", type=int, default=_DefaultOf(*phantom, "corrupt_files"),
                    help="extra corrupt files (truncated / header-only; default: %(default)s)")
+    p.add_argument("--test-patients", type=int, default=_DefaultOf(*phantom, "test_patients"),
+                   help="patients of a test split: DIR/stage_2_test/*.dcm and DIR/stage_2_sample_submission.csv, "
+                   "their labels only in DIR/phantom_truth/stage_2_test_labels.csv (default: %(default)s)")
     workers = _DefaultOf("brain_audit.phantom.cohort", "generate_cohort", "workers")
     p.add_argument("--workers", type=int, default=workers, help="worker processes (default: %(default)s)")
     p.add_argument("--preview", action="store_true", help="also write DIR/phantom_preview.png")
@@ -211,6 +214,7 @@ def _run_phantom(args: argparse.Namespace) -> int:
         patients=args.patients, slices_per_patient=args.slices_per_patient, size=args.size,
         prevalence=args.prevalence, seed=args.seed, chronic_subdural_fraction=args.chronic_subdural_fraction,
         mimic_probabilities=shortcuts, defect_fraction=args.defect_fraction, corrupt_files=args.corrupt,
+        test_patients=args.test_patients,
     )
     summary = generate_cohort(args.out, config, workers=args.workers, progress=not args.no_progress)
     if summary["skipped"]:
@@ -222,6 +226,9 @@ def _run_phantom(args: argparse.Namespace) -> int:
             f"{summary['corrupt_files']} corrupt) in {summary['seconds']:.1f} s "
             f"({summary['slices_per_second']:.0f} slices/s) -> {summary['out_dir']}"
         )
+        if summary["test_images"]:
+            print(f"test split: {summary['test_images']} slices of {summary['test_patients']} patients -> "
+                  f"{summary['test_dir']}, {summary['sample_submission']}; labels in {summary['test_labels']}")
     if args.preview:
         print(f"preview -> {preview(args.out)}")
     return 0

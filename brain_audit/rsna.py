@@ -6,6 +6,9 @@ One place for the names every stage shares, so phantom cohorts written by
     ROOT/stage_2_train/ID_<9 hex>.dcm      one axial slice per file
     ROOT/stage_2_train.csv                 header ``ID,Label``; six rows per image,
                                            ``ID_<img>_<subtype>,<0|1>``
+    ROOT/stage_2_test/ID_<9 hex>.dcm       the test images (labels hidden)
+    ROOT/stage_2_sample_submission.csv     header ``ID,Label``; six rows per test image,
+                                           ``ID_<img>_<subtype>,0.5`` (a submission's format)
 
 References:
     Flanders AE et al. Construction of a Machine Learning Dataset through
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from brain_audit.ids import safe_child
 
-__all__ = ["SUBTYPES", "LABEL_COLUMNS", "TRAIN_DIR", "TRAIN_CSV", "image_path"]
+__all__ = ["SUBTYPES", "LABEL_COLUMNS", "TRAIN_DIR", "TRAIN_CSV", "TEST_DIR", "SAMPLE_SUBMISSION", "image_path"]
 
 #: The five hemorrhage subtypes, in the order of the RSNA label file.
 SUBTYPES: tuple[str, ...] = (
@@ -37,6 +40,12 @@ TRAIN_DIR = "stage_2_train"
 
 #: Label file under the dataset root.
 TRAIN_CSV = "stage_2_train.csv"
+
+#: Folder of test DICOM files under the dataset root (their labels are not shipped).
+TEST_DIR = "stage_2_test"
+
+#: Sample submission under the dataset root: the test images' rows, every probability 0.5.
+SAMPLE_SUBMISSION = "stage_2_sample_submission.csv"
 
 
 def image_path(root: str | Path, image_id: str, folder: str = TRAIN_DIR) -> Path:

@@ -33,7 +33,17 @@ from brain_audit.phantom.config import (
 )
 from brain_audit.phantom.lesions import DEVICES, MIMICS, TRUTH_EXTRA, Lesion
 from brain_audit.phantom.render import build_patient, preview, render, render_counterfactual, render_image, render_slice
-from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, load_manifest, load_truth, write_truth
+from brain_audit.phantom.truth import (
+    MANIFEST,
+    TEST_LABELS,
+    TEST_MANIFEST,
+    TRUTH_DIR,
+    TRUTH_KEYS,
+    load_manifest,
+    load_test_manifest,
+    load_truth,
+    write_truth,
+)
 
 __all__ = [
     "DEFAULT_MIMIC_PROBABILITIES",
@@ -43,6 +53,8 @@ __all__ = [
     "MANIFEST",
     "MIMICS",
     "PAD_HU_FILE",
+    "TEST_LABELS",
+    "TEST_MANIFEST",
     "TRUTH_DIR",
     "TRUTH_EXTRA",
     "TRUTH_KEYS",
@@ -52,6 +64,7 @@ __all__ = [
     "build_patient",
     "generate_cohort",
     "load_manifest",
+    "load_test_manifest",
     "load_truth",
     "padding_mask",
     "parse_shortcut",

@@ -8,6 +8,16 @@ Layout written by :func:`generate_cohort` under ``out_dir``::
     phantom_manifest.json             generator version, every parameter, per-image records,
                                       corrupt files and what is wrong with them
 
+With ``test_patients`` > 0, a held-out test split as Kaggle ships it (labels hidden)::
+
+    stage_2_test/ID_<9 hex>.dcm       one slice per file, same rendering as the training files
+    stage_2_sample_submission.csv     ID,Label; six rows per test image, every Label 0.5
+    phantom_truth/ID_<9 hex>.npz      the test images' masks, as above
+    phantom_truth/stage_2_test_labels.csv      the test labels (format of stage_2_train.csv)
+    phantom_truth/stage_2_test_manifest.json   the test patients' and images' records
+
+so the test truth lives only under ``phantom_truth/`` and a rehearsal can score a submission.
+
 Study geometry: each patient has one study of ``slices_per_patient`` contiguous axial slices
 (Image Position (Patient) z increasing by ``slice_spacing_mm``), centred on the lateral
 ventricles and starting no lower than the basal cisterns; the default 20 slices at 5 mm cover
@@ -22,7 +32,9 @@ that is where a shortcut acts); the mimic's geometry is fixed per patient.
 
 Determinism: patient ``i`` is drawn from ``numpy.random.SeedSequence(seed, spawn_key=(i, 0, 0))``
 and slice ``k`` adds noise from ``spawn_key=(i, 1, k)``, so the same config gives byte-identical
-files whatever the number of worker processes. A folder that already holds phantom output is
+files whatever the number of worker processes. Test patient ``j`` is patient ``patients + j`` of
+the same seed (its own streams, IDs drawn after every training and corrupt ID), so the training
+files do not depend on ``test_patients``. A folder that already holds phantom output is
 refused unless it is a complete cohort of the same parameters and version, which is then left
 untouched (``summary["skipped"]``).
 """
@@ -45,7 +57,7 @@ from brain_audit.errors import ConfigError
 from brain_audit.phantom.anatomy import PAD_HU_FILE, padding_mask
 from brain_audit.phantom.config import _CORRUPT_KINDS, GENERATOR_VERSION, PhantomConfig, _fail
 from brain_audit.phantom.render import build_patient, render
-from brain_audit.phantom.truth import MANIFEST, TRUTH_DIR, TRUTH_KEYS, write_truth
+from brain_audit.phantom.truth import MANIFEST, TEST_LABELS, TEST_MANIFEST, TRUTH_DIR, TRUTH_KEYS, write_truth
 from brain_audit.provenance import atomic_write_bytes, atomic_write_text, write_json
 
 __all__ = ["generate_cohort"]
@@ -56,8 +68,8 @@ def _hex(n: int, *parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def _cohort_ids(cfg: PhantomConfig) -> tuple[list[dict[str, Any]], list[str]]:
-    """Pseudonymous RSNA-style IDs for every patient / image, and for the corrupt files (unique)."""
+def _cohort_ids(cfg: PhantomConfig) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+    """Pseudonymous RSNA-style IDs for every patient / image, the corrupt files and the test patients (unique)."""
     used: set[str] = set()
 
     def unique(n: int, *parts: Any) -> str:
@@ -69,20 +81,23 @@ def _cohort_ids(cfg: PhantomConfig) -> tuple[list[dict[str, Any]], list[str]]:
                 return h
             attempt += 1
 
-    patients = []
-    for i in range(cfg.patients):
-        patients.append({
-            "patient_id": unique(8, cfg.seed, "patient", i),
-            "study_instance_uid": unique(10, cfg.seed, "study", i),
-            "series_instance_uid": unique(10, cfg.seed, "series", i),
-            "image_ids": [unique(9, cfg.seed, "image", i, k) for k in range(cfg.slices_per_patient)],
-        })
+    def patient(prefix: str, i: int) -> dict[str, Any]:
+        return {
+            "patient_id": unique(8, cfg.seed, f"{prefix}patient", i),
+            "study_instance_uid": unique(10, cfg.seed, f"{prefix}study", i),
+            "series_instance_uid": unique(10, cfg.seed, f"{prefix}series", i),
+            "image_ids": [unique(9, cfg.seed, f"{prefix}image", i, k) for k in range(cfg.slices_per_patient)],
+        }
+
+    patients = [patient("", i) for i in range(cfg.patients)]
     corrupt = [unique(9, cfg.seed, "corrupt", j) for j in range(cfg.corrupt_files)]
-    return patients, corrupt
+    test = [patient("test_", j) for j in range(cfg.test_patients)]  # drawn last: earlier IDs do not depend on it
+    return patients, corrupt, test
 
 
-def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[str, Any]) -> dict[str, Any]:
-    """Render, encode and write every slice of patient ``index``; return its manifest records."""
+def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[str, Any],
+                   folder: str = rsna.TRAIN_DIR) -> dict[str, Any]:
+    """Render, encode and write every slice of patient ``index`` into ``folder``; return its manifest records."""
     pat = build_patient(cfg, index)
     root = Path(out_dir)
     records = []
@@ -98,7 +113,7 @@ def _write_patient(out_dir: str, cfg: PhantomConfig, index: int, ids: Mapping[st
             study_instance_uid=ids["study_instance_uid"], series_instance_uid=ids["series_instance_uid"],
             z=z, pixel_spacing=(cfg.pixel_spacing_mm, cfg.pixel_spacing_mm), slice_thickness=cfg.slice_spacing_mm,
             wrap_defect=defect)
-        atomic_write_bytes(rsna.image_path(root, image_id), data)
+        atomic_write_bytes(rsna.image_path(root, image_id, folder), data)
         write_truth(root, image_id, masks)
         records.append({
             "image_id": image_id, "patient_id": ids["patient_id"], "patient_index": index, "slice_index": k,
@@ -136,8 +151,18 @@ def _corrupt_file(cfg: PhantomConfig, j: int, image_id: str, ids: Mapping[str, A
                         "z": z, "labels": {c: 0 for c in rsna.LABEL_COLUMNS}}
 
 
+def _label_rows(records: list[dict[str, Any]], value: Any = None) -> str:
+    """``ID,Label`` text, six rows per record in ``rsna.LABEL_COLUMNS`` order, sorted by image ID;
+    the record's labels, or ``value`` for every row (a sample submission)."""
+    rows = ["ID,Label"]
+    for rec in sorted(records, key=lambda r: r["image_id"]):
+        rows.extend(f"{rec['image_id']}_{c},{rec['labels'][c] if value is None else value}"
+                    for c in rsna.LABEL_COLUMNS)
+    return "\n".join(rows) + "\n"
+
+
 def _existing_output(root: Path) -> list[Path]:
-    names = (rsna.TRAIN_DIR, rsna.TRAIN_CSV, TRUTH_DIR, MANIFEST)
+    names = (rsna.TRAIN_DIR, rsna.TRAIN_CSV, rsna.TEST_DIR, rsna.SAMPLE_SUBMISSION, TRUTH_DIR, MANIFEST)
     return [root / n for n in names if (root / n).exists()]
 
 
@@ -155,8 +180,10 @@ def generate_cohort(out_dir: str | Path, config: PhantomConfig, *, workers: int 
     Returns:
         Summary: ``out_dir``, ``images`` (readable), ``corrupt_files``, ``patients``,
         ``bleed_patients``, ``positive_images`` (``any`` = 1), ``defect_images``,
-        ``label_csv``, ``manifest``, ``train_dir``, ``truth_dir``, ``seconds``,
-        ``slices_per_second``, ``skipped`` (True when the folder already held this cohort).
+        ``label_csv``, ``manifest``, ``train_dir``, ``truth_dir``, ``test_patients``,
+        ``test_images``, ``test_dir``, ``sample_submission``, ``test_labels`` (under
+        ``truth_dir``), ``seconds``, ``slices_per_second`` (training and test slices),
+        ``skipped`` (True when the folder already held this cohort).
 
     Raises:
         ConfigError: ``out_dir`` holds phantom output of other parameters, or an unfinished
@@ -168,7 +195,9 @@ def generate_cohort(out_dir: str | Path, config: PhantomConfig, *, workers: int 
     params = config.to_dict()
     summary_paths = {
         "out_dir": str(root), "train_dir": str(root / rsna.TRAIN_DIR), "label_csv": str(root / rsna.TRAIN_CSV),
-        "truth_dir": str(root / TRUTH_DIR), "manifest": str(root / MANIFEST)}
+        "truth_dir": str(root / TRUTH_DIR), "manifest": str(root / MANIFEST),
+        "test_dir": str(root / rsna.TEST_DIR), "sample_submission": str(root / rsna.SAMPLE_SUBMISSION),
+        "test_labels": str(root / TRUTH_DIR / TEST_LABELS)}
     existing = _existing_output(root)
     if existing:
         done = _complete_cohort(root, params)
@@ -180,31 +209,38 @@ def generate_cohort(out_dir: str | Path, config: PhantomConfig, *, workers: int 
         return {**summary_paths, **done, "seconds": 0.0, "slices_per_second": None, "skipped": True}
 
     t0 = time.perf_counter()
-    patients_ids, corrupt_ids = _cohort_ids(config)
+    patients_ids, corrupt_ids, test_ids = _cohort_ids(config)
+    # test patient j is patient `patients + j` of the seed, written to the test folder
+    jobs = [(i, ids, rsna.TRAIN_DIR) for i, ids in enumerate(patients_ids)] + [
+        (config.patients + j, ids, rsna.TEST_DIR) for j, ids in enumerate(test_ids)]
     root.mkdir(parents=True, exist_ok=True)
     (root / rsna.TRAIN_DIR).mkdir(exist_ok=True)
     (root / TRUTH_DIR).mkdir(exist_ok=True)
-    results: list[dict[str, Any] | None] = [None] * config.patients
-    bar = _progress(config.patients, progress)
+    if test_ids:
+        (root / rsna.TEST_DIR).mkdir(exist_ok=True)
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    bar = _progress(len(jobs), progress)
     try:
-        if workers == 1 or config.patients == 1:
-            for i in range(config.patients):
-                results[i] = _write_patient(str(root), config, i, patients_ids[i])
+        if workers == 1 or len(jobs) == 1:
+            for n, (i, ids, folder) in enumerate(jobs):
+                results[n] = _write_patient(str(root), config, i, ids, folder)
                 bar.update(1)
         else:
             import multiprocessing
 
             ctx = multiprocessing.get_context("spawn")  # safe beside TensorFlow / threads in the parent
-            with ProcessPoolExecutor(max_workers=min(workers, config.patients), mp_context=ctx,
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                                      initializer=_init_worker) as pool:
-                futures = {pool.submit(_write_patient, str(root), config, i, patients_ids[i]): i
-                           for i in range(config.patients)}
+                futures = {pool.submit(_write_patient, str(root), config, i, ids, folder): n
+                           for n, (i, ids, folder) in enumerate(jobs)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
                     bar.update(1)
     finally:
         bar.close()
 
+    test_results = results[config.patients:]
+    results = results[:config.patients]
     images = [rec for res in results for rec in res["images"]]  # type: ignore[index]
     corrupt = []
     for j, image_id in enumerate(corrupt_ids):
@@ -214,10 +250,17 @@ def generate_cohort(out_dir: str | Path, config: PhantomConfig, *, workers: int 
                                                                   * config.slice_spacing_mm, 3))
         atomic_write_bytes(rsna.image_path(root, image_id), data)
         corrupt.append(rec)
-    rows = ["ID,Label"]
-    for rec in sorted(images + corrupt, key=lambda r: r["image_id"]):
-        rows.extend(f"{rec['image_id']}_{c},{rec['labels'][c]}" for c in rsna.LABEL_COLUMNS)
-    atomic_write_text(root / rsna.TRAIN_CSV, "\n".join(rows) + "\n")
+    atomic_write_text(root / rsna.TRAIN_CSV, _label_rows(images + corrupt))
+    test_images = [rec for res in test_results for rec in res["images"]]  # type: ignore[index]
+    if test_images:
+        atomic_write_text(root / TRUTH_DIR / TEST_LABELS, _label_rows(test_images))
+        write_json(root / TRUTH_DIR / TEST_MANIFEST, {
+            "counts": {"test_images": len(test_images), "test_patients": config.test_patients,
+                       "bleed_patients": sum(r["patient"]["bleed"] for r in test_results),  # type: ignore[index]
+                       "positive_images": sum(r["labels"]["any"] for r in test_images)},
+            "patients": [r["patient"] for r in test_results],  # type: ignore[index]
+            "images": test_images})
+        atomic_write_text(root / rsna.SAMPLE_SUBMISSION, _label_rows(test_images, value="0.5"))
     counts = {
         "images": len(images),
         "corrupt_files": len(corrupt),
@@ -225,13 +268,17 @@ def generate_cohort(out_dir: str | Path, config: PhantomConfig, *, workers: int 
         "bleed_patients": sum(r["patient"]["bleed"] for r in results),  # type: ignore[index]
         "positive_images": sum(r["labels"]["any"] for r in images),
         "defect_images": sum(r["defect"] for r in images),
+        "test_patients": config.test_patients,
+        "test_images": len(test_images),
     }
     manifest = {
         "generator": {"name": "brain_audit.phantom", "version": GENERATOR_VERSION, "package_version": __version__},
         "seed": config.seed,
         "parameters": params,
         "layout": {"train_dir": rsna.TRAIN_DIR, "label_csv": rsna.TRAIN_CSV, "truth_dir": TRUTH_DIR,
-                   "truth_keys": list(TRUTH_KEYS), "label_columns": list(rsna.LABEL_COLUMNS)},
+                   "truth_keys": list(TRUTH_KEYS), "label_columns": list(rsna.LABEL_COLUMNS),
+                   "test_dir": rsna.TEST_DIR, "sample_submission": rsna.SAMPLE_SUBMISSION,
+                   "test_labels": f"{TRUTH_DIR}/{TEST_LABELS}", "test_manifest": f"{TRUTH_DIR}/{TEST_MANIFEST}"},
         "counts": counts,
         "patients": [r["patient"] for r in results],  # type: ignore[index]
         "images": images,
@@ -240,7 +287,8 @@ def generate_cohort(out_dir: str | Path, config: PhantomConfig, *, workers: int 
     }
     write_json(root / MANIFEST, manifest)
     seconds = time.perf_counter() - t0
-    return {**summary_paths, **counts, "seconds": seconds, "slices_per_second": len(images) / max(seconds, 1e-9),
+    return {**summary_paths, **counts, "seconds": seconds,
+            "slices_per_second": (len(images) + len(test_images)) / max(seconds, 1e-9),
             "skipped": False}
 
 
@@ -266,9 +314,17 @@ def _complete_cohort(root: Path, params: dict[str, Any]) -> dict[str, Any] | Non
     if (not manifest.get("complete") or manifest.get("parameters") != params
             or manifest.get("generator", {}).get("version") != GENERATOR_VERSION):
         return None
-    for rec in manifest["images"]:
-        if not (rsna.image_path(root, rec["image_id"]).is_file()
-                and mask_path(root, rec["image_id"]).is_file()):
+    images = [(rec["image_id"], rsna.TRAIN_DIR) for rec in manifest["images"]]
+    if params.get("test_patients"):
+        try:
+            test = json.loads((root / TRUTH_DIR / TEST_MANIFEST).read_text())
+        except (OSError, ValueError):
             return None
-    return dict(manifest["counts"])
+        if not ((root / rsna.SAMPLE_SUBMISSION).is_file() and (root / TRUTH_DIR / TEST_LABELS).is_file()):
+            return None
+        images += [(rec["image_id"], rsna.TEST_DIR) for rec in test["images"]]
+    for image_id, folder in images:
+        if not (rsna.image_path(root, image_id, folder).is_file() and mask_path(root, image_id).is_file()):
+            return None
+    return {"test_patients": 0, "test_images": 0, **manifest["counts"]}  # manifests before the test split
 

@@ -90,6 +90,8 @@ class PhantomConfig:
         defect_fraction: share of slices written with the RSNA 12-bit wrap defect, [0, 1].
         corrupt_files: extra unreadable files (alternately truncated and header-only).
         seed: non-negative integer.
+        test_patients: patients of a held-out test split written as Kaggle's ``stage_2_test``
+            (their labels only under ``phantom_truth/``); 0: no test split.
     """
 
     patients: int = 20
@@ -105,11 +107,12 @@ class PhantomConfig:
     defect_fraction: float = 0.02
     corrupt_files: int = 0
     seed: int = 0
+    test_patients: int = 0
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
         for name, lo, hi in (("patients", 1, None), ("slices_per_patient", 1, 128), ("size", 64, 1024),
-                             ("corrupt_files", 0, None), ("seed", 0, None)):
+                             ("corrupt_files", 0, None), ("seed", 0, None), ("test_patients", 0, None)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
                 rule = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
@@ -159,8 +162,14 @@ class PhantomConfig:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready parameters (mimic pairs as lists); ``PhantomConfig(**d)`` rebuilds the config."""
+        """JSON-ready parameters (mimic pairs as lists); ``PhantomConfig(**d)`` rebuilds the config.
+
+        ``test_patients`` is left out when 0, so a cohort without a test split records the
+        parameters it recorded before the split existed (same manifest, same resume check).
+        """
         d = dataclasses.asdict(self)
+        if not self.test_patients:
+            del d["test_patients"]
         d["subtype_mix"] = dict(self.subtype_mix)
         d["mimic_probabilities"] = {m: list(v) for m, v in self.mimic_probabilities.items()}
         return d
@@ -169,6 +178,11 @@ class PhantomConfig:
     def images(self) -> int:
         """Number of readable images (patients x slices)."""
         return self.patients * self.slices_per_patient
+
+    @property
+    def test_images(self) -> int:
+        """Number of test-split images (test patients x slices)."""
+        return self.test_patients * self.slices_per_patient
 
 
 def parse_shortcut(text: str) -> tuple[str, tuple[float, float]]:

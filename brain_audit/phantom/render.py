@@ -73,7 +73,7 @@ from brain_audit.phantom.lesions import (
     _subarachnoid,
 )
 from brain_audit.phantom.skull_base import _skull_base_parameters, frontal_sinus, paint_skull_base
-from brain_audit.phantom.truth import load_manifest, load_truth
+from brain_audit.phantom.truth import load_manifest, load_test_manifest, load_truth
 from brain_audit.rsna import SUBTYPES
 from brain_audit.windowing import BSB, window
 
@@ -183,7 +183,7 @@ def render_slice(config: PhantomConfig, patient_index: int, slice_index: int,
 
     Args:
         config: the cohort's parameters.
-        patient_index, slice_index: 0-based.
+        patient_index, slice_index: 0-based; test patient ``j`` is ``config.patients + j``.
         mimics: mimic name -> present; unnamed mimics keep the cohort's own draw.
 
     Returns:
@@ -192,8 +192,9 @@ def render_slice(config: PhantomConfig, patient_index: int, slice_index: int,
         and the bool (H, W) truth masks of :data:`TRUTH_KEYS`. Without ``mimics`` this equals
         ``read_hu`` of the written file (files with the wrap defect: clipped to [-1000, 3095]).
     """
-    if not 0 <= patient_index < config.patients:
-        raise _fail("patient_index", f"in [0, {config.patients - 1}]", patient_index)
+    n = config.patients + config.test_patients
+    if not 0 <= patient_index < n:
+        raise _fail("patient_index", f"in [0, {n - 1}]", patient_index)
     if not 0 <= slice_index < config.slices_per_patient:
         raise _fail("slice_index", f"in [0, {config.slices_per_patient - 1}]", slice_index)
     for m in mimics or {}:
@@ -206,13 +207,16 @@ def render_slice(config: PhantomConfig, patient_index: int, slice_index: int,
 def _record(out_dir: str | Path, image_id: str) -> tuple[PhantomConfig, dict[str, Any]]:
     manifest = load_manifest(out_dir)
     rec = manifest["_by_id"].get(image_id)
+    if rec is None and manifest["parameters"].get("test_patients"):
+        rec = load_test_manifest(out_dir)["_by_id"].get(image_id)  # an image of the test split
     if rec is None:
         raise BrainAuditError(f"{image_id}: not a readable image of the phantom cohort in {out_dir}")
     return PhantomConfig(**manifest["parameters"]), rec
 
 
 def render_image(out_dir: str | Path, image_id: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Re-render a written image from its cohort's manifest (HU and truth, as :func:`render_slice`)."""
+    """Re-render a written image (training or test split) from its cohort's manifest (HU and truth, as
+    :func:`render_slice`)."""
     cfg, rec = _record(out_dir, image_id)
     return render_slice(cfg, rec["patient_index"], rec["slice_index"])
 

@@ -4,7 +4,9 @@ The masks are stored in the dataset mask format of :mod:`brain_audit.dataset.mas
 (``<out_dir>/phantom_truth/<image_id>.npz``, bool (H, W) per key of :data:`TRUTH_KEYS`),
 so training and the audit read them without knowing they come from a phantom. The manifest
 (``phantom_manifest.json``) holds the generator version, every parameter and one record per
-image (IDs, z in mm, labels, mimics shown, wrap defect) and per corrupt file.
+image (IDs, z in mm, labels, mimics shown, wrap defect) and per corrupt file. A test split's
+labels and records stay under ``phantom_truth/`` (:data:`TEST_LABELS`, :data:`TEST_MANIFEST`):
+on Kaggle the test labels are hidden, so nothing in the RSNA layout holds them.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ from brain_audit.dataset.masks import MASK_DIR, read_masks, write_masks
 from brain_audit.errors import BrainAuditError
 from brain_audit.phantom.lesions import MIMICS, TRUTH_EXTRA
 
-__all__ = ["MANIFEST", "TRUTH_DIR", "TRUTH_KEYS", "load_manifest", "load_truth", "write_truth"]
+__all__ = ["MANIFEST", "TEST_LABELS", "TEST_MANIFEST", "TRUTH_DIR", "TRUTH_KEYS", "load_manifest",
+           "load_test_manifest", "load_truth", "write_truth"]
 
 #: Folder of the truth masks under the cohort root (the dataset mask folder).
 TRUTH_DIR = MASK_DIR
 
 #: The cohort's manifest under its root.
 MANIFEST = "phantom_manifest.json"
+
+#: The test split's labels under :data:`TRUTH_DIR`, in the format of ``stage_2_train.csv``.
+TEST_LABELS = "stage_2_test_labels.csv"
+
+#: The test split's patient and image records (as the manifest's) under :data:`TRUTH_DIR`.
+TEST_MANIFEST = "stage_2_test_manifest.json"
 
 #: Keys of every truth file, in file order: regions, the RSNA subtypes, mimics, coil streaks, devices.
 TRUTH_KEYS: tuple[str, ...] = ("head", "skull", "intracranial") + rsna.SUBTYPES + MIMICS + TRUTH_EXTRA
@@ -47,6 +56,22 @@ def load_manifest(out_dir: str | Path) -> dict[str, Any]:
         st = os.stat(path)
     except OSError as exc:
         raise BrainAuditError(f"{path}: no phantom manifest ({exc.strerror}); is this a phantom cohort?") from exc
+    return _load_manifest(str(path), st.st_mtime_ns, st.st_size)
+
+
+def load_test_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The parsed test-split records (``phantom_truth/stage_2_test_manifest.json``: ``counts``, ``patients``,
+    ``images`` as in the manifest), cached while the file is unchanged.
+
+    Raises:
+        BrainAuditError: the cohort has no test split (no such file).
+    """
+    path = Path(out_dir) / TRUTH_DIR / TEST_MANIFEST
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise BrainAuditError(f"{path}: no test-split records ({exc.strerror}); was the cohort written with "
+                              "test_patients > 0?") from exc
     return _load_manifest(str(path), st.st_mtime_ns, st.st_size)
 
 
