@@ -66,3 +66,12 @@ class WeightsFileError(BrainAuditError, ValueError):
 
 class WeightsFileNotFoundError(WeightsFileError, FileNotFoundError):
     """A model or weights file does not exist (still a ``FileNotFoundError`` for old callers)."""
+
+
+class DataNotFoundError(ConfigError):
+    """No dataset in the RSNA layout where the run looked for one (``data_root = "auto"``, or a
+    ``data_root`` without its label file); the one-line message lists the folders searched and
+    how to fix it (attach the data, or run the phantom demo)."""
+
+
+__all__ += ["DataNotFoundError"]
