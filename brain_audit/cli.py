@@ -447,12 +447,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _load_run_config(args: argparse.Namespace):
+def _load_run_config(args: argparse.Namespace, resolve: bool = True):
     """The run configuration of ``--config``, ``--set``, ``--data-root`` and ``--out``; kept in
     ``args.run_config`` so that its folders count as the command line's paths (:func:`_user_paths`).
-    Called before the training modules are imported: a bad value is refused at once."""
+    Called before the training modules are imported: a bad value is refused at once. With ``resolve``,
+    ``data_root = "auto"`` becomes the folder found under /kaggle/input (a DataNotFoundError if none)."""
 
-    from brain_audit.config import load_config
+    from brain_audit.config import load_config, with_resolved_data_root
 
     overrides = list(args.overrides)
     if args.data_root:
@@ -460,6 +461,8 @@ def _load_run_config(args: argparse.Namespace):
     if args.out:
         overrides.append(f"out_dir={json.dumps(str(args.out))}")
     args.run_config = load_config(args.config, overrides)
+    if resolve:
+        args.run_config = with_resolved_data_root(args.run_config)
     return args.run_config
 
 
@@ -483,6 +486,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
     counts = cache.table.groupby("split").size().to_dict()
     print(f"cache {cache.path}: {counts}; skipped {len(cache.skipped)}")
     print(_data_summary_line(RunPaths(config.out_dir).data_summary))
+    prepared = json.loads(RunPaths(config.out_dir).data_summary.read_text()).get("prepared")
+    if prepared:
+        print(f"prepared {prepared['folder']}: index {prepared['index']}; HU cache {prepared['cache']}")
     return 0
 
 
@@ -855,6 +861,7 @@ def _user_paths(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
     if config is not None:
         outputs.append(config.out_dir)
         inputs.append(config.data_root)
+        inputs.append(config.prepared)
         if config.backbone_weights not in (None, "imagenet"):  # a weights file
             inputs.append(config.backbone_weights)
     return [Path(os.path.abspath(p)) for p in outputs if p], [Path(os.path.abspath(p)) for p in inputs if p]

@@ -75,7 +75,7 @@ _NEVER_ENTER = frozenset({TRAIN_DIR, TEST_DIR, "stage_1_train_images", "stage_1_
 _SHOWN_FOLDERS = 12
 
 
-def find_rsna_root(search: Sequence[str | Path] = DEFAULT_SEARCH, max_depth: int = 4) -> Path:
+def find_rsna_root(search: Sequence[str | Path] | None = None, max_depth: int = 4) -> Path:
     """The folder holding the RSNA label file beside its image folder, found under ``search``.
 
     A root is a folder with ``stage_2_train.csv`` (a file) and ``stage_2_train/`` (a folder) side by
@@ -86,7 +86,8 @@ def find_rsna_root(search: Sequence[str | Path] = DEFAULT_SEARCH, max_depth: int
     folders; the image folders (``stage_2_train/``, ``stage_2_test/``) are never listed.
 
     Args:
-        search: folders to search, in order (missing ones are skipped and named in the error).
+        search: folders to search, in order (missing ones are skipped and named in the error);
+            ``None``: :data:`DEFAULT_SEARCH`.
         max_depth: folder levels to descend (>= 0).
 
     Returns:
@@ -100,7 +101,7 @@ def find_rsna_root(search: Sequence[str | Path] = DEFAULT_SEARCH, max_depth: int
         raise ValueError(f"`max_depth` must be >= 0. Got {max_depth} instead.")
     seen: dict[str, None] = {}
     found: list[Path] = []
-    queue: deque[tuple[Path, int]] = deque((Path(s), 0) for s in search)
+    queue: deque[tuple[Path, int]] = deque((Path(s), 0) for s in (DEFAULT_SEARCH if search is None else search))
     while queue:
         folder, depth = queue.popleft()
         key = os.path.abspath(folder)
@@ -138,7 +139,7 @@ def _not_found_message(looked: list[str], max_depth: int) -> str:
             "or set DEMO = True for the phantom demo")
 
 
-def resolve_data_root(data_root: str | Path, search: Sequence[str | Path] = DEFAULT_SEARCH) -> Path:
+def resolve_data_root(data_root: str | Path, search: Sequence[str | Path] | None = None) -> Path:
     """``data_root`` as a folder: ``"auto"`` is :func:`find_rsna_root` under ``search``, anything else
     itself. Never a fallback: a root that is not found raises, the phantom is only ever asked for.
 
