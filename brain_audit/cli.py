@@ -10,7 +10,8 @@ from :class:`brain_audit.config.RunConfig`; any other takes it from the signatur
 function (or configuration class) it is passed to, looked up only when the command runs
 or its help is printed (:class:`_DefaultOf`).
 
-Exit codes and errors: 0 done; 1 ran but nothing could be read (every file skipped);
+Exit codes and errors: 0 done; 1 ran but nothing could be read (every file skipped), or
+``check`` found that the plan cannot finish;
 2 a user error, printed as one line ``brain-audit: error: <message>`` on stderr (a bad option
 or configuration value, a path that cannot be read or written, a file that is not what it
 should be, data too small for the plan: any :class:`~brain_audit.errors.BrainAuditError`);
@@ -749,6 +750,45 @@ def _run_gradcam(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- demo (demo.py)
+@_command
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="preflight: can this run finish here? data, weights, devices, space and time, in seconds",
+        description="Check a run plan before any long step (brain_audit.preflight.check): the RSNA data (found "
+        "under /kaggle/input for data_root = \"auto\"), the starting weights, the GPUs, precision and batches, "
+        "the free space against the planned HU cache, and the time of every stage against a budget. Exit 0 when "
+        "the plan can finish, 1 with the problems when it cannot.",
+    )
+    _run_options(p)
+    p.add_argument("--budget-hours", type=float, default=_DefaultOf("brain_audit.preflight", "check", "budget_hours"),
+                   help="the time the whole plan must fit in, hours (default: %(default)s, a Kaggle GPU session)")
+    p.add_argument("--internet", choices=("probe", "yes", "no"), default="probe",
+                   help="internet for the ImageNet download: probe it (a 2-second connect, only when needed), "
+                   "or say so (default: %(default)s)")
+    p.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the findings as JSON here")
+    p.set_defaults(run=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from brain_audit.errors import ConfigError
+
+    config = _load_run_config(args, resolve=False)  # a missing root is a finding of the check, not an error
+    if args.budget_hours <= 0:
+        raise ConfigError(f"`--budget-hours` must be > 0. Got {args.budget_hours} instead.")
+    from brain_audit.preflight import check
+    from brain_audit.provenance import write_json
+
+    internet = {"probe": None, "yes": True, "no": False}[args.internet]
+    result = check(config, internet=internet, budget_hours=args.budget_hours)
+    print(result)
+    if args.json_out is not None:
+        write_json(args.json_out, result.as_dict())
+    for problem in result.problems:
+        print(f"brain-audit: check: {problem}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
 @_command
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
