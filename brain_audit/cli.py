@@ -250,15 +250,26 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
                    help="files per task and resumable part (default: %(default)s)")
     p.add_argument("--retry-skipped", action="store_true", help="read again the files skipped.csv lists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--metadata", type=Path, default=None,
+                   help="build the index from this table of DICOM header columns (CSV or parquet, one row per image, "
+                   "e.g. a public RSNA metadata table) without reading any DICOM header "
+                   "(brain_audit.dataset.index.index_from_metadata); OUT then serves a run as its data/index")
     p.set_defaults(run=_run_index)
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from brain_audit.dataset.index import build_index
+    from brain_audit.dataset.index import build_index, index_from_metadata
     from brain_audit.dataset.labels import read_labels
     from brain_audit.errors import LabelFileError
     from brain_audit.rsna import TRAIN_CSV
 
+    if args.metadata is not None:
+        index = index_from_metadata(args.metadata, args.root, args.out)
+        print(f"{len(index)} images indexed from {args.metadata.name} ({index['patient_id'].nunique()} patients); "
+              f"{len(index.attrs['skipped'])} skipped -> {args.out / 'index.parquet'}")
+        for row in index.attrs["skipped"].head(10).itertuples():
+            print(f"  skipped {row.image_id}: {row.reason}", file=sys.stderr)
+        return 0
     ids = None
     labels_path = args.labels or (args.root / TRAIN_CSV)
     if not args.all_files and labels_path.exists():

@@ -75,3 +75,11 @@ class DataNotFoundError(ConfigError):
 
 
 __all__ += ["DataNotFoundError"]
+
+
+class MetadataTableError(BrainAuditError, ValueError):
+    """A table of DICOM header columns (a public RSNA metadata CSV / parquet) cannot give the header
+    index: unreadable, or without the columns it needs; the message names the file and the columns."""
+
+
+__all__ += ["MetadataTableError"]
