@@ -318,7 +318,8 @@ def _check_weights(config: RunConfig, pf: Preflight, internet: bool | None, prob
             lines.append(f"{IMAGENET_NOTOP_FILENAME} not in the Keras cache; internet reachable: Keras downloads it")
             return
         problem = (f"weights = \"imagenet\" but {IMAGENET_NOTOP_FILENAME} is not in the Keras cache ({keras_cache_dir()}) "
-                   "and the internet is off: attach efficientnetb0_notop.h5 as a dataset and set weights to its path, "
+                   "and the internet is off: attach efficientnetb0_notop.h5 as a dataset and set weights to its path (checked "
+                   "by MD5 and installed into the Keras cache), "
                    "or turn the internet on, or set weights = \"none\"")
         lines.append(problem)
         pf.problems.append(problem)
