@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from brain_audit.config import RunConfig
 from brain_audit.errors import DataNotFoundError
-from brain_audit.run_layout import RunPaths
 from brain_audit.rsna import SAMPLE_SUBMISSION, TEST_DIR, TRAIN_CSV, TRAIN_DIR, resolve_data_root
+from brain_audit.run_layout import RunPaths
 
 __all__ = [
     "Preflight",
@@ -317,10 +317,10 @@ def _check_weights(config: RunConfig, pf: Preflight, internet: bool | None, prob
         if reachable:
             lines.append(f"{IMAGENET_NOTOP_FILENAME} not in the Keras cache; internet reachable: Keras downloads it")
             return
-        problem = (f"weights = \"imagenet\" but {IMAGENET_NOTOP_FILENAME} is not in the Keras cache ({keras_cache_dir()}) "
-                   "and the internet is off: attach efficientnetb0_notop.h5 as a dataset and set weights to its path (checked "
-                   "by MD5 and installed into the Keras cache), "
-                   "or turn the internet on, or set weights = \"none\"")
+        problem = (f"weights = \"imagenet\" but {IMAGENET_NOTOP_FILENAME} is not in the Keras cache "
+                   f"({keras_cache_dir()}) and the internet is off: attach efficientnetb0_notop.h5 as a dataset and "
+                   "set weights to its path (checked by MD5 and installed into the Keras cache), or turn the internet "
+                   "on, or set weights = \"none\"")
         lines.append(problem)
         pf.problems.append(problem)
     elif kind == "file":

@@ -77,13 +77,13 @@ def test_data_missing_is_the_discovery_message(kaggle_input, tmp_path):
     pf = check(config, search=[tmp_path / "empty"], internet=False, probe=_no_probe)
     assert not pf.ok
     assert pf.problems == [
-        f"no RSNA data found: no folder holds stage_2_train.csv beside stage_2_train/ (looked in 1 folder(s), 4 "
+        (f"no RSNA data found: no folder holds stage_2_train.csv beside stage_2_train/ (looked in 1 folder(s), 4 "
         f"level(s) deep: {tmp_path / 'empty'}); attach the competition data (Add Input > Competitions > RSNA "
-        "Intracranial Hemorrhage Detection) or set data_root to its folder, or set DEMO = True for the phantom demo"]
+        "Intracranial Hemorrhage Detection) or set data_root to its folder, or set DEMO = True for the phantom demo")]
     given = load_config(None, [f'data_root="{tmp_path}"', f'out_dir="{tmp_path / "run"}"', 'weights="none"'])
     pf = check(given, internet=False, probe=_no_probe)
-    assert pf.problems == [f"`data_root` must hold stage_2_train.csv and stage_2_train/. Got '{tmp_path}' instead "
-                           "(set data_root = \"auto\" to search /kaggle/input, or attach the competition data)"]
+    assert pf.problems == [(f"`data_root` must hold stage_2_train.csv and stage_2_train/. Got '{tmp_path}' instead "
+                           "(set data_root = \"auto\" to search /kaggle/input, or attach the competition data)")]
 
 
 class TestWeights:
@@ -110,8 +110,8 @@ class TestWeights:
 
     def test_a_missing_file_and_pretrained_without_pretraining(self, kaggle_input, tmp_path):
         pf = _check(kaggle_input, _config(kaggle_input, "run", f'weights="{tmp_path / "b.h5"}"'))
-        assert pf.problems == [f"weights file {tmp_path / 'b.h5'} does not exist: attach it, or set weights = "
-                               "\"imagenet\" or \"none\""]
+        assert pf.problems == [(f"weights file {tmp_path / 'b.h5'} does not exist: attach it, or set weights = "
+                               "\"imagenet\" or \"none\"")]
         (tmp_path / "b.h5").write_bytes(b"x" * 10)
         assert _check(kaggle_input, _config(kaggle_input, "run", f'weights="{tmp_path / "b.h5"}"')).ok
         pf = _check(kaggle_input, _config(kaggle_input, "run", 'weights="pretrained"'))
@@ -130,14 +130,15 @@ def test_short_space_names_both_figures(kaggle_input, monkeypatch):
     need = cache + IMAGES * 120 + models + 200_000_000
     assert pf.facts["space"]["cache_bytes"] == pytest.approx(cache, rel=1e-9)
     assert pf.facts["space"]["planned_bytes"] == pytest.approx(need, abs=1)
-    assert pf.problems == [f"not enough space in {kaggle_input}: the plan needs about {need / 1e9:.1f} GB, 0.5 GB "
-                           "free; lower image_size or the cohort sizes, or free space"]
+    assert pf.problems == [(f"not enough space in {kaggle_input}: the plan needs about {need / 1e9:.1f} GB, 0.5 GB "
+                           "free; lower image_size or the cohort sizes, or free space")]
 
 
 def test_time_grows_linearly_with_the_cohort(kaggle_input):
     seconds = {}
     for n in (10, 20, 40):
-        pf = _check(kaggle_input, _config(kaggle_input, "run", f"phase2.cohort_size={n}", "phase2.cohort_unit=\"slice\""))
+        config = _config(kaggle_input, "run", f"phase2.cohort_size={n}", 'phase2.cohort_unit="slice"')
+        pf = _check(kaggle_input, config)
         if pf.facts["devices"]["kind"] != "cpu":
             pytest.skip("the hand computation below uses the CPU row of the table")
         seconds[n] = pf.facts["time"]["stages_seconds"]["phase 2"]
@@ -152,9 +153,9 @@ def test_over_budget_stops(kaggle_input):
     pf = _check(kaggle_input, _config(kaggle_input), budget_hours=1e-6)
     total = pf.facts["time"]["total_seconds"]
     assert total > 1e-6 * 3600
-    assert pf.problems == [f"the plan needs about {total / 3600:.1f} h, more than the 1e-06 h budget: lower the cohort "
-                           "sizes, epochs or image_size, reuse a prepared index (`prepared`), or split the run over "
-                           "sessions (every stage resumes)"]
+    assert pf.problems == [(f"the plan needs about {total / 3600:.1f} h, more than the 1e-06 h budget: lower the "
+                            "cohort sizes, epochs or image_size, reuse a prepared index (`prepared`), or split the run "
+                            "over sessions (every stage resumes)")]
 
 
 def test_a_finished_index_is_reused_and_counts_patients(kaggle_input, tmp_path):

@@ -488,7 +488,8 @@ def index_from_metadata(
     def number(col: str) -> pd.Series:
         return pd.to_numeric(frame[col], errors="coerce")
 
-    ids, pid, study, series = text("SOPInstanceUID"), text("PatientID"), text("StudyInstanceUID"), text("SeriesInstanceUID")
+    ids, pid = text("SOPInstanceUID"), text("PatientID")
+    study, series = text("StudyInstanceUID"), text("SeriesInstanceUID")
     rows_, cols_ = number("Rows"), number("Columns")
     bits, pixrep = number("BitsStored"), number("PixelRepresentation")
     slope, intercept = number("RescaleSlope"), number("RescaleIntercept")

@@ -117,7 +117,8 @@ def test_cli_index_metadata(tiny, tmp_path, capsys):
     root, _ = tiny
     _header_table(root).to_csv(tmp_path / "meta.csv", index=False)
     assert main(["index", str(root), "--metadata", str(tmp_path / "meta.csv"), "--out", str(tmp_path / "ix")]) == 0
-    assert capsys.readouterr().out == f"70 images indexed from meta.csv (14 patients); 0 skipped -> {tmp_path / 'ix' / 'index.parquet'}\n"
+    assert capsys.readouterr().out == (f"70 images indexed from meta.csv (14 patients); 0 skipped -> "
+                                       f"{tmp_path / 'ix' / 'index.parquet'}\n")
     _header_table(root).drop(columns=["Rows", "RescaleSlope"]).to_csv(tmp_path / "bad.csv", index=False)
     assert main(["index", str(root), "--metadata", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "ix2")]) == 2
     assert capsys.readouterr().err.startswith("brain-audit: error: bad.csv: no column Rows, RescaleSlope; a metadata ")

@@ -101,8 +101,8 @@ def test_another_image_size_reuses_the_index_and_builds_its_cache(first_run, tmp
         warnings.simplefilter("always")
         cache = prepare_data(config, progress=False)
     said = [str(w.message) for w in caught if "`prepared`" in str(w.message)]
-    assert said == [f"`prepared` HU cache not reused: {first_run / 'prepared' / 'cache'}: cache of format 1, {SIDE} "
-                    "px, context 0; this run asks format 1, 64 px, context 0; building it instead"]
+    assert said == [(f"`prepared` HU cache not reused: {first_run / 'prepared' / 'cache'}: cache of format 1, {SIDE} "
+                    "px, context 0; this run asks format 1, 64 px, context 0; building it instead")]
     assert reads["header"] == 0 and reads["hu"] == len(cache.table) > 0
 
 
@@ -136,7 +136,8 @@ def test_a_changed_file_size_or_format_is_named(first_run, tmp_path):
     index.loc[0, "fingerprint"] = "12:0"
     index.to_parquet(copy / "index.parquet", index=False)
     size = (data / TRAIN_DIR / f"{first}.dcm").stat().st_size
-    assert index_reuse_problem(copy, data, labels.index) == f"{copy}: {first}.dcm has {size} bytes here, 12 when indexed"
+    said = index_reuse_problem(copy, data, labels.index)
+    assert said == f"{copy}: {first}.dcm has {size} bytes here, 12 when indexed"
     record = json.loads((copy / "index.json").read_text())
     (copy / "index.json").write_text(json.dumps({**record, "format": 1}))
     assert index_reuse_problem(copy, data, labels.index) == f"{copy}: index format 1; this version reads format 2"
