@@ -173,10 +173,20 @@ def _count_dcm(folder: Path) -> tuple[int, list[str]]:
     return len(names), names
 
 
+def _label_images(path: Path) -> tuple[int, Any]:
+    """``(label rows, image IDs)`` of an RSNA label file, fast: the IDs of its ``<image>_any`` rows (one per
+    image; :func:`brain_audit.dataset.labels.read_labels` checks the file fully, and takes longer)."""
+    import pyarrow.compute as pc
+    from pyarrow import csv as pa_csv
+
+    column = pa_csv.read_csv(path).column(0).cast("string")
+    any_rows = column.filter(pc.ends_with(column, "_any"))
+    ids = pc.unique(pc.utf8_slice_codeunits(any_rows, 0, -len("_any")))
+    return len(column), ids.to_pandas()
+
+
 def _check_data(config: RunConfig, pf: Preflight, search: Any, header_sample: int, pixel_sample: int,
                 seed: int) -> dict[str, Any]:
-    import pandas as pd
-
     lines = pf.sections.setdefault("data", [])
     data: dict[str, Any] = {"root": None}
     pf.facts["data"] = data
@@ -195,11 +205,10 @@ def _check_data(config: RunConfig, pf: Preflight, search: Any, header_sample: in
         return data
     data["root"] = str(root)
     lines.append(f"root {root} ({how})")
-    labels = pd.read_csv(root / TRAIN_CSV, usecols=[0], dtype=str).iloc[:, 0]
-    ids = labels.str.rpartition("_")[0]
-    n_images = int(ids.nunique())
-    data.update(label_rows=int(len(labels)), images=n_images)
-    lines.append(f"{TRAIN_CSV}: {len(labels):,} label rows, {n_images:,} images")
+    n_rows, ids = _label_images(root / TRAIN_CSV)
+    n_images = len(ids)
+    data.update(label_rows=n_rows, images=n_images)
+    lines.append(f"{TRAIN_CSV}: {n_rows:,} label rows, {n_images:,} images")
     n_train, names = _count_dcm(root / TRAIN_DIR)
     data["train_files"] = n_train
     lines.append(f"{TRAIN_DIR}/: {n_train:,} .dcm files")
@@ -213,7 +222,7 @@ def _check_data(config: RunConfig, pf: Preflight, search: Any, header_sample: in
         lines.append(f"{TEST_DIR}/: absent (no test predictions)")
     data["sample_submission"] = (root / SAMPLE_SUBMISSION).is_file()
     lines.append(f"{SAMPLE_SUBMISSION}: {'present' if data['sample_submission'] else 'absent'}")
-    data["image_ids"] = ids.drop_duplicates()
+    data["image_ids"] = ids
     _sample_files(root, names, data, lines, header_sample, pixel_sample, config.image_size, seed)
     _slices_per_patient(config, data, lines)
     return data
