@@ -87,7 +87,7 @@ def test_a_data_root_without_labels_is_refused(tmp_path):
 
 
 def test_data_root_auto_finds_the_data_and_never_falls_back(tmp_path, monkeypatch):
-    import brain_audit.rsna as rsna
+    from brain_audit import rsna
     from brain_audit.errors import DataNotFoundError
 
     make_tiny_rsna(tmp_path / "input" / "rsna-intracranial-hemorrhage-detection")
@@ -107,3 +107,19 @@ def test_data_root_auto_finds_the_data_and_never_falls_back(tmp_path, monkeypatc
     assert record["config"]["root"] == str(tmp_path / "input" / "rsna-intracranial-hemorrhage-detection")
     assert json.loads((tmp_path / "run" / "data" / "cohort" / "cohort.json").read_text())["config"]["data_root"] == \
         record["config"]["root"]
+
+
+def test_every_run_entry_resolves_auto_first(tmp_path, monkeypatch):
+    """Training, the audit and the bone study find data_root = "auto" as prepare_data does (or stop at once)."""
+    from brain_audit import rsna
+    from brain_audit.audit.bone_study import run_bone_study
+    from brain_audit.audit.holdout import audit_holdout
+    from brain_audit.errors import DataNotFoundError
+    from brain_audit.train.phases import run_phase
+
+    monkeypatch.setattr(rsna, "DEFAULT_SEARCH", (str(tmp_path / "nothing-here"),))
+    config = load_config(None, [f'out_dir="{tmp_path / "run"}"', 'data_root="auto"'])
+    for call in (lambda: run_phase(config, 1), lambda: audit_holdout(config), lambda: run_bone_study(config)):
+        with pytest.raises(DataNotFoundError, match=r"^no RSNA data found: .*nothing-here\)"):
+            call()
+    assert not (tmp_path / "run").exists()
