@@ -11,8 +11,9 @@
   (:mod:`brain_audit.train.runtime`);
 * **space**: free bytes where the run writes against the planned HU cache (int16, ``image_size``\\ :sup:`2`
   x 2 bytes per slice, :mod:`brain_audit.dataset.cache`), index, models and report;
-* **time**: each stage estimated from the plan: the header index and the cache from a few files read here
-  and timed, the training phases and the audit from a throughput table (:data:`TRAIN_IMAGES_PER_S_128`,
+* **time**: each stage estimated from the plan: the header index ("reused" when the run's own or the
+  ``prepared`` index answers the data) and the cache from a few files read here and timed, pretraining, the
+  phases, the audit and the test predictions from a throughput table (:data:`TRAIN_IMAGES_PER_S_128`,
   assumed, not measured here).
 
 It stops the run (``ok = False``) when the plan cannot finish: data missing, weights unavailable, space
@@ -28,7 +29,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from brain_audit.config import RunConfig
 from brain_audit.errors import DataNotFoundError
@@ -126,7 +127,7 @@ def check(
     *,
     internet: bool | None = None,
     budget_hours: float = KAGGLE_SESSION_HOURS,
-    search: Any = None,
+    search: Sequence[str | Path] | None = None,
     header_sample: int = 64,
     pixel_sample: int = 8,
     probe: Callable[[], bool] = internet_reachable,
