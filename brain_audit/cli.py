@@ -10,7 +10,8 @@ from :class:`brain_audit.config.RunConfig`; any other takes it from the signatur
 function (or configuration class) it is passed to, looked up only when the command runs
 or its help is printed (:class:`_DefaultOf`).
 
-Exit codes and errors: 0 done; 1 ran but nothing could be read (every file skipped);
+Exit codes and errors: 0 done; 1 ran but nothing could be read (every file skipped), or
+``check`` found that the plan cannot finish;
 2 a user error, printed as one line ``brain-audit: error: <message>`` on stderr (a bad option
 or configuration value, a path that cannot be read or written, a file that is not what it
 should be, data too small for the plan: any :class:`~brain_audit.errors.BrainAuditError`);
@@ -256,15 +257,26 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
                    help="files per task and resumable part (default: %(default)s)")
     p.add_argument("--retry-skipped", action="store_true", help="read again the files skipped.csv lists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--metadata", type=Path, default=None,
+                   help="build the index from this table of DICOM header columns (CSV or parquet, one row per image, "
+                   "e.g. a public RSNA metadata table) without reading any DICOM header "
+                   "(brain_audit.dataset.index.index_from_metadata); OUT then serves a run as its data/index")
     p.set_defaults(run=_run_index)
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from brain_audit.dataset.index import build_index
+    from brain_audit.dataset.index import build_index, index_from_metadata
     from brain_audit.dataset.labels import read_labels
     from brain_audit.errors import LabelFileError
     from brain_audit.rsna import TRAIN_CSV
 
+    if args.metadata is not None:
+        index = index_from_metadata(args.metadata, args.root, args.out)
+        print(f"{len(index)} images indexed from {args.metadata.name} ({index['patient_id'].nunique()} patients); "
+              f"{len(index.attrs['skipped'])} skipped -> {args.out / 'index.parquet'}")
+        for row in index.attrs["skipped"].head(10).itertuples():
+            print(f"  skipped {row.image_id}: {row.reason}", file=sys.stderr)
+        return 0
     ids = None
     labels_path = args.labels or (args.root / TRAIN_CSV)
     if not args.all_files and labels_path.exists():
@@ -454,12 +466,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _load_run_config(args: argparse.Namespace):
+def _load_run_config(args: argparse.Namespace, resolve: bool = True):
     """The run configuration of ``--config``, ``--set``, ``--data-root`` and ``--out``; kept in
     ``args.run_config`` so that its folders count as the command line's paths (:func:`_user_paths`).
-    Called before the training modules are imported: a bad value is refused at once."""
+    Called before the training modules are imported: a bad value is refused at once. With ``resolve``,
+    ``data_root = "auto"`` becomes the folder found under /kaggle/input (a DataNotFoundError if none)."""
 
-    from brain_audit.config import load_config
+    from brain_audit.config import load_config, with_resolved_data_root
 
     overrides = list(args.overrides)
     if args.data_root:
@@ -467,6 +480,8 @@ def _load_run_config(args: argparse.Namespace):
     if args.out:
         overrides.append(f"out_dir={json.dumps(str(args.out))}")
     args.run_config = load_config(args.config, overrides)
+    if resolve:
+        args.run_config = with_resolved_data_root(args.run_config)
     return args.run_config
 
 
@@ -490,6 +505,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
     counts = cache.table.groupby("split").size().to_dict()
     print(f"cache {cache.path}: {counts}; skipped {len(cache.skipped)}")
     print(_data_summary_line(RunPaths(config.out_dir).data_summary))
+    prepared = json.loads(RunPaths(config.out_dir).data_summary.read_text()).get("prepared")
+    if prepared:
+        print(f"prepared {prepared['folder']}: index {prepared['index']}; HU cache {prepared['cache']}")
     return 0
 
 
@@ -751,6 +769,45 @@ def _run_gradcam(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- demo (demo.py)
 @_command
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="preflight: can this run finish here? data, weights, devices, space and time, in seconds",
+        description="Check a run plan before any long step (brain_audit.preflight.check): the RSNA data (found "
+        "under /kaggle/input for data_root = \"auto\"), the starting weights, the GPUs, precision and batches, "
+        "the free space against the planned HU cache, and the time of every stage against a budget. Exit 0 when "
+        "the plan can finish, 1 with the problems when it cannot.",
+    )
+    _run_options(p)
+    p.add_argument("--budget-hours", type=float, default=_DefaultOf("brain_audit.preflight", "check", "budget_hours"),
+                   help="the time the whole plan must fit in, hours (default: %(default)s, a Kaggle GPU session)")
+    p.add_argument("--internet", choices=("probe", "yes", "no"), default="probe",
+                   help="internet for the ImageNet download: probe it (a 2-second connect, only when needed), "
+                   "or say so (default: %(default)s)")
+    p.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the findings as JSON here")
+    p.set_defaults(run=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from brain_audit.errors import ConfigError
+
+    config = _load_run_config(args, resolve=False)  # a missing root is a finding of the check, not an error
+    if args.budget_hours <= 0:
+        raise ConfigError(f"`--budget-hours` must be > 0. Got {args.budget_hours} instead.")
+    from brain_audit.preflight import check
+    from brain_audit.provenance import write_json
+
+    internet = {"probe": None, "yes": True, "no": False}[args.internet]
+    result = check(config, internet=internet, budget_hours=args.budget_hours)
+    print(result)
+    if args.json_out is not None:
+        write_json(args.json_out, result.as_dict())
+    for problem in result.problems:
+        print(f"brain-audit: check: {problem}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+@_command
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -862,6 +919,7 @@ def _user_paths(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
     if config is not None:
         outputs.append(config.out_dir)
         inputs.append(config.data_root)
+        inputs.append(config.prepared)
         if config.backbone_weights not in (None, "imagenet"):  # a weights file
             inputs.append(config.backbone_weights)
     return [Path(os.path.abspath(p)) for p in outputs if p], [Path(os.path.abspath(p)) for p in inputs if p]

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from brain_audit.errors import ConfigError
+from brain_audit.rsna import resolve_data_root
 from brain_audit.run_layout import RunPaths
 
 if sys.version_info >= (3, 11):
@@ -59,6 +60,7 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "to_dict",
+    "with_resolved_data_root",
 ]
 
 
@@ -233,7 +235,9 @@ class RunConfig:
     """One four-phase run.
 
     Attributes:
-        data_root: dataset root in the RSNA layout (``stage_2_train/``, ``stage_2_train.csv``).
+        data_root: dataset root in the RSNA layout (``stage_2_train/``, ``stage_2_train.csv``), or
+            ``"auto"``: the one :func:`brain_audit.rsna.find_rsna_root` finds under ``/kaggle/input``
+            (:func:`with_resolved_data_root`; nothing found is a ``DataNotFoundError``, never the phantom).
         out_dir: run folder; each phase writes ``phase<N>/`` inside it.
         image_size: model input, px (HU cache resolution): a multiple of 32 (EfficientNet's
             stride) in [32, 1024].
@@ -246,6 +250,9 @@ class RunConfig:
         audit_patients: patients held out for the clinical audit, chosen first, never trained on.
         validation_fraction: share of the remaining patients used for validation.
         workers: processes for header reading and cache building.
+        prepared: a folder outside the run holding an earlier run's ``index/`` (and optionally
+            ``cache/``), e.g. an attached Kaggle dataset saved from that run's ``data/``; reused when it
+            answers the same data (:mod:`brain_audit.train.prepare`), read only. ``""``: none.
     """
 
     data_root: str = ""
@@ -257,6 +264,7 @@ class RunConfig:
     audit_patients: int = 200
     validation_fraction: float = 0.15
     workers: int = 2
+    prepared: str = ""
     pretrain: PretrainPlan = field(default_factory=PretrainPlan)
     phase1: PhasePlan = field(default_factory=PhasePlan)
     phase2: PhasePlan = field(default_factory=_phase2_default)
@@ -397,6 +405,19 @@ def apply_overrides(config: RunConfig, overrides: Iterable[str]) -> RunConfig:
             raise ConfigError(f"unknown key `{key.strip()}` in override {item!r}")
         node[parts[-1]] = _parse_value(raw.strip())
     return _from_mapping(RunConfig, data)
+
+
+def with_resolved_data_root(config: RunConfig) -> RunConfig:
+    """``config`` with ``data_root = "auto"`` replaced by the folder :func:`brain_audit.rsna.find_rsna_root`
+    finds (any other value is returned unchanged). Call once where a run starts, so every later stage
+    and record sees the real folder.
+
+    Raises:
+        DataNotFoundError: ``"auto"`` and no RSNA data under ``/kaggle/input``.
+    """
+    if str(config.data_root).strip().lower() != "auto":
+        return config
+    return dataclasses.replace(config, data_root=str(resolve_data_root(config.data_root)))
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:

@@ -66,3 +66,20 @@ class WeightsFileError(BrainAuditError, ValueError):
 
 class WeightsFileNotFoundError(WeightsFileError, FileNotFoundError):
     """A model or weights file does not exist (still a ``FileNotFoundError`` for old callers)."""
+
+
+class DataNotFoundError(ConfigError):
+    """No dataset in the RSNA layout where the run looked for one (``data_root = "auto"``, or a
+    ``data_root`` without its label file); the one-line message lists the folders searched and
+    how to fix it (attach the data, or run the phantom demo)."""
+
+
+__all__ += ["DataNotFoundError"]
+
+
+class MetadataTableError(BrainAuditError, ValueError):
+    """A table of DICOM header columns (a public RSNA metadata CSV / parquet) cannot give the header
+    index: unreadable, or without the columns it needs; the message names the file and the columns."""
+
+
+__all__ += ["MetadataTableError"]

@@ -41,6 +41,7 @@ STAGES: dict[str, int] = {
     "brain_audit.train": 6,
     "brain_audit.phantom": 2,  # a data source: may use the slice and dataset stages, nothing after them
     "brain_audit.demo": 7,
+    "brain_audit.preflight": 7,  # the preflight check: reads every stage's plan, runs none
     "brain_audit.shortcut_study": 7,  # the demo's shortcut study: phantom counterfactuals, audit statistics
     "brain_audit.cli": 7,
     "brain_audit.__main__": 7,

@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import ndimage, stats
 
 from brain_audit.audit.statistics import bootstrap_ci, wilson_interval
-from brain_audit.config import RunConfig
+from brain_audit.config import RunConfig, with_resolved_data_root
 from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
 from brain_audit.figures import pyplot, save_figure
@@ -505,6 +505,7 @@ def run_bone_study(
     Raises:
         ConfigError: no finished Phase 4 or an empty audit split.
     """
+    config = with_resolved_data_root(config)
     with run_lock(config.out_dir):
         paths = RunPaths(config.out_dir)
         model_path, operating = paths.finished_model("the bone study", model_path)

@@ -42,7 +42,7 @@ from brain_audit.audit.sections import (
 from brain_audit.audit.source import data_source, generated_counts, mimic_presence
 from brain_audit.audit.statistics import DEPLOYMENT_PREVALENCES, operating_point_report, patient_level
 from brain_audit.audit.subgroups import subgroup_report
-from brain_audit.config import RunConfig
+from brain_audit.config import RunConfig, with_resolved_data_root
 from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
 from brain_audit.gradcam.attention import FLAGS
@@ -80,6 +80,7 @@ def audit_holdout(
     Returns:
         The summary (also ``summary.json``).
     """
+    config = with_resolved_data_root(config)  # data_root = "auto": the folder found, as prepare_data saw it
     with run_lock(config.out_dir):  # one process writes the run folder (re-entrant inside the demo)
         return _audit_holdout(config, model_path=model_path, n_boot=n_boot,
                               prevalences=prevalences)
@@ -222,6 +223,7 @@ def refresh_shortcuts(config: RunConfig, *, n_boot: int = 2000) -> dict[str, Any
 
     Returns the updated summary, or None when the run has no finished audit.
     """
+    config = with_resolved_data_root(config)
     paths = RunPaths(config.out_dir)
     path = paths.report / "summary.json"
     if not path.is_file():

@@ -38,7 +38,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from brain_audit.audit.attention_audit import attention_audit, field_of_view, truth_lesions
 from brain_audit.audit.statistics import confusion_at, patient_level, threshold_for_sensitivity
-from brain_audit.config import RunConfig
+from brain_audit.config import RunConfig, with_resolved_data_root
 from brain_audit.dataset.feed import make_feed
 from brain_audit.errors import ConfigError
 from brain_audit.figures import pyplot, save_figure
@@ -411,6 +411,7 @@ def run_phase(config: RunConfig, phase: int, *, strategy: Any = None, verbose: i
             trained for another request, e.g. ``phase 1 in runs/x was trained with phase1.epochs=3; this run
             asks 5. Use --force to retrain it, or another --out.``; an earlier phase has not finished.
     """
+    config = with_resolved_data_root(config)  # data_root = "auto": the folder found, as prepare_data saw it
     if phase not in (1, 2, 3, 4):
         raise ConfigError(f"`phase` must be 1, 2, 3 or 4. Got {phase!r} instead.")
     with run_lock(config.out_dir):

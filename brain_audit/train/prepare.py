@@ -10,12 +10,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from brain_audit.config import RunConfig, to_dict
+from brain_audit.config import RunConfig, to_dict, with_resolved_data_root
 from brain_audit.dataset.cache import build_cache, open_cache
 from brain_audit.dataset.cohort import CohortSpec, join_images, plan_cohorts, write_cohorts
 from brain_audit.dataset.index import build_index
 from brain_audit.dataset.labels import read_labels
-from brain_audit.errors import ConfigError
+from brain_audit.dataset.prepared import adopt_cache, adopt_index, cache_reuse_problem, index_reuse_problem
+from brain_audit.errors import DataNotFoundError
 from brain_audit.provenance import write_json
 from brain_audit.rsna import TRAIN_CSV
 from brain_audit.run_layout import RunPaths
@@ -35,22 +36,31 @@ def prepare_data(config: RunConfig, progress: bool = True) -> Any:
     into it is refused. The cache records its parameters; asked for other ones (another
     ``image_size``, another cohort) it warns and is rebuilt, never mixed (:func:`build_cache`).
 
+    ``data_root = "auto"`` is found under ``/kaggle/input`` (:func:`brain_audit.rsna.find_rsna_root`).
+    With ``prepared`` set, its ``index/`` (and ``cache/``) are copied into the run first when they answer
+    this data (:mod:`brain_audit.dataset.prepared`), else a RuntimeWarning says why and the run reads the
+    headers itself; ``data/summary.json`` ``prepared`` records which.
+
     Returns:
         The opened :class:`brain_audit.dataset.cache.HUCache`.
 
     Raises:
-        ConfigError: the run folder is in use by another process, or ``data_root`` holds no label file.
+        ConfigError: the run folder is in use by another process.
+        DataNotFoundError: ``data_root`` holds no label file, or ``"auto"`` found no data.
     """
     with run_lock(config.out_dir):
         return _prepare_locked(config, progress)
 
 
 def _prepare_locked(config: RunConfig, progress: bool) -> Any:
+    config = with_resolved_data_root(config)
     root = Path(config.data_root)
     if not (root / TRAIN_CSV).is_file():
-        raise ConfigError(f"`data_root` must hold {TRAIN_CSV}. Got {str(root)!r} instead.")
+        raise DataNotFoundError(f"`data_root` must hold {TRAIN_CSV}. Got {str(root)!r} instead "
+                                "(set data_root = \"auto\" to search /kaggle/input)")
     paths = RunPaths(config.out_dir)
     labels = read_labels(root / TRAIN_CSV)
+    reused = {"index": _reuse_index(config, root, labels.index, paths)}
     index = build_index(root, paths.index, labels.index, workers=config.workers, progress=progress)
     images = join_images(labels, index)
     specs = []
@@ -72,9 +82,40 @@ def _prepare_locked(config: RunConfig, progress: bool) -> Any:
             seed=config.seed,
         )
     write_cohorts(paths.cohort, cohort, patients, config=to_dict(config), seed=config.seed)
+    reused["cache"] = _reuse_cache(config, root, cohort, paths)
     cache = build_cache(cohort, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
-    write_json(paths.data_summary, data_summary(labels, index, images, cohort, cache))
+    summary = data_summary(labels, index, images, cohort, cache)
+    if config.prepared:
+        summary["prepared"] = {"folder": str(config.prepared), **reused}
+    write_json(paths.data_summary, summary)
     return cache
+
+
+def _reuse_index(config: RunConfig, root: Path, image_ids: Any, paths: RunPaths) -> str:
+    """Copy ``<prepared>/index`` into the run when it answers this data; what happened, in words."""
+    if not config.prepared:
+        return "none asked"
+    src = Path(config.prepared) / "index"
+    why = index_reuse_problem(src, root, image_ids) or adopt_index(src, paths.index)
+    if why is None:
+        return f"reused {src}"
+    if not why.startswith(str(paths.index)):  # the run's own index is no reason to warn
+        warnings.warn(f"`prepared` index not reused: {why}; reading the headers instead", RuntimeWarning,
+                      stacklevel=4)
+    return f"not reused: {why}"
+
+
+def _reuse_cache(config: RunConfig, root: Path, cohort: Any, paths: RunPaths) -> str:
+    """Copy ``<prepared>/cache`` into the run when it holds this run's cohort; what happened, in words."""
+    src = Path(config.prepared) / "cache"
+    if not config.prepared or not src.is_dir():
+        return "none asked" if not config.prepared else "none in the prepared folder"
+    why = cache_reuse_problem(src, root, cohort, config.image_size) or adopt_cache(src, paths.cache)
+    if why is None:
+        return f"reused {src}"
+    if not why.startswith(str(paths.cache)):
+        warnings.warn(f"`prepared` HU cache not reused: {why}; building it instead", RuntimeWarning, stacklevel=4)
+    return f"not reused: {why}"
 
 
 def data_summary(labels: Any, index: Any, images: Any, cohort: Any, cache: Any) -> dict[str, Any]:

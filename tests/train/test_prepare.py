@@ -84,3 +84,42 @@ def test_a_data_root_without_labels_is_refused(tmp_path):
     config = _config(tmp_path)
     with pytest.raises(ConfigError, match=r"`data_root` must hold stage_2_train.csv. Got '.*data' instead."):
         prepare_data(config, progress=False)
+
+
+def test_data_root_auto_finds_the_data_and_never_falls_back(tmp_path, monkeypatch):
+    from brain_audit import rsna
+    from brain_audit.errors import DataNotFoundError
+
+    make_tiny_rsna(tmp_path / "input" / "rsna-intracranial-hemorrhage-detection")
+    (tmp_path / "input" / "some-other-dataset").mkdir()
+    config = load_config(None, [f'out_dir="{tmp_path / "run"}"', f"image_size={SIDE}", "workers=1", "seed=3",
+                                "audit_patients=3", "validation_fraction=0.3", "phase1.cohort_size=4",
+                                "phase2.cohort_size=0", 'data_root="auto"'])
+    monkeypatch.setattr(rsna, "DEFAULT_SEARCH", (str(tmp_path / "nothing-here"),))
+    with pytest.raises(DataNotFoundError, match=r"^no RSNA data found: .*nothing-here\); attach the competition"):
+        prepare_data(config, progress=False)
+    assert not (tmp_path / "run" / "data").exists()
+    monkeypatch.setattr(rsna, "DEFAULT_SEARCH", (str(tmp_path / "input"),))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        prepare_data(config, progress=False)
+    record = json.loads((tmp_path / "run" / "data" / "index" / "index.json").read_text())
+    assert record["config"]["root"] == str(tmp_path / "input" / "rsna-intracranial-hemorrhage-detection")
+    assert json.loads((tmp_path / "run" / "data" / "cohort" / "cohort.json").read_text())["config"]["data_root"] == \
+        record["config"]["root"]
+
+
+def test_every_run_entry_resolves_auto_first(tmp_path, monkeypatch):
+    """Training, the audit and the bone study find data_root = "auto" as prepare_data does (or stop at once)."""
+    from brain_audit import rsna
+    from brain_audit.audit.bone_study import run_bone_study
+    from brain_audit.audit.holdout import audit_holdout
+    from brain_audit.errors import DataNotFoundError
+    from brain_audit.train.phases import run_phase
+
+    monkeypatch.setattr(rsna, "DEFAULT_SEARCH", (str(tmp_path / "nothing-here"),))
+    config = load_config(None, [f'out_dir="{tmp_path / "run"}"', 'data_root="auto"'])
+    for call in (lambda: run_phase(config, 1), lambda: audit_holdout(config), lambda: run_bone_study(config)):
+        with pytest.raises(DataNotFoundError, match=r"^no RSNA data found: .*nothing-here\)"):
+            call()
+    assert not (tmp_path / "run").exists()
