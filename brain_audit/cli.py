@@ -778,7 +778,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from brain_audit.errors import ConfigError
-    from brain_audit.inference import TEST_DIR, predict_folder
+    from brain_audit.inference import TEST_DIR, predict_folder, summary_line
 
     if args.data_root is not None:
         if not args.data_root.is_dir():
@@ -794,9 +794,8 @@ def _run_predict(args: argparse.Namespace) -> int:
                           "(no such file or folder).")
     s = predict_folder(args.model, folder, args.out, layout=layout, tta=args.tta, batch_size=args.batch_size,
                        workers=args.workers, chunk=args.chunk, threshold=args.threshold, progress=not args.quiet)
-    rate = f"{s['slices_per_second']:.1f} slices/s" if s["slices_per_second"] else "nothing read now"
-    print(f"{s['scored']} slices scored ({s['scored_this_run']} now, {rate}), {s['unreadable']} unreadable "
-          f"-> {args.out / 'slices.csv'}")
+    if args.quiet:  # else predict_folder printed it
+        print(summary_line(s, args.out))
     if s["flagged"] is not None:
         print(f"{s['flagged']} of {s['studies']} studies flagged at threshold {s['threshold']:.4g}")
     if s["submission"] is not None:

@@ -17,13 +17,14 @@ read files stay light.
 
 from __future__ import annotations
 
-from brain_audit.inference.predict import PREDICT_FORMAT, predict_folder
+from brain_audit.inference.predict import PREDICT_FORMAT, predict_folder, summary_line
 from brain_audit.inference.reading import LAYOUTS, list_files
 from brain_audit.inference.submission import FALLBACK, SAMPLE_SUBMISSION, TEST_DIR, write_submission
 
 __all__ = [
     "PREDICT_FORMAT",
     "predict_folder",
+    "summary_line",
     "LAYOUTS",
     "list_files",
     "TEST_DIR",

@@ -2,10 +2,11 @@
 
 Each file goes DICOM -> HU (:func:`brain_audit.dicom.read_hu`) -> int16 (S, S) HU as the training cache
 stores it (:func:`brain_audit.dataset.cache.preprocess_slice`) -> float32 -> the model (windows inside
-the network). Files are read in chunks by worker processes (:func:`brain_audit.parallel.map_unordered`),
-the next chunk while the model scores the current one, so at most two chunks are in memory. Every
-finished chunk is written atomically to ``OUT/parts/``; a rerun scores only the files that no part
-holds (or whose size / modification time changed) and ends with byte-identical tables.
+the network). Files are read in chunks by worker processes (one pool for the whole run,
+:func:`brain_audit.parallel.worker_pool`), the next chunk while the model scores the current one, so at most
+two chunks of int16 slices are in memory. Every finished chunk is written atomically to ``OUT/parts/``; a
+rerun scores only the files that no part holds (or whose size / modification time changed) and ends with
+byte-identical tables.
 
 Outputs in ``OUT``:
 
@@ -44,7 +45,7 @@ from brain_audit.errors import ConfigError
 from brain_audit.ids import load_or_create_key
 from brain_audit.inference.reading import Layout, list_files, read_block
 from brain_audit.inference.submission import SAMPLE_SUBMISSION, write_submission
-from brain_audit.parallel import map_unordered
+from brain_audit.parallel import worker_pool
 from brain_audit.provenance import (
     atomic_write_bytes,
     file_fingerprint,
@@ -59,7 +60,7 @@ from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import RunPaths
 from brain_audit.run_lock import run_lock
 
-__all__ = ["PREDICT_FORMAT", "predict_folder"]
+__all__ = ["PREDICT_FORMAT", "predict_folder", "summary_line"]
 
 #: Version of the parts' contents; parts of another version are scored again.
 PREDICT_FORMAT = 1
@@ -132,23 +133,24 @@ def _digest(obj: Any) -> str:
 
 def _read_chunks(chunks: Sequence[Sequence[tuple[str, str]]], key: bytes, size: int, workers: int
                  ) -> Iterator[tuple[list[dict[str, Any]], np.ndarray]]:
-    """``(rows, int16 HU of the readable ones)`` per chunk, in file order; the next chunk is read meanwhile."""
-
-    def read(chunk: Sequence[tuple[str, str]]) -> tuple[list[dict[str, Any]], np.ndarray]:
-        block = max(16, math.ceil(len(chunk) / max(1, 4 * workers)))
-        tasks = [(k, key, size, list(chunk[s : s + block])) for k, s in enumerate(range(0, len(chunk), block))]
-        done = sorted(map_unordered(read_block, tasks, workers), key=lambda r: r[0])
-        rows = [row for _, rs, _ in done for row in rs]
-        return rows, np.concatenate([hu for _, _, hu in done]) if done else np.zeros((0, size, size), np.int16)
-
+    """``(rows, int16 HU of the readable ones)`` per chunk, in file order; the next chunk is read meanwhile,
+    in blocks spread over one pool of ``workers`` processes kept for the whole run."""
     if not chunks:
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="brain_audit-read") as pool:
-        future = pool.submit(read, chunks[0])
+    with worker_pool(workers) as processes, ThreadPoolExecutor(1, thread_name_prefix="brain_audit-read") as thread:
+
+        def read(chunk: Sequence[tuple[str, str]]) -> tuple[list[dict[str, Any]], np.ndarray]:
+            block = max(16, math.ceil(len(chunk) / max(1, 4 * workers)))
+            tasks = [(k, key, size, list(chunk[s : s + block])) for k, s in enumerate(range(0, len(chunk), block))]
+            done = list(processes.imap(read_block, tasks) if processes is not None else map(read_block, tasks))
+            rows = [row for _, rs, _ in done for row in rs]
+            return rows, np.concatenate([hu for _, _, hu in done])
+
+        future = thread.submit(read, chunks[0])
         for k in range(len(chunks)):
             result = future.result()
             if k + 1 < len(chunks):
-                future = pool.submit(read, chunks[k + 1])
+                future = thread.submit(read, chunks[k + 1])
             yield result
 
 
@@ -392,7 +394,13 @@ def _predict_locked(net: Any, model_path: Path | None, digest: str, files: list[
     )
     write_json(out_dir / "summary.json", summary)
     if progress:
-        rate = summary["slices_per_second"]
-        print(f"predict: {len(slices)} slices scored ({scored_now} now), {len(unreadable)} unreadable"
-              + (f"; {rate:.1f} slices/s" if rate else "") + f" -> {out_dir}")
+        print(summary_line(summary, out_dir))
     return summary
+
+
+def summary_line(summary: dict[str, Any], out_dir: str | Path) -> str:
+    """One line of a :func:`predict_folder` summary: slices scored (now), slices per second, unreadable files."""
+    rate = summary["slices_per_second"]
+    return (f"{summary['scored']} slices scored ({summary['scored_this_run']} now, "
+            f"{f'{rate:.1f} slices/s' if rate else 'nothing read now'}), {summary['unreadable']} unreadable "
+            f"-> {Path(out_dir) / 'slices.csv'}")

@@ -10,7 +10,7 @@ and its z; a file that cannot give one CT slice gets the reason of its
 :class:`~brain_audit.errors.DicomReadError` instead.
 
 This module imports no TensorFlow: :func:`read_block` runs in the worker processes of
-:func:`brain_audit.parallel.map_unordered`.
+:func:`brain_audit.parallel.worker_pool`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixtures of the inference tests: one test folder and one tiny six-label model per session, one scored run per module."""
+"""Fixtures of the inference tests: a test folder and a tiny six-label model per session, a scored run per module."""
 
 from __future__ import annotations
 

@@ -254,6 +254,18 @@ class TestWorkersAndLayouts:
                                   progress=False)["read_this_run"] == 0
 
 
+    def test_a_folder_with_nothing_readable_gives_empty_tables_and_no_submission(self, six_model, tmp_path):
+        folder = tmp_path / "stage_2_test"
+        folder.mkdir()
+        (folder / "ID_0e0e0e0e0.dcm").write_bytes(b"\0" * 64)
+        summary = predict_folder(six_model[1], folder, tmp_path / "out", workers=0, progress=False)
+        assert summary["scored"] == 0 and summary["unreadable"] == 1 and summary["studies"] == 0
+        assert summary["submission"] is None and summary["submission_reason"] == "no slice could be scored"
+        assert len(pd.read_csv(tmp_path / "out" / "slices.csv")) == 0
+        assert list(pd.read_csv(tmp_path / "out" / "studies.csv").columns) == ["study_id", "patient_id", "slices",
+                                                                               "p_any_max"]
+
+
 class TestArguments:
     def test_a_missing_model_file_is_named(self, data, tmp_path):
         with pytest.raises(WeightsFileNotFoundError, match="nope.keras: no such model file"):
