@@ -28,6 +28,7 @@ Outputs in ``OUT``:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import numbers
@@ -79,7 +80,9 @@ def _resolve_model(model: str | Path, threshold: float | None) -> tuple[Path, fl
         if chosen is None:  # as the audit does: no patient threshold (one class on validation) -> the slice one
             return file, float(operating["threshold"]), "operating_point.json threshold (no patient_threshold)"
         return file, float(chosen), "operating_point.json patient_threshold"
-    return path, None if threshold is None else float(threshold), None if threshold is None else "argument"
+    if threshold is None:
+        return path, None, None
+    return path, float(threshold), "argument"
 
 
 def _check(ok: bool, name: str, rule: str, value: Any) -> None:
@@ -120,8 +123,6 @@ def _weights_digest(model: Any) -> str:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    import io
-
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     return buf.getvalue()
