@@ -755,11 +755,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "only the files not yet scored.",
     )
     predict = ("brain_audit.inference.predict", "predict_folder")
-    p.add_argument("--model", type=Path, required=True, help="a .keras model, or a run folder with phase4/")
+    p.add_argument("--model", type=Path, required=True, metavar="MODEL",
+                   help="a .keras model, or a run folder with phase4/")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--data-root", type=Path, default=None,
-                       help="RSNA dataset root: scores ROOT/stage_2_test/ID_*.dcm and writes submission.csv")
-    where.add_argument("--dicom", type=Path, default=None,
+    where.add_argument("--data-root", type=Path, default=None, metavar="ROOT",
+                       help="RSNA dataset root: scores ROOT/stage_2_test/ID_*.dcm and writes submission.csv (in the "
+                       "row order of ROOT/stage_2_sample_submission.csv when present)")
+    where.add_argument("--dicom", type=Path, default=None, metavar="DIR",
                        help="any folder of DICOM files, searched recursively (files that are not DICOM are listed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--tta", action="store_true", help="also score each slice flipped left-right; report the mean")
