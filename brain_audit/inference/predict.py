@@ -315,7 +315,8 @@ def _predict_locked(net: Any, model_path: Path | None, digest: str, files: list[
     t0 = time.perf_counter()
     scored_now = 0
     try:
-        for block, (rows, hu) in zip(chunks, _read_chunks(chunks, key, size, workers)):
+        for k, (rows, hu) in enumerate(_read_chunks(chunks, key, size, workers)):
+            block = chunks[k]
             frame = pd.DataFrame(rows, columns=["image_id", "reason", "patient_id", "study_id", "series_id", "z"])
             frame.insert(1, "fingerprint", [fingerprints[i] for i in frame["image_id"]])
             ok = frame["reason"].isna().to_numpy()
