@@ -105,7 +105,7 @@ class TestScores:
 
 class TestSubmission:
     def test_rows_are_the_sample_rows_in_order_six_per_image(self, scored, data):
-        out, summary = scored
+        out = scored[0]
         sample = pd.read_csv(data[0] / "stage_2_sample_submission.csv")
         sub = pd.read_csv(out / "submission.csv")
         assert list(sub.columns) == ["ID", "Label"]
@@ -176,7 +176,7 @@ class TestStudies:
 
 class TestResume:
     def test_a_rerun_scores_only_what_is_missing_and_ends_byte_identical(self, scored, data, six_model, tmp_path):
-        out, first = scored
+        out = scored[0]
         reference = read_bytes(out)
         copy = tmp_path / "copy"
         shutil.copytree(out, copy)
@@ -198,7 +198,7 @@ class TestResume:
         (partial / "parts").mkdir(parents=True)
         shutil.copy(out / "pseudonym.key", partial / "pseudonym.key")
         shutil.copy(out / "parts" / "request.json", partial / "parts" / "request.json")
-        kept = sorted((out / "parts").glob("part-*.parquet"))[0]
+        kept = min((out / "parts").glob("part-*.parquet"))
         shutil.copy(kept, partial / "parts" / kept.name)
         (partial / "parts" / ".part-x.parquet.abcd1234.part").write_bytes(b"half")  # a killed writer's temporary
         summary = predict_folder(six_model[1], data[0] / "stage_2_test", partial, workers=0, chunk=5, progress=False)

@@ -84,9 +84,9 @@ def write_test_folder(root: Path, seed: int = 0) -> dict:
 
 
 def spread_model(path: Path, head: str = "six", seed: int = 0) -> keras.Model:
-    """``build_model(SIZE, head, weights=None)`` with its last Dense layer set by hand so that the logits of head
-    slices like those of the test folder are standardised features times random weights: probabilities spread over (0, 1) instead of all
-    sitting at 0.5 as at random initialisation. Saved to ``path`` (a ``.keras`` file) and returned."""
+    """``build_model(SIZE, head, weights=None)`` with its last Dense layer set by hand so that the logits of slices
+    like those of the test folder are standardised features times random weights: probabilities spread over
+    (0, 1) instead of all sitting at 0.5 as at random initialisation. Saved to ``path`` (``.keras``) and returned."""
     model = build_model(SIZE, head=head, weights=None, seed=seed)
     rng = np.random.default_rng(seed)
     x = np.stack([preprocess_slice(_slice(rng, 40, 36), SIZE) for _ in range(16)]).astype(np.float32)[..., None]
