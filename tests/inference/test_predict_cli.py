@@ -16,10 +16,13 @@ def test_a_missing_model_is_one_line_naming_it(data, tmp_path, capsys):
     assert err.startswith("brain-audit: error: `--model` must be") and "nope.keras" in err and "Traceback" not in err
 
 
-def test_a_data_root_without_the_test_folder_is_one_line(six_model, tmp_path, capsys):
-    code = main(["predict", "--model", str(six_model[0]), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+@pytest.mark.parametrize("option, folder, named", [("--data-root", "", "stage_2_test"),
+                                                    ("--data-root", "absent", "`--data-root` must be a folder"),
+                                                    ("--dicom", "absent", "`--dicom` must be a folder")])
+def test_a_missing_folder_is_one_line(six_model, tmp_path, capsys, option, folder, named):
+    code = main(["predict", "--model", str(six_model[0]), option, str(tmp_path / folder), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "stage_2_test" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and named in err
 
 
 def test_data_root_and_dicom_are_exclusive(six_model, tmp_path, capsys):
