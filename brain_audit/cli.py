@@ -792,7 +792,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     else:
         folder, layout = args.dicom, "dicom"
         if not folder.is_dir():
-            raise ConfigError(f"`--dicom` must be a folder of DICOM files. Got {str(folder)!r} instead (no such folder).")
+            raise ConfigError(f"`--dicom` must be a folder of DICOM files. Got {str(folder)!r} instead "
+                              "(no such folder).")
     if not args.model.exists():
         raise ConfigError(f"`--model` must be a .keras file or a run folder. Got {str(args.model)!r} instead "
                           "(no such file or folder).")
