@@ -767,6 +767,76 @@ def _run_gradcam(args: argparse.Namespace) -> int:
     return 0 if len(table) else 1
 
 
+# ---------------------------------------------------------------- predict (inference)
+@_command
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="score a folder of DICOM files with a trained model; with the RSNA test set, the Kaggle submission.csv",
+        description="Read every DICOM file to HU as training did, score it with the model (a .keras file, or a run "
+        "folder: its Phase-4 model and patient threshold) and write OUT/slices.csv, studies.csv, unreadable.csv, "
+        "summary.json and, for the RSNA test set with a six-label model, submission.csv in the order of "
+        "ROOT/stage_2_sample_submission.csv (brain_audit.inference.predict_folder). Resumable: a rerun scores "
+        "only the files not yet scored.",
+    )
+    predict = ("brain_audit.inference.predict", "predict_folder")
+    p.add_argument("--model", type=Path, required=True, metavar="MODEL",
+                   help="a .keras model, or a run folder with phase4/")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-root", type=Path, default=None, metavar="ROOT",
+                       help="RSNA dataset root: scores ROOT/stage_2_test/ID_*.dcm and writes submission.csv (in the "
+                       "row order of ROOT/stage_2_sample_submission.csv when present)")
+    where.add_argument("--dicom", type=Path, default=None, metavar="DIR",
+                       help="any folder of DICOM files, searched recursively (files that are not DICOM are listed)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--tta", action="store_true", help="also score each slice flipped left-right; report the mean")
+    p.add_argument("--batch-size", type=_COUNT, default=_DefaultOf(*predict, "batch_size"),
+                   help="slices per model call (default: %(default)s)")
+    p.add_argument("--workers", type=_INDEX, default=_DefaultOf(*predict, "workers"),
+                   help="reading processes (default: %(default)s; 0 = in-process)")
+    p.add_argument("--chunk", type=_COUNT, default=_DefaultOf(*predict, "chunk"),
+                   help="files per resumable part (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="flag studies whose most suspicious slice reaches this (default: a run folder's patient "
+                   "threshold, else none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from brain_audit.errors import ConfigError
+    from brain_audit.inference import TEST_DIR, predict_folder, summary_line
+
+    if args.data_root is not None:
+        if not args.data_root.is_dir():
+            raise ConfigError(f"`--data-root` must be a folder. Got {str(args.data_root)!r} instead (no such folder).")
+        folder, layout = args.data_root / TEST_DIR, "rsna"
+        if not folder.is_dir():
+            raise ConfigError(f"`--data-root` must hold {TEST_DIR}/ (the RSNA test DICOM files). "
+                              f"Got {str(args.data_root)!r} instead ({folder} is missing).")
+    else:
+        folder, layout = args.dicom, "dicom"
+        if not folder.is_dir():
+            raise ConfigError(f"`--dicom` must be a folder of DICOM files. Got {str(folder)!r} instead "
+                              "(no such folder).")
+    if not args.model.exists():
+        raise ConfigError(f"`--model` must be a .keras file or a run folder. Got {str(args.model)!r} instead "
+                          "(no such file or folder).")
+    s = predict_folder(args.model, folder, args.out, layout=layout, tta=args.tta, batch_size=args.batch_size,
+                       workers=args.workers, chunk=args.chunk, threshold=args.threshold, progress=not args.quiet)
+    if args.quiet:  # else predict_folder printed it
+        print(summary_line(s, args.out))
+    if s["flagged"] is not None:
+        print(f"{s['flagged']} of {s['studies']} studies flagged at threshold {s['threshold']:.4g}")
+    if s["submission"] is not None:
+        sub = s["submission"]
+        print(f"submission: {sub['path']} ({sub['rows']} rows, {sub['images']} images; {sub['filled']} filled with "
+              f"the {sub['fallback']}; {sub['scored_not_in_sample']} scored images not in the sample)")
+    else:
+        print(f"no submission: {s['submission_reason']}")
+    return 0 if s["scored"] else 1
+
+
 # ---------------------------------------------------------------- demo (demo.py)
 @_command
 def _add_check(sub: argparse._SubParsersAction) -> None:

@@ -9,14 +9,15 @@ pool is the parallelism, and nested thread pools would only fight over the cores
 from __future__ import annotations
 
 import multiprocessing as mp
-from typing import Callable, Iterator, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import cv2
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["map_unordered"]
+__all__ = ["map_unordered", "worker_pool"]
 
 
 def _one_thread_per_worker() -> None:
@@ -42,3 +43,20 @@ def map_unordered(fn: Callable[[T], R], tasks: Sequence[T], workers: int) -> Ite
     ctx = mp.get_context("spawn")
     with ctx.Pool(min(workers, len(tasks)), initializer=_one_thread_per_worker) as pool:
         yield from pool.imap_unordered(fn, tasks)
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[Any]:
+    """The same ``spawn`` pool of one-thread workers, kept open for many maps (``pool.imap``), or ``None``
+    when ``workers <= 1`` (then the caller maps in its own process).
+
+    For a stream of batches mapped one after another (:func:`brain_audit.inference.predict_folder`), where a
+    pool per batch would pay the workers' start-up every time; memory stays bounded because each batch is
+    mapped before the next is submitted.
+    """
+    if workers <= 1:
+        yield None
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_one_thread_per_worker) as pool:
+        yield pool

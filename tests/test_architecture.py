@@ -39,6 +39,7 @@ STAGES: dict[str, int] = {
     "brain_audit.audit.attention_audit": 5,
     "brain_audit.gradcam.coverage": 4,
     "brain_audit.train": 6,
+    "brain_audit.inference": 6,  # a finished run's model applied to a folder of DICOM files; the submission
     "brain_audit.phantom": 2,  # a data source: may use the slice and dataset stages, nothing after them
     "brain_audit.demo": 7,
     "brain_audit.preflight": 7,  # the preflight check: reads every stage's plan, runs none

@@ -1,4 +1,5 @@
-"""brain_audit.parallel.map_unordered: every task once, in this process or in a spawn pool of one-thread workers.
+"""brain_audit.parallel.map_unordered: every task once, in this process or in a spawn pool of one-thread workers;
+worker_pool: one such pool kept for many maps.
 
 Expected values: the squares computed here, the test's own process id.
 """
@@ -9,7 +10,7 @@ import os
 
 import pytest
 
-from brain_audit.parallel import map_unordered
+from brain_audit.parallel import map_unordered, worker_pool
 from support.pool_tasks import square_where
 
 TASKS = [3, 1, 4, 1, 5, 9, 2, 6]
@@ -34,3 +35,19 @@ def test_spawn_pool_gives_every_result_once_from_one_thread_workers():
     pids = {r[1] for r in out}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
     assert {r[2] for r in out} == {1}
+
+
+def test_no_pool_for_one_worker():
+    with worker_pool(1) as pool:
+        assert pool is None
+
+
+@pytest.mark.slow
+def test_a_kept_pool_serves_several_maps_from_the_same_one_thread_workers():
+    with worker_pool(2) as pool:
+        first = list(pool.imap(square_where, TASKS))
+        second = list(pool.imap(square_where, TASKS[::-1]))
+    assert [r[0] for r in first] == [x * x for x in TASKS] and [r[0] for r in second] == [x * x for x in TASKS[::-1]]
+    pids = {r[1] for r in first + second}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # the second map started no new process
+    assert {r[2] for r in first + second} == {1}
