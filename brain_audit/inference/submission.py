@@ -20,15 +20,9 @@ import pandas as pd
 
 from brain_audit.errors import ConfigError
 from brain_audit.provenance import atomic_write_text
-from brain_audit.rsna import LABEL_COLUMNS
+from brain_audit.rsna import LABEL_COLUMNS, SAMPLE_SUBMISSION, TEST_DIR
 
 __all__ = ["TEST_DIR", "SAMPLE_SUBMISSION", "FALLBACK", "write_submission"]
-
-#: Folder of the challenge's stage-2 test DICOM files under the dataset root.
-TEST_DIR = "stage_2_test"
-
-#: The challenge's sample submission under the dataset root: the rows a submission must have, in order.
-SAMPLE_SUBMISSION = "stage_2_sample_submission.csv"
 
 #: What an image of the sample that was not scored gets, in words (summary.json states it).
 FALLBACK = "mean probability of the scored slices, per label"
