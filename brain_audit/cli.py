@@ -687,7 +687,7 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, default=None, help="RSNA ID,Label CSV (adds labels and right_for_wrong_reason)")
     p.add_argument("--layer", default=None,
                    help="layer to explain (default: the audits' layer, brain_audit.gradcam.maps.audit_layer)")
-    p.add_argument("--output-index", type=int, default=_DefaultOf(*audit, "output_index"),
+    p.add_argument("--output-index", type=int, default=None,
                    help="output unit, 0-5 for the six labels (default: the 'any' output, 0 of a one-output model "
                    "and 5 of the six-label head)")
     p.add_argument("--method", choices=("gradcam", "gradcam++", "hirescam", "layercam"), default=None,
