@@ -34,6 +34,7 @@ from brain_audit.audit.statistics import wilson_interval
 from brain_audit.audit.subgroups import MIN_PATIENTS
 from brain_audit.errors import ConfigError
 from brain_audit.provenance import atomic_write_text
+from brain_audit.rsna import LABEL_COLUMNS
 
 __all__ = ["FIGURES_DIR", "attention_section", "executive_summary", "write_report"]
 
@@ -390,7 +391,9 @@ def _competition_lines(summary: dict[str, Any]) -> list[str]:
              f"{comp['interval']}). A model that says 0.5 everywhere scores ln 2 = 0.693. Thresholds and every "
              "other figure of this report use the `any` output.", "",
              "| label | positive slices | AUC | 95 % interval |", "|---|---|---|---|"]
-    for name, row in comp["labels"].items():
+    labels = comp["labels"]
+    for name in sorted(labels, key=lambda n: LABEL_COLUMNS.index(n) if n in LABEL_COLUMNS else len(LABEL_COLUMNS)):
+        row = labels[name]
         auc = row.get("auc", float("nan"))
         shown = f"{auc:.3f}" if auc is not None and np.isfinite(auc) else "n/a (one class)"
         lines.append(f"| {name} | {row['positives']} | {shown} | {_ci(row.get('auc_ci95', [np.nan] * 2), False)} |")
