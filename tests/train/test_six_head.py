@@ -1,4 +1,6 @@
-"""A six-label run (``head = "six"``) end to end on a tiny phantom cohort: the quick demo with ``head=six``.
+"""A six-label run (``head = "six"``) end to end on a tiny phantom cohort: the quick demo's run with ``head=six``
+(its phantom, data, pretraining, Phases 1-4 and the held-out audit; the clean reference and shortcut study, which
+the one-label quick demo covers, are left out to keep it short).
 
 Checked from outside the phase and audit code: the saved models' own predictions (``model.predict`` on the
 cached slices, not the package's chunked reader), the competition metric recomputed here from them, and the
@@ -25,13 +27,22 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def six_run(tmp_path_factory):
-    from brain_audit.demo import DemoPlan, demo_configs, run_demo
+    from brain_audit.audit.holdout import audit_holdout
+    from brain_audit.demo import DemoPlan, demo_configs
+    from brain_audit.phantom.cohort import generate_cohort
+    from brain_audit.train.phases import run_phase
+    from brain_audit.train.prepare import prepare_data
+    from brain_audit.train.pretrain import run_pretrain
     from conftest import QUICK_OVERRIDES
 
-    out = tmp_path_factory.mktemp("six_label_demo")
-    overrides = (*QUICK_OVERRIDES, "head=six")
-    summary = run_demo(out, DemoPlan.quick(), overrides=overrides, verbose=0, progress=False)
-    _, config = demo_configs(out, DemoPlan.quick(), overrides)
+    out = tmp_path_factory.mktemp("six_label_run")
+    phantom, config = demo_configs(out, DemoPlan.quick(), (*QUICK_OVERRIDES, "head=six"))
+    generate_cohort(config.data_root, phantom)
+    prepare_data(config, progress=False)
+    run_pretrain(config, verbose=0)
+    for n in (1, 2, 3, 4):
+        run_phase(config, n, verbose=0)
+    summary = audit_holdout(config, n_boot=500)
     return config, RunPaths(out), summary
 
 
