@@ -763,6 +763,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "--shortcut", action="append", default=[], metavar="MIMIC:P_BLEED,P_NO_BLEED",
         help="a planted shortcut, e.g. coil:0.3,0.02; repeat for several; given, they replace the plan's four "
         "(brain_audit.demo.DEFAULT_SHORTCUTS)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run-config key of the demo's runs with a TOML value, e.g. --set head=six "
+                   "(repeatable; see brain_audit.config)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=_run_demo)
 
@@ -778,7 +781,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.shortcut:
         changes["shortcut"] = tuple((m, *p) for m, p in (parse_shortcut(s) for s in args.shortcut))
     plan = dataclasses.replace(plan, **changes)
-    summary = run_demo(args.out, plan, verbose=0 if args.quiet else 2, progress=not args.quiet)
+    summary = run_demo(args.out, plan, overrides=tuple(args.overrides), verbose=0 if args.quiet else 2,
+                       progress=not args.quiet)
     print(json.dumps(summary, indent=1, default=str))
     print(f"\nreport: {args.out / 'clinical_audit_report' / 'summary.md'}")
     print(f"shortcut study: {args.out / 'shortcut_study' / 'shortcut_study.md'}")
