@@ -712,8 +712,9 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, default=None, help="RSNA ID,Label CSV (adds labels and right_for_wrong_reason)")
     p.add_argument("--layer", default=None,
                    help="layer to explain (default: the audits' layer, brain_audit.gradcam.maps.audit_layer)")
-    p.add_argument("--output-index", type=int, default=_DefaultOf(*audit, "output_index"),
-                   help="output unit (0 for 'any'; 0-5 for the six labels; default: %(default)s)")
+    p.add_argument("--output-index", type=int, default=None,
+                   help="output unit, 0-5 for the six labels (default: the 'any' output, 0 of a one-output model "
+                   "and 5 of the six-label head)")
     p.add_argument("--method", choices=("gradcam", "gradcam++", "hirescam", "layercam"), default=None,
                    help="default: the audits' method (hirescam)")
     p.add_argument("--batch-size", type=int, default=_DefaultOf(*audit, "batch_size"),
@@ -896,6 +897,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "--shortcut", action="append", default=[], metavar="MIMIC:P_BLEED,P_NO_BLEED",
         help="a planted shortcut, e.g. coil:0.3,0.02; repeat for several; given, they replace the plan's four "
         "(brain_audit.demo.DEFAULT_SHORTCUTS)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run-config key of the demo's runs with a TOML value, e.g. --set head=six "
+                   "(repeatable; see brain_audit.config)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=_run_demo)
 
@@ -911,7 +915,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.shortcut:
         changes["shortcut"] = tuple((m, *p) for m, p in (parse_shortcut(s) for s in args.shortcut))
     plan = dataclasses.replace(plan, **changes)
-    summary = run_demo(args.out, plan, verbose=0 if args.quiet else 2, progress=not args.quiet)
+    summary = run_demo(args.out, plan, overrides=tuple(args.overrides), verbose=0 if args.quiet else 2,
+                       progress=not args.quiet)
     print(json.dumps(summary, indent=1, default=str))
     print(f"\nreport: {args.out / 'clinical_audit_report' / 'summary.md'}")
     print(f"shortcut study: {args.out / 'shortcut_study' / 'shortcut_study.md'}")

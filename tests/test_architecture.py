@@ -32,6 +32,7 @@ STAGES: dict[str, int] = {
     "brain_audit.figures": 1,
     "brain_audit.dataset": 2,
     "brain_audit.model": 3,
+    "brain_audit.model.competition": 3,  # the RSNA 2019 competition metric (weighted multi-label log loss)
     "brain_audit.gradcam": 4,
     "brain_audit.audit": 5,
     "brain_audit.audit.attention_evidence": 5,  # reads gradcam's profile tables

@@ -122,6 +122,19 @@ def test_every_deferred_default_names_a_real_parameter():
         assert action.type(str(value)) == value if action.type else isinstance(value, str), (name, action.dest, value)
 
 
+def test_demo_passes_its_run_config_overrides(monkeypatch):
+    import brain_audit.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, plan, **kw: calls.append(kw) or {})
+    assert main(["demo", "--quick", "--set", "head=six", "--set", "phase3.max_slices=8", "--quiet"]) == 0
+    assert main(["demo", "--quick", "--quiet"]) == 0
+    assert [c["overrides"] for c in calls] == [("head=six", "phase3.max_slices=8"), ()]
+    # and they reach the run configuration the demo trains with
+    _, config = demo.demo_configs("x", demo.DemoPlan.quick(), calls[0]["overrides"])
+    assert (config.head, config.phase3.max_slices) == ("six", 8)
+
+
 def test_demo_keeps_the_plan_values_unless_given(monkeypatch):
     import brain_audit.demo as demo
 

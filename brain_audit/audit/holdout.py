@@ -6,7 +6,8 @@ Phase 4 chose on validation (never re-tuned here) and reports per slice and per 
 its most suspicious slice): Wilson intervals for patients, patient-cluster bootstrap for slices and AUC, PPV / NPV
 with intervals at deployment prevalences, targets judged, subgroups by subtype and mimic, the shortcuts found,
 calibration and recalibration fitted on validation, the prior-shift correction, net benefit, the dropout
-comparison, the flow of every image, the error gallery, the attention audit
+comparison, the flow of every image, the error gallery, for a six-label model the RSNA 2019 competition metric
+and each label's AUC with patient-bootstrap intervals (every other figure uses the ``any`` output), the attention audit
 (:mod:`brain_audit.audit.attention_audit`) and the bone-removal study (:mod:`brain_audit.audit.bone_study`).
 
 Outputs in ``<run>/clinical_audit_report/``: ``summary.json`` (every number), ``summary.md`` and ``index.html``
@@ -31,7 +32,9 @@ from brain_audit.audit.flow import audit_flow
 from brain_audit.audit.gallery import error_gallery
 from brain_audit.audit.report import write_report
 from brain_audit.audit.sections import (
+    COMPETITION_NOT_AVAILABLE,
     calibration_section,
+    competition_section,
     candidate_probabilities,
     decision_section,
     dropout_comparison,
@@ -105,7 +108,8 @@ def _audit_holdout(
     column = any_column(config.head)
     table = cache.table.loc[ids]
     y = table["any"].to_numpy().astype(int)
-    p = predict_ids(model, cache, ids, column)
+    every = predict_ids(model, cache, ids, None)
+    p = every[:, column]
     patients = table["patient_id"].to_numpy().astype(str)
     report_dir = paths.report
 
@@ -201,6 +205,9 @@ def _audit_holdout(
                                                  seed=config.seed),
         "flow": audit_flow(paths, slices, patients_df, generated=generated_counts(config.data_root)),
         "attention": {"slices_profiled": int(len(findings)), **attention},
+        "competition": (competition_section(table[list(LABEL_COLUMNS)].to_numpy().astype(int), every, patients,
+                                            n_boot=n_boot, seed=config.seed)
+                        if config.head == "six" else COMPETITION_NOT_AVAILABLE),
     }
     summary["gallery"] = error_gallery(model, cache, slices, patients_df, lesions or {}, report_dir,
                                        output_index=column)

@@ -34,6 +34,7 @@ from brain_audit.audit.statistics import wilson_interval
 from brain_audit.audit.subgroups import MIN_PATIENTS
 from brain_audit.errors import ConfigError
 from brain_audit.provenance import atomic_write_text
+from brain_audit.rsna import LABEL_COLUMNS
 
 __all__ = ["FIGURES_DIR", "attention_section", "executive_summary", "write_report"]
 
@@ -379,6 +380,26 @@ def _limits_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _competition_lines(summary: dict[str, Any]) -> list[str]:
+    """A six-label model's competition metric and per-label AUC; nothing for a one-label model."""
+    comp = summary.get("competition")
+    if not isinstance(comp, dict):
+        return []
+    lines = ["## Six labels: the competition metric", "",
+             f"{comp['metric']} on the {comp['images']} audit slices of {comp['patients']} patients: "
+             f"**{comp['weighted_log_loss']:.4f}** (95 % interval {_ci(comp['weighted_log_loss_ci95'], False)}, "
+             f"{comp['interval']}). A model that says 0.5 everywhere scores ln 2 = 0.693. Thresholds and every "
+             "other figure of this report use the `any` output.", "",
+             "| label | positive slices | AUC | 95 % interval |", "|---|---|---|---|"]
+    labels = comp["labels"]
+    for name in sorted(labels, key=lambda n: LABEL_COLUMNS.index(n) if n in LABEL_COLUMNS else len(LABEL_COLUMNS)):
+        row = labels[name]
+        auc = row.get("auc", float("nan"))
+        shown = f"{auc:.3f}" if auc is not None and np.isfinite(auc) else "n/a (one class)"
+        lines.append(f"| {name} | {row['positives']} | {shown} | {_ci(row.get('auc_ci95', [np.nan] * 2), False)} |")
+    return lines + [""]
+
+
 def executive_summary(summary: dict[str, Any]) -> str:
     """The executive summary as Markdown: what a department head reads first."""
     op = summary["operating_point"]
@@ -410,6 +431,7 @@ def executive_summary(summary: dict[str, Any]) -> str:
         *_targets_lines(summary),
         *_prevalence_lines(summary),
         *_subgroup_lines(summary),
+        *_competition_lines(summary),
         *_calibration_lines(summary),
         *_decision_lines(summary),
         *_dropout_lines(summary),

@@ -8,7 +8,9 @@
 * :func:`decision_section`: net benefit against treat-all (Vickers & Elkin 2006) on the audit and at deployment;
 * :func:`dropout_comparison`: Phase 4's dropout candidates compared on the same patients, with a paired interval;
 * :func:`shortcut_section`: the mimics the shortcut study or the audit's own strata found the model relying on,
-  and the results on slices without them.
+  and the results on slices without them;
+* :func:`competition_section`: for a six-label model, the RSNA 2019 competition metric
+  (:func:`brain_audit.model.competition.weighted_log_loss`) with a patient-bootstrap interval, and each label's AUC.
 """
 
 from __future__ import annotations
@@ -20,29 +22,41 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import roc_auc_score
 
 from brain_audit.audit.calibration import calibration_fit, fit_recalibration, prior_shift
 from brain_audit.audit.decision import net_benefit
 from brain_audit.audit.statistics import (
+    bootstrap_ci,
     calibration_bins,
     cluster_bootstrap,
+    cluster_bootstrap_interval,
     expected_calibration_error,
     paired_difference_interval,
     patient_level,
     predictive_values_at_prevalence,
 )
 from brain_audit.audit.subgroups import clustered_rate
+from brain_audit.model.competition import METRIC_NAME, image_log_losses
 from brain_audit.model.predictions import predict_ids
+from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.model.weights import load_model
 from brain_audit.run_layout import RunPaths
 
-__all__ = ["TARGET_RATIONALE", "calibration_section", "candidate_probabilities", "decision_section",
+__all__ = ["COMPETITION_NOT_AVAILABLE", "TARGET_RATIONALE", "calibration_section", "competition_section", "candidate_probabilities", "decision_section",
            "dropout_comparison", "judge_targets", "prior_shift_section", "shortcut_section"]
 
 #: Why the operating point targets sensitivity (one sentence in the report).
 TARGET_RATIONALE = (
     "A missed hemorrhage can kill within hours while a false alarm costs a second read, so the threshold is set on "
     "validation for a sensitivity target first (the seed's 95 %) and specificity is what remains."
+)
+
+#: What a one-label (``head = "any"``) model reports in place of the competition metric.
+COMPETITION_NOT_AVAILABLE = (
+    "not available: the RSNA 2019 competition metric scores six labels and this model has the one-label head "
+    "'any' (train with head = \"six\" for it)"
 )
 
 
@@ -322,3 +336,53 @@ def shortcut_section(paths: RunPaths, slices: pd.DataFrame, subgroups: dict[str,
             "specificity": clustered_rate(~called[clear & (y == 0)], g[clear & (y == 0)], n_boot=n_boot,
                                           seed=seed + 1)}
     return out
+
+
+def competition_section(y_true: np.ndarray, y_prob: np.ndarray, groups: Sequence[Any], *, n_boot: int = 2000,
+                        seed: int = 0, label_intervals: bool = True) -> dict[str, Any]:
+    """The RSNA 2019 competition metric of a six-label model with its patient-bootstrap interval, and each label's AUC.
+
+    Args:
+        y_true: (N, 6) labels 0 / 1 in :data:`brain_audit.rsna.LABEL_COLUMNS` order.
+        y_prob: (N, 6) the model's probabilities, same order.
+        groups: (N,) patient of each image; the bootstrap resamples whole patients (the metric is a mean over
+            images, and a patient's slices are not independent).
+        n_boot: bootstrap resamples, >= 10.
+        label_intervals: also a patient-bootstrap interval for each label's AUC (``n_boot`` resamples each).
+
+    Returns:
+        dict: ``metric`` (its name), ``images``, ``patients``, ``weighted_log_loss`` (the point value on all images,
+        :func:`brain_audit.model.competition.weighted_log_loss`), ``weighted_log_loss_ci95`` (percentile interval of
+        the mean of :func:`~brain_audit.model.competition.image_log_losses` over patient resamples), ``interval``
+        (how it was computed) and ``labels``: per label ``positives`` and ``auc`` (NaN with one class only), and
+        ``auc_ci95`` with ``label_intervals``.
+
+    References:
+        Field CA, Welsh AH. Bootstrapping clustered data. JRSS-B 2007 (patient-cluster bootstrap).
+    """
+    losses = image_log_losses(y_true, y_prob)
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(y_prob, dtype=np.float64)
+    g = np.asarray(groups).astype(str)
+    interval = cluster_bootstrap_interval(losses, g, lambda v: float(np.mean(v)), n_boot=n_boot, seed=seed)
+    labels: dict[str, Any] = {}
+    for j, name in enumerate(LABEL_COLUMNS):
+        row: dict[str, Any] = {"positives": int(y[:, j].sum())}
+        if _both_classes(y[:, j]):
+            if label_intervals:
+                with warnings.catch_warnings():  # resamples with one class are skipped by bootstrap_ci
+                    warnings.simplefilter("ignore", UndefinedMetricWarning)
+                    auc, lo, hi = bootstrap_ci(roc_auc_score, y[:, j], p[:, j], g, n_boot=n_boot, seed=seed + 1 + j)
+                row.update(auc=float(auc), auc_ci95=[float(lo), float(hi)])
+            else:
+                row["auc"] = float(roc_auc_score(y[:, j], p[:, j]))
+        else:
+            row.update(auc=float("nan"), note="one class only: AUC not estimable")
+            if label_intervals:
+                row["auc_ci95"] = [float("nan")] * 2
+        labels[name] = row
+    return {"metric": METRIC_NAME, "images": int(len(losses)), "patients": int(np.unique(g).size),
+            "weighted_log_loss": float(losses.mean()),
+            "weighted_log_loss_ci95": [interval["lower"], interval["upper"]],
+            "interval": f"patient-cluster bootstrap, percentile, {interval['resamples']} resamples",
+            "labels": labels}

@@ -32,6 +32,7 @@ from brain_audit.gradcam.maps import (
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, randomization_check
 from brain_audit.ids import safe_child, validate_id
+from brain_audit.model.predictions import any_column
 from brain_audit.provenance import file_fingerprint, run_record, write_csv, write_json
 from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.skull import region_masks
@@ -73,7 +74,8 @@ def _check_arguments(model: Any, layer: str | None, output_index: Any, method: A
             "(a 2.5D model with context slices needs its neighbours; audit it from the dataset feed)."
         )
     units = int(model.outputs[0].shape[-1])
-    check(_is_int(output_index) and 0 <= output_index < units, "output_index", f"in [0, {units - 1}]", output_index)
+    check(output_index is None or (_is_int(output_index) and 0 <= output_index < units), "output_index",
+          f"in [0, {units - 1}]", output_index)
     if layer is not None:
         try:
             find_layer(model, layer)
@@ -91,7 +93,7 @@ def audit_files(
     out_dir: Any,
     *,
     layer: str | None = None,
-    output_index: int = 0,
+    output_index: int | None = None,
     method: Method | None = None,
     batch_size: int = 16,
     labels: Any = None,
@@ -121,7 +123,9 @@ def audit_files(
         images: DICOM files and / or folders (their ``*.dcm``, sorted).
         out_dir: output folder (created).
         layer, output_index, method: as in :func:`grad_cam`; ``None`` takes the audits' choice,
-            :func:`brain_audit.gradcam.maps.audit_layer` and :data:`~brain_audit.gradcam.maps.AUDIT_METHOD`.
+            :func:`brain_audit.gradcam.maps.audit_layer`, the ``any`` output (0 of a one-output model, 5 of the
+            six-label head: :func:`brain_audit.model.predictions.any_column`) and
+            :data:`~brain_audit.gradcam.maps.AUDIT_METHOD`.
         batch_size: slices per gradient pass, >= 1.
         labels: optional RSNA label table (:func:`brain_audit.dataset.labels.read_labels`), used for the
             ``label`` column and ``right_for_wrong_reason``; column = the explained output's label.
@@ -147,6 +151,8 @@ def audit_files(
     size = (int(shape[1]), int(shape[2]))
     layer = audit_layer(model) if layer is None else layer
     method = AUDIT_METHOD if method is None else method
+    if output_index is None:
+        output_index = any_column("six" if int(model.outputs[0].shape[-1]) == len(LABEL_COLUMNS) else "any")
     cam_fn = cached_cam(model, layer, output_index, method)
     cells = cam_fn.cells[0] or size[0]
     column = LABEL_COLUMNS[output_index] if cam_fn.n_outputs == len(LABEL_COLUMNS) else "any"

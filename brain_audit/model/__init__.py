@@ -1,6 +1,7 @@
 """The classifier: Hounsfield units in, hemorrhage probabilities out.
 
-``layers`` (the MultiWindow layer, the RSNA-weighted loss, a per-column AUC), ``network``
+``layers`` (the MultiWindow layer, the RSNA-weighted loss, a per-column AUC), ``competition`` (the RSNA 2019
+competition metric, weighted multi-label log loss), ``network``
 (EfficientNetB0 assembly, freezing states, precise BatchNorm), ``weights`` (ImageNet file
 offline, save / load) and ``predictions`` (the model applied to HU arrays or cached slices).
 
@@ -9,6 +10,7 @@ Input contract: float32 HU (B, S, S, 1 + 2 * context); the windows are applied i
 
 from __future__ import annotations
 
+from brain_audit.model.competition import image_log_losses, weighted_log_loss
 from brain_audit.model.layers import RSNA_LABEL_WEIGHTS, ColumnAUC, MultiWindow, WeightedBinaryCrossentropy
 from brain_audit.model.network import (
     BACKBONE_NAME,
@@ -38,6 +40,8 @@ __all__ = [
     "MultiWindow",
     "WeightedBinaryCrossentropy",
     "ColumnAUC",
+    "image_log_losses",
+    "weighted_log_loss",
     "BACKBONE_NAME",
     "build_model",
     "get_backbone",

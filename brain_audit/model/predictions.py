@@ -29,11 +29,20 @@ def predict(model: Any, hu: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(len(x), -1)
 
 
-def predict_ids(model: Any, cache: Any, ids: Sequence[str], column: int, chunk: int = 512) -> np.ndarray:
-    """Probabilities of one output for cached images, read chunk by chunk (bounded memory)."""
-    out = np.empty(len(ids), dtype=np.float64)
+def predict_ids(model: Any, cache: Any, ids: Sequence[str], column: int | None, chunk: int = 512) -> np.ndarray:
+    """Probabilities for cached images, read chunk by chunk (bounded memory): float64 (N,) of output ``column``,
+    or (N, outputs) of every output when ``column`` is None (e.g. the six labels for the competition metric)."""
+    out: np.ndarray | None = np.empty(len(ids), dtype=np.float64) if column is not None else None
     for start in range(0, len(ids), chunk):
         part = list(ids[start : start + chunk])
         hu = cache.hu_int16(part).astype(np.float32)[..., None]
-        out[start : start + len(part)] = predict(model, hu)[:, column]
+        p = predict(model, hu)
+        if column is not None:
+            out[start : start + len(part)] = p[:, column]
+            continue
+        if out is None:
+            out = np.empty((len(ids), p.shape[1]), dtype=np.float64)
+        out[start : start + len(part)] = p
+    if out is None:  # no ids and every output asked for
+        return np.empty((0, int(model.outputs[0].shape[-1])), dtype=np.float64)
     return out

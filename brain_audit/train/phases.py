@@ -18,7 +18,10 @@ phase  name                  what it does
 
 Every phase writes ``<out>/phase<N>/`` (:class:`brain_audit.run_layout.RunPaths`): ``model.keras``,
 ``history.csv``, ``metrics.json`` and ``run.json`` (resolved config, seeds, package versions, input hashes,
-written when the phase starts and again when it ends); a finished phase is read back, not rerun, and only for
+written when the phase starts and again when it ends); with ``head = "six"`` each ``metrics.json`` also carries
+``competition``, the RSNA 2019 competition metric on validation with its patient-bootstrap interval and each
+label's AUC (for head ``"any"``, a note that it is not available); thresholds and choices use ``any``
+(:func:`brain_audit.model.predictions.any_column`). A finished phase is read back, not rerun, and only for
 the request its ``run.json`` records: another plan stops with a one-line :class:`ConfigError` (``force``
 reruns it). One process at a time writes a run folder (:mod:`brain_audit.run_lock`).
 """
@@ -37,6 +40,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from brain_audit.audit.attention_audit import attention_audit, field_of_view, truth_lesions
+from brain_audit.audit.sections import COMPETITION_NOT_AVAILABLE, competition_section
 from brain_audit.audit.statistics import confusion_at, patient_level, threshold_for_sensitivity
 from brain_audit.config import RunConfig, with_resolved_data_root
 from brain_audit.dataset.feed import make_feed
@@ -59,6 +63,7 @@ from brain_audit.provenance import (
     write_csv,
     write_json,
 )
+from brain_audit.rsna import LABEL_COLUMNS
 from brain_audit.run_layout import RunPaths
 from brain_audit.run_lock import run_lock
 from brain_audit.train.hard_negatives import mine_hard_negatives
@@ -100,7 +105,8 @@ def set_dropout(model: Any, rate: float) -> int:
 
 
 def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, target: float) -> dict[str, Any]:
-    """Validation metrics of ``model`` on ``any``: slice- and patient-level, at the target sensitivity."""
+    """Validation metrics of ``model`` on ``any``: slice- and patient-level, at the target sensitivity; and the
+    competition metric with each label's AUC (:func:`_competition`)."""
 
 
     ids = list(cache.ids("validation", cohort))
@@ -108,7 +114,8 @@ def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, tar
         warnings.warn("the validation split is empty; no metrics", RuntimeWarning, stacklevel=2)
         return {"n": 0}
     y = cache.table.loc[ids, "any"].to_numpy().astype(int)
-    p = predict_ids(model, cache, ids, any_column(config.head))
+    every = predict_ids(model, cache, ids, None)
+    p = every[:, any_column(config.head)]
     out: dict[str, Any] = {"n": int(len(y)), "positives": int(y.sum())}
     if 0 < y.sum() < len(y):
         thr = threshold_for_sensitivity(y, p, target)
@@ -122,7 +129,24 @@ def _evaluate(model: Any, cache: Any, config: RunConfig, cohort: str | None, tar
         _, yp, pp = patient_level(patients, y, p)
         if 0 < yp.sum() < len(yp):
             out["patient_auc"] = float(roc_auc_score(yp, pp))
+    out["competition"] = _competition(config, cache, ids, every)
     return out
+
+
+#: Patient-bootstrap resamples of the competition metric on validation (a mean: cheap).
+_COMPETITION_BOOT = 1000
+
+
+def _competition(config: RunConfig, cache: Any, ids: Sequence[str], every: np.ndarray) -> dict[str, Any] | str:
+    """The RSNA 2019 competition metric of a six-label model on validation ``ids`` (``every``: its (N, 6)
+    probabilities) with a patient-bootstrap interval and each label's AUC (point values); for head ``"any"``
+    the note that it is not available (:data:`brain_audit.audit.sections.COMPETITION_NOT_AVAILABLE`)."""
+    if config.head != "six":
+        return COMPETITION_NOT_AVAILABLE
+    table = cache.table.loc[list(ids)]
+    return competition_section(table[list(LABEL_COLUMNS)].to_numpy().astype(int), every,
+                               table["patient_id"].to_numpy(), n_boot=_COMPETITION_BOOT, seed=config.seed,
+                               label_intervals=False)
 
 
 def _finish_phase(model: Any, out: Path, config: RunConfig, metrics: dict[str, Any], *, phase: int) -> Path:
@@ -260,7 +284,8 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
     # against randomised weights (audit.attention_audit; overlays of missed bleeds and false alarms)
     val_ids = list(cache.ids("validation", "phase2"))
     y_val = cache.table.loc[val_ids, "any"].to_numpy().astype(int)
-    p_val = predict_ids(model, cache, val_ids, column)
+    every_val = predict_ids(model, cache, val_ids, None)
+    p_val = every_val[:, column]
     findings, attention = attention_audit(
         model, cache, val_ids, y_val, p_val, threshold, out_dir=out, plan=plan, field_mm=field_of_view(paths.index, val_ids),
         lesions=truth_lesions(config.data_root, [i for i, t in zip(val_ids, y_val) if t == 1], cache.size),
@@ -284,6 +309,8 @@ def _phase3(config: RunConfig, verbose: int | str) -> dict[str, Any]:
                              if k in ("false_negative", "false_positive")}
     summary["hard_negatives"] = int(len(hard_df))
     summary["train_negatives_scored"] = int(hard_df.attrs["scored"])
+    if val_ids:  # the audited Phase-2 model's competition metric on the same validation slices
+        summary["competition"] = _competition(config, cache, val_ids, every_val)
     write_json(out / "metrics.json", summary)
     write_json(out / "run.json", _phase_record(config, 3, "finished"))
     return summary
@@ -327,9 +354,12 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
             model = _train_phase(config, 40 + k, "phase2", plan, build, strategy=strategy, verbose=verbose,
                                  sample_weights=weights, out=out_c, augment=True)
             save_model(model, out_c / "model.keras")
-        p = predict_ids(model, cache, list(val_ids), column)
+        every = predict_ids(model, cache, list(val_ids), None)
+        p = every[:, column]
         predictions[rate] = p
         cand: dict[str, Any] = {"dropout": rate, "model": str(out_c / "model.keras")}
+        if len(val_ids):
+            cand["competition"] = _competition(config, cache, val_ids, every)
         if 0 < y_val.sum() < len(y_val):
 
 
@@ -366,6 +396,7 @@ def _phase4(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     save_figure(fig, paths.phase(4) / "pr_curves.png")
 
     metrics = {"candidates": candidates, "chosen": chosen, "operating_point": operating,
+               "competition": chosen.get("competition", COMPETITION_NOT_AVAILABLE),
                "hard_negatives": int(len(hard)), "hard_negative_weight": plan.hard_negative_weight}
     write_json(paths.phase(4) / "metrics.json", metrics)
     write_json(paths.phase(4) / "run.json", _phase_record(config, 4, "finished"))

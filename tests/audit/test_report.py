@@ -25,6 +25,8 @@ def test_executive_summary_reads(report):
     assert not re.search(r"\((\d+\.\d)-\1 %\)", md), re.findall(r"\((\d+\.\d)-\1 %\)", md)
     # AUC and its interval are decimals; sensitivity and specificity percentages
     assert re.search(r"\| patient \| (n/a|[01]\.\d{3}) \((n/a|[01]\.\d{3}-[01]\.\d{3})\) \| \d+\.\d % ", md), md
+    # a one-label model: no competition section, and summary.json says why
+    assert "competition metric" not in md and summary["competition"].startswith("not available")
 
 
 def test_chance_warning_only_when_the_interval_reaches_one_half():
@@ -33,6 +35,20 @@ def test_chance_warning_only_when_the_interval_reaches_one_half():
     assert _chance_warning({"auc": 0.93, "auc_ci95": [0.85, 0.99]}) == []
     assert "does not discriminate" in _chance_warning({"auc": 0.62, "auc_ci95": [0.48, 0.77]})[0]
     assert "does not discriminate" in _chance_warning({"auc": float("nan")})[0]
+
+
+def test_competition_section_of_a_six_label_model():
+    from brain_audit.audit.report import _competition_lines
+
+    labels = {"any": {"positives": 12, "auc": 0.8126, "auc_ci95": [0.70125, 0.9]},  # sorted, as summary.json has it
+              "epidural": {"positives": 0, "auc": float("nan"), "auc_ci95": [float("nan")] * 2}}
+    comp = {"metric": "RSNA metric", "images": 36, "patients": 6, "weighted_log_loss": 0.41234,
+            "weighted_log_loss_ci95": [0.3, 0.55555], "interval": "patient-cluster bootstrap", "labels": labels}
+    md = "\n".join(_competition_lines({"competition": comp}))
+    assert md.startswith("## Six labels: the competition metric")
+    assert "RSNA metric on the 36 audit slices of 6 patients: **0.4123** (95 % interval 0.300-0.556" in md
+    assert "| epidural | 0 | n/a (one class) | n/a |\n| any | 12 | 0.813 | 0.701-0.900 |" in md  # RSNA order
+    assert _competition_lines({"competition": "not available: one label"}) == _competition_lines({}) == []
 
 
 @pytest.mark.slow

@@ -145,3 +145,56 @@ def test_decision_curve_at_deployment_uses_prior_shifted_platt_probabilities():
         sp = np.mean(shifted[ya == 0] < pt)
         nb = se * target - (1 - sp) * (1 - target) * pt / (1 - pt)
         assert table.loc[np.isclose(table["threshold"], pt), "net_benefit"].iloc[0] == pytest.approx(nb, abs=1e-6)
+
+
+class TestCompetitionSection:
+    """The six-label section: the RSNA metric against scikit-learn and a slow patient bootstrap written here."""
+
+    @staticmethod
+    def _case():
+        rng = np.random.default_rng(11)
+        patients = np.repeat([f"p{k:02d}" for k in range(15)], 4)  # 15 patients of 4 slices
+        y = rng.integers(0, 2, (60, 6))
+        y[:, 0] = 0  # no epidural bleed at all: its AUC is not estimable
+        y[:, 5] = y[:, :5].max(axis=1)
+        p = np.clip(0.25 * y + rng.uniform(0.02, 0.75, (60, 6)), 0.01, 0.99)
+        return y, p, patients
+
+    def test_metric_interval_and_label_aucs(self):
+        from sklearn.metrics import log_loss, roc_auc_score
+
+        from brain_audit.audit.sections import competition_section
+
+        y, p, patients = self._case()
+        out = competition_section(y, p, patients, n_boot=200, seed=4)
+        w = np.array([1, 1, 1, 1, 1, 2.0])
+
+        def metric(rows):  # weighted mean of sklearn's column-wise log losses
+            return np.dot(w, [log_loss(y[rows, j], p[rows, j], labels=[0, 1]) for j in range(6)]) / w.sum()
+
+        assert out["weighted_log_loss"] == pytest.approx(metric(np.arange(60)), rel=1e-10)
+        # the slow obvious patient bootstrap: sorted patients drawn with replacement, all their slices along
+        rng = np.random.default_rng(4)
+        names = np.unique(patients)
+        boot = []
+        for _ in range(200):
+            pick = names[rng.integers(0, names.size, size=names.size)]
+            boot.append(metric(np.concatenate([np.flatnonzero(patients == q) for q in pick])))
+        lo, hi = np.quantile(boot, [0.025, 0.975])
+        assert out["weighted_log_loss_ci95"] == pytest.approx([lo, hi], rel=1e-9)
+        assert lo < out["weighted_log_loss"] < hi
+        assert (out["images"], out["patients"]) == (60, 15) and "200 resamples" in out["interval"]
+        labels = out["labels"]
+        assert list(labels) == ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any"]
+        assert labels["epidural"]["positives"] == 0 and np.isnan(labels["epidural"]["auc"])
+        for j, name in enumerate(labels):
+            if j:
+                assert labels[name]["auc"] == pytest.approx(roc_auc_score(y[:, j], p[:, j]))
+                assert labels[name]["auc_ci95"][0] <= labels[name]["auc"] <= labels[name]["auc_ci95"][1]
+        quick = competition_section(y, p, patients, n_boot=200, seed=4, label_intervals=False)
+        assert "auc_ci95" not in quick["labels"]["any"] and quick["labels"]["any"]["auc"] == labels["any"]["auc"]
+
+    def test_one_label_head_says_not_available(self):
+        from brain_audit.audit.sections import COMPETITION_NOT_AVAILABLE
+
+        assert COMPETITION_NOT_AVAILABLE.startswith("not available") and "six" in COMPETITION_NOT_AVAILABLE

@@ -75,6 +75,32 @@ def test_audit_files_feeds_the_model_what_the_cache_stores(tmp_path):
     assert table.loc[0, "area_outside_head"] >= 2 * 16 * 96 / 96**2
 
 
+def test_a_six_label_model_is_explained_at_its_any_output_by_default(tmp_path):
+    """Without ``output_index`` the six-label head's ``any`` unit (the last, 5) is explained and reported."""
+    import json
+
+    from brain_audit.dataset.cache import preprocess_slice
+    from brain_audit.dicom import encode_slice, read_hu
+    from brain_audit.gradcam.files import audit_files
+    from brain_audit.model.network import build_model
+
+    hu = np.full((64, 64), -1000.0)
+    hu[8:56, 8:56] = 40.0
+    hu[20:30, 20:30] = 75.0
+    path = tmp_path / "ID_0abd.dcm"
+    path.write_bytes(encode_slice(hu, sop_instance_uid="ID_0abd", patient_id="ID_p", study_instance_uid="ID_s",
+                                  series_instance_uid="ID_r"))
+    model = build_model(image_size=64, head="six", weights=None, seed=4)
+    dense = model.get_layer("predictions")
+    kernel, _ = dense.get_weights()
+    dense.set_weights([kernel, np.array([-3, -2, -1, 0, 1, 2], "float32")])  # six clearly different units
+    table = audit_files(model, [path], tmp_path / "out", overlays=False, sanity_steps=0)
+    every = model.predict(preprocess_slice(read_hu(path), 64).astype("float32")[None, ..., None], verbose=0)[0]
+    assert table.loc[0, "probability"] == pytest.approx(float(every[5]), abs=1e-5)
+    assert np.abs(every[5] - every[:5]).min() > 0.1  # the units differ, so the check above tells them apart
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["config"]["output_index"] == 5
+
+
 def test_a_file_whose_name_is_no_id_is_skipped_with_its_reason_and_the_rest_goes_on(tmp_path):
     """The file stem names the overlay; a stem outside the ID rule (a space) is recorded, never used as a name."""
     from brain_audit.dicom import encode_slice

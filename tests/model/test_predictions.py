@@ -79,7 +79,12 @@ class TestPredictIds:
         sizes = [len(r) for r in cache.reads[: len(cache.reads) // 2]]
         assert sizes == [min(chunk, 7 - s) for s in range(0, 7, chunk)]
         assert sum(cache.reads[: len(sizes)], []) == ids
+        # column None: every output, (N, outputs), the columns above side by side
+        every = predict_ids(model, cache, ids, None, chunk=chunk)
+        assert every.shape == (7, 2) and every.dtype == np.float64
+        np.testing.assert_allclose(every, by_hand(hu[order]), rtol=0, atol=1e-6)
 
     def test_no_ids(self):
         cache = FixedCache({})
         assert predict_ids(mean_model(), cache, [], 0).shape == (0,) and cache.reads == []
+        assert predict_ids(mean_model(), cache, [], None).shape == (0, 2) and cache.reads == []

@@ -55,6 +55,14 @@ def test_every_phase_writes_its_artefacts(run):
     assert len(record["inputs"]["phase1_model"]) == 64
 
 
+def test_one_label_head_says_the_competition_metric_is_not_available(run):
+    config, _, results = run
+    assert config.head == "any"
+    for n in (1, 2, 3, 4):
+        note = results[n]["competition"]
+        assert isinstance(note, str) and note.startswith("not available") and "'any'" in note, n
+
+
 def test_audit_patients_never_trained_on(run):
     _, out, _ = run
     cohort = _cohort(out)
