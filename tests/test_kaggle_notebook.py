@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -82,7 +83,8 @@ def test_the_notebook_has_a_parameters_cell_and_no_outputs():
 
 @pytest.mark.slow
 def test_kaggle_rehearsal_ends_with_a_submission_matching_the_sample(wheels, tmp_path):
-    """Run All on a Kaggle-like machine: installed from the wheel, data found, preflight passed, submission.csv."""
+    """Run All on a Kaggle-like machine: installed from the wheel, data found, preflight passed, submission.csv;
+    the six-label run it trained reports the competition metric its models give (one run serves both checks)."""
     from brain_audit.phantom import PhantomConfig, generate_cohort
 
     inputs = wheels.parent
@@ -109,6 +111,61 @@ def test_kaggle_rehearsal_ends_with_a_submission_matching_the_sample(wheels, tmp
              if o.get("output_type") == "display_data"]
     assert any("text/html" in o["data"] for o in shown) and any("image/png" in o["data"] for o in shown)
     assert _snapshot(inputs) == before  # nothing written into the input folders
+    _check_six_label_run(working / "brain_audit_run")
+
+
+def _predict(model, cache, ids):
+    """(N, outputs) probabilities of ``model`` on cached slices, straight from ``model.predict``."""
+    hu = cache.hu_int16(list(ids)).astype(np.float32)[..., None]
+    return model.predict(hu, batch_size=16, verbose=0).astype(np.float64)
+
+
+def _check_six_label_run(out: Path) -> None:
+    """The notebook's run is a six-label run (``HEAD = "six"``), checked from outside the phase and audit code: the
+    saved models' own predictions on the cached slices, the competition metric recomputed from them, the operating
+    threshold recomputed on the ``any`` column with the audit statistics' threshold rule."""
+    from sklearn.metrics import roc_auc_score
+
+    from brain_audit.audit.statistics import threshold_for_sensitivity
+    from brain_audit.dataset.cache import open_cache
+    from brain_audit.model.competition import weighted_log_loss
+    from brain_audit.model.weights import load_model
+    from brain_audit.rsna import LABEL_COLUMNS
+    from brain_audit.run_layout import RunPaths
+
+    paths = RunPaths(out)
+    cache = open_cache(paths.cache, size=64)
+    for phase, model_phase, cohort in ((1, 1, "phase1"), (2, 2, "phase2"), (3, 2, "phase2"), (4, 4, "phase2")):
+        model = load_model(paths.model(model_phase), compile=False)
+        assert model.outputs[0].shape[-1] == 6
+        ids = list(cache.ids("validation", cohort))
+        y = cache.table.loc[ids, list(LABEL_COLUMNS)].to_numpy().astype(int)
+        p = _predict(model, cache, ids)
+        metrics = json.loads((paths.phase(phase) / "metrics.json").read_text())
+        comp = metrics["competition"]
+        assert comp["images"] == len(ids)
+        assert comp["weighted_log_loss"] == pytest.approx(weighted_log_loss(y, p), rel=1e-4), phase
+        lo, hi = comp["weighted_log_loss_ci95"]
+        assert lo <= comp["weighted_log_loss"] <= hi and hi > lo
+        assert set(comp["labels"]) == set(LABEL_COLUMNS)
+        if phase in (1, 2):  # the AUC reported beside it is that of the any column
+            assert metrics["auc"] == pytest.approx(roc_auc_score(y[:, 5], p[:, 5]), abs=1e-4)
+    op = json.loads(paths.operating_point.read_text())
+    ids = list(cache.ids("validation", "phase2"))
+    final = load_model(paths.model(4), compile=False)
+    y_any = cache.table.loc[ids, "any"].to_numpy().astype(int)
+    assert op["threshold"] == pytest.approx(
+        threshold_for_sensitivity(y_any, _predict(final, cache, ids)[:, 5], op["target_sensitivity"]), rel=1e-4)
+    summary = json.loads((paths.report / "summary.json").read_text())
+    comp = summary["competition"]
+    ids = list(cache.ids("audit"))
+    y = cache.table.loc[ids, list(LABEL_COLUMNS)].to_numpy().astype(int)
+    p_audit = _predict(final, cache, ids)
+    assert comp["weighted_log_loss"] == pytest.approx(weighted_log_loss(y, p_audit), rel=1e-4)
+    assert comp["patients"] == 6 and comp["images"] == len(ids)
+    assert summary["slice_level"]["auc"] == pytest.approx(roc_auc_score(y[:, 5], p_audit[:, 5]), abs=1e-4)
+    md = (paths.report / "summary.md").read_text()
+    assert "## Six labels: the competition metric" in md and f"{comp['weighted_log_loss']:.4f}" in md
 
 
 @pytest.mark.slow
