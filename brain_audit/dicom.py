@@ -45,6 +45,7 @@ __all__ = [
     "AIR_HU",
     "read_hu",
     "read_header",
+    "read_slice",
     "has_rsna_wrap_defect",
     "HEADER_FIELDS",
     "encode_slice",
@@ -201,7 +202,11 @@ def read_header(path: str | Path) -> dict[str, Any]:
     Raises:
         DicomReadError: the file is empty, missing, not DICOM or unparsable.
     """
-    ds = _parse(path, stop_before_pixels=False, defer_size=_DEFER_BYTES)
+    return _header_of(path, _parse(path, stop_before_pixels=False, defer_size=_DEFER_BYTES))
+
+
+def _header_of(path: Any, ds: Any) -> dict[str, Any]:
+    """:func:`read_header`'s dict from a parsed dataset."""
     out: dict[str, Any] = {}
     for key, (_tag, kw) in HEADER_FIELDS.items():
         value = _get(ds, kw)
@@ -422,7 +427,21 @@ def read_hu(path: str | Path, fix_rsna_defect: bool = True) -> np.ndarray:
         DICOM PS3.3 C.7.6.3.1 (Image Pixel), C.11.1 (Modality LUT), C.7.5.1.1.2 (Pixel
         Padding Value).
     """
+    return _hu_of(path, _parse(path, stop_before_pixels=False), fix_rsna_defect)
+
+
+def read_slice(path: str | Path, fix_rsna_defect: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`read_hu` and :func:`read_header` of one file from a single parse: ``(hu, header)``.
+
+    Raises:
+        DicomReadError: as :func:`read_hu`.
+    """
     ds = _parse(path, stop_before_pixels=False)
+    return _hu_of(path, ds, fix_rsna_defect), _header_of(path, ds)
+
+
+def _hu_of(path: Any, ds: Any, fix_rsna_defect: bool) -> np.ndarray:
+    """:func:`read_hu`'s array from a parsed dataset."""
     _check_ct_slice(path, ds)
     stored = _stored_values(path, ds)
 
@@ -432,7 +451,7 @@ def read_hu(path: str | Path, fix_rsna_defect: bool = True) -> np.ndarray:
             f"{Path(path).name}: (0028,1052) Rescale Intercept and (0028,1053) Rescale Slope are missing; "
             "assuming stored values are HU",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of read_hu / read_slice
         )
     slope = 1.0 if slope is None else slope
     intercept = 0.0 if intercept is None else intercept

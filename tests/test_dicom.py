@@ -398,3 +398,15 @@ def test_dicom_read_error_pickles_with_its_fields():
     err = pickle.loads(pickle.dumps(DicomReadError("/x/ID_1.dcm", "empty file (0 bytes)")))
     assert (err.path, err.reason, str(err)) == ("/x/ID_1.dcm", "empty file (0 bytes)", "ID_1.dcm: empty file (0 bytes)")
     assert isinstance(err, ValueError)
+
+
+def test_read_slice_is_read_hu_and_read_header_from_one_parse():
+    """pydicom's CT_small.dcm: the one-parse reader returns exactly what the two readers return."""
+    from pydicom.data import get_testdata_file
+
+    from brain_audit.dicom import read_header, read_hu, read_slice
+
+    path = get_testdata_file("CT_small.dcm")
+    hu, header = read_slice(path)
+    np.testing.assert_array_equal(hu, read_hu(path))
+    assert header == read_header(path)

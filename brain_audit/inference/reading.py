@@ -4,7 +4,8 @@ Two layouts: ``"rsna"`` (``DIR/ID_<hex>.dcm``, the image ID is the file stem and
 ID rule of :mod:`brain_audit.ids`) and ``"dicom"`` (every regular file under ``DIR``, recursively,
 whatever its name; the image ID is the file's path relative to ``DIR``). Each readable file
 becomes int16 (S, S) HU exactly as the training cache stored it
-(:func:`brain_audit.dicom.read_hu`, then :func:`brain_audit.dataset.cache.preprocess_slice`), with
+(:func:`brain_audit.dicom.read_slice`, i.e. ``read_hu`` and ``read_header`` from one parse, then
+:func:`brain_audit.dataset.cache.preprocess_slice`), with
 the pseudonyms of its Patient ID and Study / Series Instance UIDs (:func:`brain_audit.ids.pseudonym`)
 and its z; a file that cannot give one CT slice gets the reason of its
 :class:`~brain_audit.errors.DicomReadError` instead.
@@ -24,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from brain_audit.dataset.cache import preprocess_slice
-from brain_audit.dicom import read_header, read_hu
+from brain_audit.dicom import read_slice
 from brain_audit.errors import BrainAuditError, ConfigError, DicomReadError
 from brain_audit.ids import pseudonym, safe_child
 
@@ -107,8 +108,7 @@ def read_block(task: tuple[int, bytes, int, Sequence[tuple[str, str]]]) -> tuple
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a missing rescale is legal: stored values are HU
-                hu = read_hu(path)
-                header = read_header(path)
+                hu, header = read_slice(path)  # one parse for pixels and header
         except DicomReadError as exc:
             row["reason"] = exc.reason
             rows.append(row)
