@@ -11,7 +11,7 @@ import numpy as np
 
 from brain_audit.rsna import LABEL_COLUMNS
 
-__all__ = ["any_column", "predict", "predict_ids"]
+__all__ = ["any_column", "predict", "predict_ids", "slice_features"]
 
 
 def any_column(head: str) -> int:
@@ -46,3 +46,28 @@ def predict_ids(model: Any, cache: Any, ids: Sequence[str], column: int | None, 
     if out is None:  # no ids and every output asked for
         return np.empty((0, int(model.outputs[0].shape[-1])), dtype=np.float64)
     return out
+
+
+def slice_features(embedder: Any, cache: Any, ids: Sequence[str], chunk: int = 512,
+                   batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and probabilities of cached images, read chunk by chunk.
+
+    Args:
+        embedder: a two-output model, :func:`brain_audit.model.sequence.embedding_model` of a slice model.
+        cache: an opened HU cache; ``ids`` its image IDs.
+
+    Returns:
+        ``(embedding, probabilities)``: float32 (N, D) and float64 (N, outputs), rows in ``ids`` order.
+    """
+    dim = int(embedder.outputs[0].shape[-1])
+    outputs = int(embedder.outputs[1].shape[-1])
+    emb = np.empty((len(ids), dim), dtype=np.float32)
+    prob = np.empty((len(ids), outputs), dtype=np.float64)
+    for start in range(0, len(ids), chunk):
+        part = list(ids[start : start + chunk])
+        hu = cache.hu_int16(part).astype(np.float32)[..., None]
+        e, p = embedder.predict(hu, batch_size=batch_size, verbose=0)
+        emb[start : start + len(part)] = e
+        prob[start : start + len(part)] = p
+    return emb, prob
+
