@@ -554,11 +554,12 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="run training phase 1, 2, 3 (Grad-CAM audit) or 4 (clinical correction), or all",
-        description="Run one phase of the four-phase training (or all). Each phase writes <out>/phase<N>/ and "
-        "resumes after a crash or kill from its last completed epoch; a finished phase is not rerun unless --force.",
+        help="run training phase 1, 2, 3 (Grad-CAM audit), 4 (clinical correction) or 5 (study model), or all",
+        description="Run one phase of the four-phase training (or all; 'all' adds the study-level Phase 5 when "
+        "phase5.enabled). Each phase writes <out>/phase<N>/ and resumes after a crash or kill from its last "
+        "completed epoch; a finished phase is not rerun unless --force.",
     )
-    p.add_argument("--phase", default="all", choices=["1", "2", "3", "4", "all"],
+    p.add_argument("--phase", default="all", choices=["1", "2", "3", "4", "5", "all"],
                    help="phase to run (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rerun a finished phase")
     _run_options(p)
@@ -574,7 +575,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from brain_audit.train.pretrain import run_pretrain
 
     verbose = 0 if args.quiet else "auto"
-    phases = (1, 2, 3, 4) if args.phase == "all" else (int(args.phase),)
+    phases = ((1, 2, 3, 4, 5) if config.phase5.enabled else (1, 2, 3, 4)) if args.phase == "all" else (int(args.phase),)
     with run_lock(config.out_dir):  # one process for the whole command, data, backbone and phases
         if not args.force:
             check_trained(config, phases)  # trained for other settings: stop before the data are rebuilt
@@ -583,7 +584,7 @@ def _run_train(args: argparse.Namespace) -> int:
             run_pretrain(config, verbose=verbose)
         for n in phases:
             metrics = run_phase(config, n, verbose=verbose, force=args.force)
-            keys = ("auc", "patient_auc", "threshold", "hard_negatives", "operating_point")
+            keys = ("auc", "patient_auc", "threshold", "hard_negatives", "operating_point", "validation")
             print(f"phase {n}: " + json.dumps({k: metrics[k] for k in keys if k in metrics}, default=str))
     return 0
 
@@ -882,10 +883,10 @@ def _run_check(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the whole pipeline on the built-in phantom cohort: phantom -> prepare -> pretrain -> phases 1-4 -> audit",
+        help="the whole pipeline on the built-in phantom cohort: phantom -> prepare -> pretrain -> phases 1-5 -> audit",
         description="Generate a synthetic head-CT cohort with the seed's four shortcuts planted (coil, catheter, "
         "frontal bone, choroid-plexus calcification), prepare it, pretrain the backbone, run the four phases and the "
-        "held-out clinical audit, train a clean reference model, and catch each shortcut by attention and by "
+        "study-level Phase 5 (--no-study leaves it out), the held-out clinical audit (with both aggregations), train a clean reference model, and catch each shortcut by attention and by "
         "intervention (brain_audit.shortcut_study). Resumable: rerun the same command after an interruption.",
     )
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: %(default)s)")
@@ -900,6 +901,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-config key of the demo's runs with a TOML value, e.g. --set head=six "
                    "(repeatable; see brain_audit.config)")
+    p.add_argument("--no-study", dest="study", action="store_false",
+                   help="leave out Phase 5, the study-level sequence model, and its comparison in the audit")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=_run_demo)
 
@@ -912,6 +915,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     plan = DemoPlan.quick() if args.quick else DemoPlan()
     changes: dict[str, Any] = {k: v for k, v in (("patients", args.patients), ("seed", args.seed)) if v is not None}
+    changes["study"] = args.study
     if args.shortcut:
         changes["shortcut"] = tuple((m, *p) for m, p in (parse_shortcut(s) for s in args.shortcut))
     plan = dataclasses.replace(plan, **changes)

@@ -1,7 +1,8 @@
 """Run configuration: frozen dataclasses, loaded from TOML, overridable from the command line.
 
 A run is described by one :class:`RunConfig`; its four phases by :class:`PhasePlan`
-(phases 1 and 2), :class:`AuditPlan` (phase 3) and :class:`CorrectionPlan` (phase 4), and
+(phases 1 and 2), :class:`AuditPlan` (phase 3) and :class:`CorrectionPlan` (phase 4), the optional
+study-level Phase 5 by :class:`StudyPlan`, and
 the domain pretraining of the backbone by :class:`PretrainPlan`.
 The defaults are the seed notebook's: Phase 1 on a 1,600-patient cohort with the
 backbone frozen at learning rate 1e-3; Phase 2 on a balanced 20,000-slice cohort with
@@ -21,6 +22,10 @@ TOML layout (every key optional; unknown keys are errors)::
 
     [phase4]
     dropouts = [0.5, 0.2]
+
+    [phase5]            # the study-level sequence model (optional)
+    enabled = true
+    patients = 1000     # train patients whose whole series are cached for it
 
 Overrides use dotted keys with TOML values: ``phase1.epochs=2``, ``weights="none"``.
 Every value is checked, from TOML, an override or Python alike: its type (a bool is not an
@@ -56,6 +61,7 @@ __all__ = [
     "PretrainPlan",
     "AuditPlan",
     "CorrectionPlan",
+    "StudyPlan",
     "RunConfig",
     "load_config",
     "apply_overrides",
@@ -225,6 +231,49 @@ class PretrainPlan:
         _check(0 < self.validation_fraction < 1, "validation_fraction", "must be in (0, 1)", self.validation_fraction)
 
 
+@dataclass(frozen=True)
+class StudyPlan:
+    """Phase 5 (optional): the study-level sequence model over each series' slices in z order.
+
+    The Phase-4 model embeds every slice of a series; a bidirectional GRU over the series
+    (:mod:`brain_audit.model.sequence`) corrects each slice's score from its neighbours and scores the
+    study as its most suspicious corrected slice. Trained on train patients only, its thresholds chosen on
+    validation for ``phase4.target_sensitivity``; the audit compares it with the max-slice rule.
+
+    Attributes:
+        enabled: run Phase 5 (``run_all``, the demo) and compare it in the audit.
+        patients, validation_patients: at most this many train and validation patients bring *every* slice of
+            theirs to the HU cache for Phase 5 (in no phase cohort: ``cohort.csv`` and phases 1-4 are
+            unchanged; ``data/cohort/phase5.csv`` lists the added slices); 0 adds none, and Phase 5 uses the
+            series the cache holds whole.
+        epochs, learning_rate, batch_size: training (batches of series).
+        units: width of the projection and of each GRU direction.
+        dropout: dropout on the slice embeddings.
+        logit_noise: Gaussian noise (logit units) on the slice model's scores in training.
+    """
+
+    enabled: bool = False
+    patients: int = 1000
+    validation_patients: int = 250
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    units: int = 64
+    dropout: float = 0.3
+    logit_noise: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check(self.patients >= 0, "patients", "must be >= 0", self.patients)
+        _check(self.validation_patients >= 0, "validation_patients", "must be >= 0", self.validation_patients)
+        _check(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0", self.learning_rate)
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _check(self.units >= 1, "units", "must be >= 1", self.units)
+        _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)", self.dropout)
+        _check(self.logit_noise >= 0, "logit_noise", "must be >= 0", self.logit_noise)
+
+
 def _phase2_default() -> PhasePlan:
     return PhasePlan(cohort_size=20000, cohort_unit="slice", balance=0.5, epochs=3, learning_rate=1e-5,
                      unfrozen_blocks=2)
@@ -270,6 +319,7 @@ class RunConfig:
     phase2: PhasePlan = field(default_factory=_phase2_default)
     phase3: AuditPlan = field(default_factory=AuditPlan)
     phase4: CorrectionPlan = field(default_factory=CorrectionPlan)
+    phase5: StudyPlan = field(default_factory=StudyPlan)
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -308,7 +308,7 @@ def test_an_output_folder_below_a_file_is_named(phantom10, tmp_path, capsys):
      "argument --workers: must be an int >= 0. Got '-1' instead; see `brain-audit index --help`"),
     (["cohort", ".", "--cohort", "phase1"],
      "argument --cohort: expected NAME:N[:BALANCE[:UNIT]], got 'phase1'; see `brain-audit cohort --help`"),
-    (["train", "--phase", "5"], "argument --phase: invalid choice: '5' (choose from '1', '2', '3', '4', 'all'); "
+    (["train", "--phase", "6"], "argument --phase: invalid choice: '6' (choose from '1', '2', '3', '4', '5', 'all'); "
                                 "see `brain-audit train --help`"),
 ])
 def test_a_usage_error_is_one_line_too(argv, line, capsys):

@@ -60,6 +60,7 @@ __all__ = [
     "split_patients",
     "build_cohort",
     "plan_cohorts",
+    "add_whole_patients",
     "write_cohorts",
     "read_cohort",
 ]
@@ -412,6 +413,41 @@ def plan_cohorts(
         out[f"in_{spec.name}"] = out.index.isin(c.index)
     cols = [*_IMAGE_COLUMNS, "split", *LABEL_COLUMNS, *[f"in_{s.name}" for s in specs]]
     return out[cols].sort_index(), patients
+
+
+def add_whole_patients(
+    cohort: pd.DataFrame,
+    images: pd.DataFrame,
+    patients: pd.DataFrame,
+    *,
+    n_train: int,
+    n_validation: int,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``cohort`` with every slice of ``n_train`` train and ``n_validation`` validation patients added.
+
+    For a study-level model (Phase 5), which needs whole series: the patients are drawn stratified
+    (:func:`build_cohort` with ``unit="patient"``, ``balance=None``) from their own split of
+    :func:`split_patients`, never from the audit or pretraining patients. Rows the cohort holds already are
+    kept as they are; added rows are in no phase cohort (every ``in_<name>`` False). ``0`` adds none from that
+    split; more than the split holds takes all of it.
+
+    Returns:
+        The cohort table with the added rows, indexed by image ID (sorted), same columns.
+    """
+    split = patients["split"]
+    added = []
+    for name, n in (("train", n_train), ("validation", n_validation)):
+        n = min(int(n), int((split == name).sum()))
+        if n > 0:
+            added.append(build_cohort(images, split, n, balance=None, unit="patient", seed=seed, pool=(name,)))
+    if not added:
+        return cohort
+    extra = pd.concat(added)
+    extra = extra.loc[~extra.index.isin(cohort.index)].copy()
+    for col in [c for c in cohort.columns if c.startswith("in_")]:
+        extra[col] = False
+    return pd.concat([cohort, extra[cohort.columns]]).sort_index()
 
 
 def write_cohorts(

@@ -422,7 +422,8 @@ def _patient_operating_point(p: np.ndarray, cache: Any, val_ids: Sequence[str], 
 
 def run_phase(config: RunConfig, phase: int, *, strategy: Any = None, verbose: int | str = "auto",
               force: bool = False) -> dict[str, Any]:
-    """Run one phase (1-4) of ``config``; a finished phase is read back, not rerun (unless ``force``).
+    """Run one phase (1-4, or the optional study stage 5, :mod:`brain_audit.train.study`) of ``config``; a
+    finished phase is read back, not rerun (unless ``force``).
 
     A finished phase, or an unfinished one with a checkpoint to resume, is reused only for the request
     its ``run.json`` records: the same values of every key of :func:`phase_keys` and the same input files
@@ -443,8 +444,8 @@ def run_phase(config: RunConfig, phase: int, *, strategy: Any = None, verbose: i
             asks 5. Use --force to retrain it, or another --out.``; an earlier phase has not finished.
     """
     config = with_resolved_data_root(config)  # data_root = "auto": the folder found, as prepare_data saw it
-    if phase not in (1, 2, 3, 4):
-        raise ConfigError(f"`phase` must be 1, 2, 3 or 4. Got {phase!r} instead.")
+    if phase not in (1, 2, 3, 4, 5):
+        raise ConfigError(f"`phase` must be 1, 2, 3, 4 or 5. Got {phase!r} instead.")
     with run_lock(config.out_dir):
         paths = RunPaths(config.out_dir)
         out = paths.phase(phase)
@@ -473,12 +474,17 @@ def run_phase(config: RunConfig, phase: int, *, strategy: Any = None, verbose: i
                 return _phase2(config, strategy, verbose)
             if phase == 3:
                 return _phase3(config, verbose)
-            return _phase4(config, strategy, verbose)
+            if phase == 4:
+                return _phase4(config, strategy, verbose)
+            from brain_audit.train.study import train_study  # imports this module's neighbours
+
+            return train_study(config, strategy=strategy, verbose=verbose)
 
 
 def run_all(config: RunConfig, *, pretrain: bool | None = None, verbose: int | str = "auto",
             progress: bool = True, force: bool = False) -> dict[int, dict[str, Any]]:
-    """Prepare the data, pretrain when ``weights == "pretrained"`` (or ``pretrain``), then phases 1-4.
+    """Prepare the data, pretrain when ``weights == "pretrained"`` (or ``pretrain``), then phases 1-4, and the
+    study stage (phase 5) when ``phase5.enabled``.
 
     The run folder is held throughout. Before the data are prepared, the trained stages the folder holds
     are checked against ``config`` (:func:`check_trained`), so that a changed ``image_size`` stops here
@@ -491,5 +497,6 @@ def run_all(config: RunConfig, *, pretrain: bool | None = None, verbose: int | s
         prepare_data(config, progress=progress)
         if pretrain:
             run_pretrain(config, verbose=verbose, force=force)
-        return {n: run_phase(config, n, verbose=verbose, force=force) for n in (1, 2, 3, 4)}
+        phases = (1, 2, 3, 4, 5) if config.phase5.enabled else (1, 2, 3, 4)
+        return {n: run_phase(config, n, verbose=verbose, force=force) for n in phases}
 

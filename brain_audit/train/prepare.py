@@ -12,12 +12,12 @@ from typing import Any
 
 from brain_audit.config import RunConfig, to_dict, with_resolved_data_root
 from brain_audit.dataset.cache import build_cache, open_cache
-from brain_audit.dataset.cohort import CohortSpec, join_images, plan_cohorts, write_cohorts
+from brain_audit.dataset.cohort import CohortSpec, add_whole_patients, join_images, plan_cohorts, write_cohorts
 from brain_audit.dataset.index import build_index
 from brain_audit.dataset.labels import read_labels
 from brain_audit.dataset.prepared import adopt_cache, adopt_index, cache_reuse_problem, index_reuse_problem
 from brain_audit.errors import DataNotFoundError
-from brain_audit.provenance import write_json
+from brain_audit.provenance import write_csv, write_json
 from brain_audit.rsna import TRAIN_CSV
 from brain_audit.run_layout import RunPaths
 from brain_audit.run_lock import run_lock
@@ -82,8 +82,15 @@ def _prepare_locked(config: RunConfig, progress: bool) -> Any:
             seed=config.seed,
         )
     write_cohorts(paths.cohort, cohort, patients, config=to_dict(config), seed=config.seed)
-    reused["cache"] = _reuse_cache(config, root, cohort, paths)
-    cache = build_cache(cohort, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
+    cached = cohort
+    if config.phase5.enabled:
+        # Phase 5 reads whole series: these patients bring every slice to the cache, in no phase cohort, so
+        # cohort.csv (what phases 1-4 trained on) is unchanged (see config.StudyPlan)
+        cached = add_whole_patients(cohort, images, patients, n_train=config.phase5.patients,
+                                    n_validation=config.phase5.validation_patients, seed=config.seed)
+        write_csv(paths.cohort / "phase5.csv", cached.loc[~cached.index.isin(cohort.index)].reset_index())
+    reused["cache"] = _reuse_cache(config, root, cached, paths)
+    cache = build_cache(cached, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
     summary = data_summary(labels, index, images, cohort, cache)
     if config.prepared:
         summary["prepared"] = {"folder": str(config.prepared), **reused}

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-from brain_audit.config import AuditPlan, CorrectionPlan, PhasePlan, RunConfig
+from brain_audit.config import AuditPlan, CorrectionPlan, PhasePlan, RunConfig, StudyPlan
 from brain_audit.provenance import (
     config_differences,
     file_sha256,
@@ -33,15 +33,15 @@ _RUN_KEYS = ("image_size", "head", "seed", "weights", "audit_patients", "validat
              "phase4.target_sensitivity")
 
 
-_PLANS = {1: PhasePlan, 2: PhasePlan, 3: AuditPlan, 4: CorrectionPlan}
+_PLANS = {1: PhasePlan, 2: PhasePlan, 3: AuditPlan, 4: CorrectionPlan, 5: StudyPlan}
 
 
-_UPSTREAM = {1: (), 2: (1,), 3: (2,), 4: (2, 3)}
+_UPSTREAM = {1: (), 2: (1,), 3: (2,), 4: (2, 3), 5: (4,)}
 
 
 _INPUTS = {"cohort": "on another cohort", "weights": "from other backbone weights",
            "phase1_model": "from another phase 1 model", "phase2_model": "from another phase 2 model",
-           "hard_negatives": "on other hard negatives"}
+           "hard_negatives": "on other hard negatives", "phase4_model": "from another phase 4 model"}
 
 
 #: Keys that change only the phase's own outputs, nothing a later phase reads (Phase 3's pictures).
@@ -73,6 +73,8 @@ def _input_files(config: RunConfig, phase: int) -> dict[str, Path]:
         files["phase2_model"] = paths.model(2)
     if phase == 4:
         files["hard_negatives"] = paths.phase(3) / "hard_negatives.csv"
+    if phase == 5:
+        files["phase4_model"] = paths.model(4)
     return files
 
 
@@ -113,7 +115,7 @@ def _check_phase(config: RunConfig, phase: int, record: dict, *, settings_only: 
             raise _refusal(f"phase {phase}", config, f"{_INPUTS[name]} ({shown} has changed since)", verb)
 
 
-def check_trained(config: RunConfig, phases: Sequence[int] = (1, 2, 3, 4), *, pretrain: bool | None = None) -> None:
+def check_trained(config: RunConfig, phases: Sequence[int] = (1, 2, 3, 4, 5), *, pretrain: bool | None = None) -> None:
     """Refuse, before any work, a run folder whose trained stages answer another request than ``config``.
 
     Every finished or resumable phase of ``phases`` (and the pretrained backbone, when ``pretrain`` or, for
