@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from brain_audit.audit.aggregation import aggregation_section, study_probabilities
 from brain_audit.audit.attention_audit import attention_audit, field_of_view, truth_lesions
 from brain_audit.audit.bone_study import run_bone_study
 from brain_audit.audit.flow import audit_flow
@@ -113,8 +114,15 @@ def _audit_holdout(
     patients = table["patient_id"].to_numpy().astype(str)
     report_dir = paths.report
 
-    slices = pd.DataFrame({"image_id": ids, "patient_id": patients, "z": table["z"].to_numpy(), "label": y,
-                           "probability": p, "called_bleed": (p >= threshold).astype(int)})
+    slices = pd.DataFrame({"image_id": ids, "patient_id": patients, "series_id": table["series_id"].to_numpy(),
+                           "z": table["z"].to_numpy(), "label": y, "probability": p,
+                           "called_bleed": (p >= threshold).astype(int)})
+    # Phase 5 (when it finished, and the audited model is the Phase-4 model it was trained on): each series
+    # rescored in z order by the study model, compared with the max-slice rule below
+    study = study_probabilities(paths, model, cache, ids, column) if Path(model_path) == paths.model(4) else None
+    if study is not None:
+        slices["probability_study"] = study[1]
+        slices["called_bleed_study"] = (study[1] >= float(study[2]["threshold"])).astype(int)
     for s in LABEL_COLUMNS[:-1]:
         slices[s] = table[s].to_numpy()
     presence = mimic_presence(config.data_root, ids)
@@ -162,9 +170,12 @@ def _audit_holdout(
             },
             "slice_log": [
                 {"image_id": r.image_id, "z": float(r.z), "label": int(r.label), "probability": round(float(r.probability), 4)}
+                | ({"probability_study": round(float(r.probability_study), 4)} if study is not None else {})
                 for r in rows.itertuples()
             ],
         }
+        if study is not None:
+            log["max_probability_study"] = float(rows["probability_study"].max())
         per_patient.append(log)
         write_json(safe_child(report_dir / "patients", pid, ".json", what="patient_id"), log)
     patients_df = pd.DataFrame([{k: v for k, v in log.items() if k not in ("slice_log", "flags_on_audited_slices")}
@@ -173,7 +184,7 @@ def _audit_holdout(
         subtypes_present=patients_df["subtypes_present"].map(" ".join),
         mimics_present=patients_df["mimics_present"].map(" ".join)))
     # calibration: as trained, and recalibrated on validation (never on the audit), then moved to deployment
-    val_ids = list(cache.ids("validation"))
+    val_ids = list(cache.ids("validation", "phase2"))  # where Phase 4 chose (not Phase 5's added series)
     val = cache.table.loc[val_ids]
     p_val = predict_ids(model, cache, val_ids, column) if val_ids else np.zeros(0)
     validation = pd.DataFrame({"image_id": val_ids, "patient_id": val["patient_id"].to_numpy().astype(str),
@@ -205,6 +216,9 @@ def _audit_holdout(
                                                  seed=config.seed),
         "flow": audit_flow(paths, slices, patients_df, generated=generated_counts(config.data_root)),
         "attention": {"slices_profiled": int(len(findings)), **attention},
+        "aggregation": (aggregation_section(slices, operating, study[2], lesion_area={
+            k: float(v.sum()) for k, v in (lesions or {}).items()}, n_boot=n_boot, seed=config.seed)
+            if study is not None and "threshold" in study[2] else None),
         "competition": (competition_section(table[list(LABEL_COLUMNS)].to_numpy().astype(int), every, patients,
                                             n_boot=n_boot, seed=config.seed)
                         if config.head == "six" else COMPETITION_NOT_AVAILABLE),

@@ -370,8 +370,10 @@ def _limits_lines(summary: dict[str, Any]) -> list[str]:
              "emergency department: PPV and false alarms come from Bayes' rule at assumed prevalences"
              + (f" (PPV {_pct(at_1['ppv'])}, interval {_ci(at_1.get('ppv_ci95', [np.nan] * 2))}, at 1 %)" if at_1
                 else "") + ", never observed.",
-             "- **A slice-level model.** A patient's score is its most suspicious slice; no model reads the volume, "
-             "so a bleed seen across slices is not combined.",
+             ("- **Slice versus volume.** The study model reads each series in z order, but only through the slice "
+              "model's embeddings (2-D features); no model sees the voxels in 3-D." if summary.get("aggregation") else
+              "- **A slice-level model.** A patient's score is its most suspicious slice; no model reads the volume, "
+              "so a bleed seen across slices is not combined (Phase 5, `phase5.enabled`, adds a study-level model)."),
              "- **No comparison with readers.** No radiologist read these scans; nothing here says the model helps.",
              "- **Single site, single seed.** One cohort generator or site and one training run: the intervals cover "
              "patient sampling, not training randomness or another scanner.",
@@ -398,6 +400,55 @@ def _competition_lines(summary: dict[str, Any]) -> list[str]:
         shown = f"{auc:.3f}" if auc is not None and np.isfinite(auc) else "n/a (one class)"
         lines.append(f"| {name} | {row['positives']} | {shown} | {_ci(row.get('auc_ci95', [np.nan] * 2), False)} |")
     return lines + [""]
+
+
+def _aggregation_lines(summary: dict[str, Any]) -> list[str]:
+    """Slice versus volume: the study model (Phase 5) against the max-slice rule, when Phase 5 ran."""
+    agg = summary.get("aggregation")
+    if not agg:
+        return []
+
+    def auc(r: dict[str, Any]) -> str:
+        return f"{r['auc']:.3f} ({_ci(r['auc_ci95'], False)})" if np.isfinite(r.get("auc", np.nan)) else "n/a"
+
+    def rate(r: dict[str, Any], key: str) -> str:
+        value = r["at_threshold"][key]
+        return f"{_pct(value)} ({_ci(r[f'{key}_ci95'])})"
+
+    lines = ["## Slice versus volume: the study model against the max-slice rule", "",
+             "The max-slice rule scores a patient by its most suspicious slice, each slice read alone (Phase 4). The "
+             "study model (Phase 5) rereads each series in z order with a bidirectional GRU over the slice model's "
+             "embeddings and rescores every slice from its neighbours; a patient is then its most suspicious "
+             f"rescored slice. Both at their own validation thresholds, on the same {agg['patients']} audit patients "
+             f"({agg['slices']} slices); differences study - max-slice with paired 95 % intervals (patients "
+             f"resampled). {agg['note'].capitalize()}.", "",
+             "| level | rule | AUC (95 % CI) | sensitivity (95 % CI) | specificity (95 % CI) |", "|---|---|---|---|---|"]
+    for level in ("patient_level", "slice_level"):
+        e = agg[level]
+        for rule, name in (("max_slice", "max-slice rule"), ("study_model", "study model")):
+            r = e[rule]
+            lines.append(f"| {level.split('_')[0]}s | {name} | {auc(r)} | {rate(r, 'sensitivity')} | "
+                         f"{rate(r, 'specificity')} |")
+        d = e["difference"]
+        auc_d = d["auc"]
+        auc_text = ("n/a" if not np.isfinite(auc_d["difference"]) else
+                    f"{auc_d['difference']:+.3f} ({auc_d['ci95'][0]:+.3f} to {auc_d['ci95'][1]:+.3f})")
+        lines.append(f"| {level.split('_')[0]}s | difference | {auc_text} | "
+                     f"{_signed(d['sensitivity']['difference'], d['sensitivity']['ci95'])} | "
+                     f"{_signed(d['specificity']['difference'], d['specificity']['ci95'])} |")
+    lines += ["", *(f"- {v}" for v in agg["verdict"]), ""]
+    if agg.get("context"):
+        lines += ["Where context along z changes the calls (slices, each rule at its slice threshold; an edge is the "
+                  "first or last slice of a bleed's run in z, a single bleed spans one slice; small / large split at "
+                  "the median lesion area where masks exist):", "",
+                  "| group | measure | slices (patients) | max-slice rule | study model | difference (95 % CI) |",
+                  "|---|---|---|---|---|---|"]
+        for row in agg["context"]:
+            lines.append(f"| {row['group']} | {row['measure']} | {row['slices']} ({row['patients']}) | "
+                         f"{_pct(row['max_slice'])} | {_pct(row['study_model'])} | "
+                         f"{_signed(row['difference'], row['ci95'])}{' (within noise)' if row['within_noise'] else ''} |")
+        lines.append("")
+    return lines
 
 
 def executive_summary(summary: dict[str, Any]) -> str:
@@ -431,6 +482,7 @@ def executive_summary(summary: dict[str, Any]) -> str:
         *_targets_lines(summary),
         *_prevalence_lines(summary),
         *_subgroup_lines(summary),
+        *_aggregation_lines(summary),
         *_competition_lines(summary),
         *_calibration_lines(summary),
         *_decision_lines(summary),

@@ -45,7 +45,7 @@ from brain_audit.model.weights import load_model
 from brain_audit.run_layout import RunPaths
 
 __all__ = ["COMPETITION_NOT_AVAILABLE", "TARGET_RATIONALE", "calibration_section", "competition_section", "candidate_probabilities", "decision_section",
-           "dropout_comparison", "judge_targets", "prior_shift_section", "shortcut_section"]
+           "dropout_comparison", "judge_targets", "paired_rate_difference", "prior_shift_section", "shortcut_section"]
 
 #: Why the operating point targets sensitivity (one sentence in the report).
 TARGET_RATIONALE = (
@@ -208,9 +208,15 @@ def candidate_probabilities(paths: RunPaths, cache: Any, ids: Sequence[str], val
     return out
 
 
-def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray, cls: int, n_boot: int,
+def paired_rate_difference(y: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray, cls: int, n_boot: int,
             seed: int) -> dict[str, Any]:
-    """Difference ``rate(a) - rate(b)`` of correct calls among class ``cls`` rows, paired on the same rows."""
+    """Difference ``rate(a) - rate(b)`` of correct calls among class ``cls`` rows (``a``, ``b``: bool calls of two
+    rules on the same rows), paired: a patient-cluster bootstrap of the difference, or Newcombe's paired interval
+    (:func:`brain_audit.audit.statistics.paired_difference_interval`) when the bootstrap has zero width.
+
+    Returns:
+        dict with n, patients, first and second (the two rates), difference, ci95, method, within_noise.
+    """
     sel = y == cls
     ca, cb = (a[sel] if cls else ~a[sel]), (b[sel] if cls else ~b[sel])
     g = groups[sel]
@@ -253,8 +259,8 @@ def dropout_comparison(candidates: list[dict[str, Any]], slices: pd.DataFrame, v
                 continue
             a = best[name] >= best["threshold"]
             b = other[name] >= other["threshold"]
-            row[name] = {"specificity": _paired(y, a, b, g, 0, n_boot, seed + 2 * k),
-                         "sensitivity": _paired(y, a, b, g, 1, n_boot, seed + 2 * k + 1)}
+            row[name] = {"specificity": paired_rate_difference(y, a, b, g, 0, n_boot, seed + 2 * k),
+                         "sensitivity": paired_rate_difference(y, a, b, g, 1, n_boot, seed + 2 * k + 1)}
         rows.append(row)
     return {"chosen_dropout": best["dropout"], "candidates": [c["dropout"] for c in candidates],
             "comparisons": rows,
