@@ -13,9 +13,9 @@
    stands in for the ImageNet start *and* the long fine-tuning a GPU run gives the upper backbone: the step
    where a real model picks up a shortcut. Each model below pretrains on its own cohort, so the clean one
    never sees a planted shortcut anywhere;
-4. **phases 1-4**: domain freezing, scale-up, the Grad-CAM audit with hard-negative
-   mining, clinical correction with the dropout comparison
-   (:func:`brain_audit.train.run_phase`);
+4. **phases 1-5**: domain freezing, scale-up, the Grad-CAM audit with hard-negative
+   mining, clinical correction with the dropout comparison, and (``DemoPlan.study``) the study-level
+   sequence model over whole series (:func:`brain_audit.train.run_phase`; :mod:`brain_audit.train.study`);
 5. **clean reference**: a second phantom cohort of the same plan (another seed, so other patients) where
    every planted mimic is equally common with and without a bleed, taken through steps 3 and 4 (Phases 1-2)
    exactly as the demo's (``OUT/clean_reference/``): the model the same pipeline would have given without the
@@ -25,9 +25,10 @@
    beside; shortcut model beside clean model) and by intervention (the mimic added to / removed from audit
    slices), in ``OUT/shortcut_study/``.
 7. **clinical audit** of the 200 held-out patients (:func:`brain_audit.audit.audit_holdout`), last, so the
-   shortcuts the study found lead its report (``clinical_audit_report/index.html``).
+   shortcuts the study found lead its report (``clinical_audit_report/index.html``); with Phase 5 it compares
+   the study model with the max-slice rule (:mod:`brain_audit.audit.aggregation`).
 
-Everything lands in ``OUT/`` (``data/``, ``pretrain/``, ``phase1/`` ... ``phase4/``,
+Everything lands in ``OUT/`` (``data/``, ``pretrain/``, ``phase1/`` ... ``phase5/``,
 ``clinical_audit_report/``, ``clean_reference/`` (its own ``data/``, ``pretrain/``, ``phase1/``, ``phase2/``),
 ``shortcut_study/``,
 ``demo_summary.json``); a rerun
@@ -112,7 +113,9 @@ class DemoPlan:
         reference_mimic_probability: per-image probability of each planted mimic in the clean reference
             cohort, with and without a bleed alike (so the clean model sees the mimics, uncorrelated).
         study_pairs: counterfactual pairs per shortcut and direction in the shortcut study.
-        pretrain_epochs, phase1_epochs, phase2_epochs, phase4_epochs: training lengths.
+        pretrain_epochs, phase1_epochs, phase2_epochs, phase4_epochs, phase5_epochs: training lengths.
+        study: run Phase 5, the study-level sequence model over whole series (every train and validation patient
+            brings all its slices), and compare it with the max-slice rule in the audit.
         warmup_epochs, warmup_slices: the formula-driven warm-up before pretraining (at most
             ``warmup_epochs``; :func:`brain_audit.train.pretrain.formula_slices`).
         batch_size: training batch.
@@ -137,6 +140,8 @@ class DemoPlan:
     phase1_epochs: int = 6
     phase2_epochs: int = 2
     phase4_epochs: int = 1
+    study: bool = True
+    phase5_epochs: int = 30
     batch_size: int = 32
     seed: int = 0
 
@@ -165,7 +170,8 @@ class DemoPlan:
         """A tiny plan for tests: every stage runs, nothing is expected to learn much."""
         return cls(patients=28, slices_per_patient=6, phantom_size=128, image_size=64, pretrain_patients=8,
                    audit_patients=6, pretrain_epochs=1, warmup_epochs=1, warmup_slices=32, phase1_epochs=1,
-                   phase2_epochs=1, phase4_epochs=1, batch_size=16, reference_patients=8, study_pairs=16)
+                   phase2_epochs=1, phase4_epochs=1, phase5_epochs=2, batch_size=16, reference_patients=8,
+                   study_pairs=16)
 
 
 def demo_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(), overrides: Sequence[str] = ()) -> tuple[Any, RunConfig]:
@@ -224,6 +230,10 @@ def _run_settings(out: Path, plan: DemoPlan) -> dict[str, Any]:
         "phase4.epochs": plan.phase4_epochs,
         "phase4.batch_size": plan.batch_size,
         "phase4.learning_rate": 1e-4,
+        "phase5.enabled": plan.study,
+        "phase5.patients": plan.patients,
+        "phase5.validation_patients": plan.patients,
+        "phase5.epochs": plan.phase5_epochs,
     }
 
 
@@ -247,7 +257,7 @@ def clean_reference_configs(out_dir: str | Path, plan: DemoPlan = DemoPlan(),
                                     seed=plan.seed + _REFERENCE_SEED_OFFSET)
     root = out / _REFERENCE_DIR
     settings = {"data_root": str(root / "data"), "out_dir": str(root), "audit_patients": 0,
-                "pretrain.patients": plan.pretrain_patients, "weights": "pretrained"}
+                "pretrain.patients": plan.pretrain_patients, "weights": "pretrained", "phase5.enabled": False}
     clean = load_config(None, _assignments(_run_settings(out, plan)) + list(overrides) + _assignments(settings))
     return reference, clean
 
@@ -262,6 +272,22 @@ def _train_clean_reference(out_dir: str | Path, plan: DemoPlan, overrides: Seque
     phases = {n: run_phase(config, n, verbose=verbose) for n in (1, 2)}
     return {"patients": phantom.patients, "seed": phantom.seed, "phase1_auc": phases[1].get("auc"),
             "phase2_auc": phases[2].get("auc"), "threshold": phases[2].get("threshold")}
+
+
+def _aggregation_figures(agg: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The audit's slice-versus-volume comparison, in brief, for ``demo_summary.json``."""
+    if not agg:
+        return None
+    out: dict[str, Any] = {"verdict": agg["verdict"]}
+    for level in ("patient_level", "slice_level"):
+        e = agg[level]
+        out[level] = {rule: {"auc": e[rule]["auc"], "auc_ci95": e[rule]["auc_ci95"],
+                             "sensitivity": e[rule]["at_threshold"]["sensitivity"],
+                             "specificity": e[rule]["at_threshold"]["specificity"]}
+                      for rule in ("max_slice", "study_model")}
+        out[level]["difference"] = {m: {"difference": d["difference"], "ci95": d["ci95"]}
+                                    for m, d in e["difference"].items()}
+    return out
 
 
 def _study_figures(study: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +391,7 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
     run_pretrain(config, verbose=verbose)
     lap("pretrain")
     phases = {}
-    for n in (1, 2, 3, 4):
+    for n in (1, 2, 3, 4, 5) if config.phase5.enabled else (1, 2, 3, 4):
         phases[n] = run_phase(config, n, verbose=verbose)
         lap(f"phase{n}")
     reference = _train_clean_reference(out_dir, plan, overrides, verbose, progress)
@@ -397,6 +423,8 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
                                                           "median_delta_logit_ci95", "wilcoxon_p")}
                             for arm in ("bone_removed", "control")}
                        for g, e in (audit.get("bone_study") or {}).get("groups", {}).items()},
+        "phase5": {k: phases[5].get(k) for k in ("series", "validation", "operating_point")} if 5 in phases else None,
+        "audit_aggregation": _aggregation_figures(audit.get("aggregation")),
         "clean_reference": reference,
         "shortcut_study": _study_figures(study),
         "overrides": list(overrides),
