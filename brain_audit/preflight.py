@@ -403,8 +403,13 @@ def _plan(config: RunConfig, data: dict[str, Any]) -> dict[str, float]:
     phase2 = cohort(config.phase2, pool)
     phase1 = cohort(config.phase1, phase2)  # nested inside Phase 2's cohort
     v = config.validation_fraction
+    # Phase 5: whole series of its patients, cached besides the phase cohorts (at most the pool; an upper bound,
+    # since some of their slices may be in Phase 2's cohort already)
+    s = config.phase5
+    phase5 = (min(s.patients * spp, pool * (1 - v)) + min(s.validation_patients * spp, pool * v)) if s.enabled else 0.0
     return {"slices_per_patient": spp, "audit": audit, "pretrain": pretrain, "pool": pool, "phase2": phase2,
-            "phase1": phase1, "cached": phase2 + audit + pretrain, "train1": phase1 * (1 - v), "val1": phase1 * v,
+            "phase1": phase1, "phase5": phase5, "cached": min(pool, phase2 + phase5) + audit + pretrain,
+            "train1": phase1 * (1 - v), "val1": phase1 * v,
             "train2": phase2 * (1 - v), "val2": phase2 * v, "test": float(data.get("test_files", 0) or 0)}
 
 
@@ -424,14 +429,17 @@ def _check_space(config: RunConfig, pf: Preflight, plan: dict[str, float]) -> No
     slice_bytes = config.image_size**2 * 2  # int16, dataset.cache
     cache = plan["cached"] * slice_bytes
     n_models = 2 * (2 + len(config.phase4.dropouts) + (1 if config.pretrain.patients else 0))  # model + checkpoint
+    # Phase 5: float16 embeddings of its series (1280 per slice); its GRU model is small
+    embeddings = plan["phase5"] * 1280 * 2
     index = float(pf.facts["data"].get("images", 0) or 0) * INDEX_BYTES_PER_IMAGE
-    need = cache + index + n_models * MODEL_BYTES + REPORT_BYTES
+    need = cache + index + n_models * MODEL_BYTES + REPORT_BYTES + embeddings
     pf.facts["space"] = {"folder": str(where), "free_bytes": int(free), "planned_bytes": int(need),
                          "cache_bytes": int(cache), "cached_slices": int(round(plan["cached"]))}
     lines.append(f"free where the run writes ({where}): {free / _GB:.1f} GB")
     lines.append(f"HU cache: {plan['cached']:,.0f} slices x {config.image_size}^2 px x 2 bytes = {cache / _GB:.2f} GB "
-                 f"(Phase 2 cohort {plan['phase2']:,.0f}, audit {plan['audit']:,.0f}, pretrain {plan['pretrain']:,.0f} "
-                 f"slices at {plan['slices_per_patient']:.1f} per patient)")
+                 f"(Phase 2 cohort {plan['phase2']:,.0f}, audit {plan['audit']:,.0f}, pretrain {plan['pretrain']:,.0f}"
+                 + (f", Phase 5's whole series {plan['phase5']:,.0f}" if plan["phase5"] else "")
+                 + f" slices at {plan['slices_per_patient']:.1f} per patient)")
     lines.append(f"index, {n_models} models and checkpoints, report: {(need - cache) / _GB:.2f} GB (assumed sizes)")
     if need > free:
         problem = (f"not enough space in {where}: the plan needs about {need / _GB:.1f} GB, {free / _GB:.1f} GB free; "
@@ -483,6 +491,8 @@ def _check_time(config: RunConfig, pf: Preflight, data: dict[str, Any], plan: di
                                                   + a.sanity_slices) / rate)
     c = config.phase4
     stages["phase 4"] = len(c.dropouts) * c.epochs * (plan["train2"] / rate + plan["val2"] / infer)
+    if config.phase5.enabled:  # embeddings of its series (one inference pass); the GRU's epochs are cheap beside it
+        stages["phase 5"] = plan["phase5"] / infer
     stages["audit"] = plan["audit"] / infer + min(plan["audit"], 2 * a.max_errors + a.correct_slices) / rate
     if plan["test"]:
         stages["test predictions"] = plan["test"] * data["pixel_seconds"] / workers + plan["test"] / infer

@@ -7,6 +7,8 @@
     <out_dir>/pretrain/backbone.weights.h5                 domain-pretrained backbone (+ manifest)
     <out_dir>/phase1/ ... phase4/                           model.keras, history.csv, metrics.json, run.json
     <out_dir>/phase4/operating_point.json                  the thresholds chosen on validation
+    <out_dir>/phase5/                                      optional study model: model.keras, operating_point.json,
+                                                           embeddings/ (train.study)
     <out_dir>/clinical_audit_report/                       the held-out audit
     <out_dir>/clinical_audit_report/bone_study/            the bone-removal study (audit.bone_study)
     <out_dir>/shortcut_study/                              planted shortcuts caught or not (shortcut_study)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_summary_has_every_stage(quick_run):
     _, out, summary = quick_run
     assert set(summary["seconds"]) == {"phantom", "prepare", "pretrain", "phase1", "phase2", "phase3", "phase4",
-                                       "audit", "clean_reference", "shortcut_study"}
+                                       "phase5", "audit", "clean_reference", "shortcut_study"}
     assert json.loads((out / "demo_summary.json").read_text()) == json.loads(json.dumps(summary))
     assert (out / "data" / "stage_2_train.csv").is_file()
     # each model pretrains its own backbone on its own cohort's patients: the clean one never sees a shortcut

@@ -29,7 +29,7 @@ TOY_RUN = [
     "phase1.cohort_size=0", "phase1.epochs=1", "phase1.batch_size=16", "phase1.learning_rate=1e-3",
     "phase2.cohort_size=0", "phase2.epochs=1", "phase2.batch_size=16", "phase2.learning_rate=1e-4",
     "phase3.max_slices=24", "phase3.overlays=2", "phase3.hard_negative_probability=0.05",
-    "phase4.epochs=1", "phase4.batch_size=16", "phase4.learning_rate=1e-4",
+    "phase4.epochs=1", "phase4.batch_size=16", "phase4.learning_rate=1e-4", "phase5.epochs=2",
 ]
 
 
@@ -107,6 +107,10 @@ def test_kaggle_rehearsal_ends_with_a_submission_matching_the_sample(wheels, tmp
     assert len(sample) == 6 * len(list((data / "stage_2_test").glob("*.dcm")))
     assert submission["Label"].between(0, 1).all() and submission["Label"].nunique() > 1
     assert (working / "brain_audit_run" / "clinical_audit_report" / "index.html").is_file()
+    # STUDY = True (the default): Phase 5 ran on whole series and the audit compares both aggregations
+    assert (working / "brain_audit_run" / "phase5" / "model.keras").is_file()
+    audit = json.loads((working / "brain_audit_run" / "clinical_audit_report" / "summary.json").read_text())
+    assert audit["aggregation"]["patients"] == 6
     shown = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
              if o.get("output_type") == "display_data"]
     assert any("text/html" in o["data"] for o in shown) and any("image/png" in o["data"] for o in shown)

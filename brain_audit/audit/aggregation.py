@@ -27,13 +27,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from brain_audit.audit.sections import paired_rate_difference
 from brain_audit.audit.statistics import (
     cluster_bootstrap,
     operating_point_report,
     patient_level,
+    rank_auc,
     wilson_interval,
 )
 from brain_audit.model.predictions import slice_features
@@ -45,10 +45,6 @@ __all__ = ["RULES", "aggregation_section", "auc_difference", "context_groups", "
 
 #: The two aggregations, in the order every table shows them.
 RULES = ("max_slice", "study_model")
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
 
 
 def auc_difference(y: np.ndarray, p_first: np.ndarray, p_second: np.ndarray, groups: np.ndarray, *,
@@ -64,14 +60,13 @@ def auc_difference(y: np.ndarray, p_first: np.ndarray, p_second: np.ndarray, gro
     """
     y = np.asarray(y).astype(int)
     g = np.asarray(groups).astype(str)
-    a, b = _auc(y, p_first), _auc(y, p_second)
+    a, b = rank_auc(y, p_first), rank_auc(y, p_second)
     out: dict[str, Any] = {"first": a, "second": b, "difference": a - b}
     if not (np.isfinite(a) and np.isfinite(b)):
         return out | {"ci95": [float("nan")] * 2, "method": "undefined (one class)", "within_noise": None}
 
     def stat(rows: np.ndarray) -> float:
-        yy = rows[:, 0]
-        return _auc(yy, rows[:, 1]) - _auc(yy, rows[:, 2]) if len(np.unique(yy)) == 2 else float("nan")
+        return rank_auc(rows[:, 0], rows[:, 1]) - rank_auc(rows[:, 0], rows[:, 2])
 
     _, lo, hi = cluster_bootstrap(np.column_stack([y, p_first, p_second]), g, stat, n_boot=n_boot, seed=seed)
     method = "paired patient bootstrap (percentile)"

@@ -43,7 +43,7 @@ def order_series(table: pd.DataFrame) -> pd.DataFrame:
     z = pd.to_numeric(table["z"], errors="coerce").to_numpy(dtype=float)
     if not np.isfinite(z).all():
         bad = table.index[~np.isfinite(z)][0]
-        raise ValueError(f"`z` must be finite for every slice. Got {table.loc[bad, 'z']!r} for {bad} instead.")
+        raise ValueError(f"`z` must be finite for every slice. Got {table.loc[bad, 'z']} for {bad} instead.")
     out = table.copy()
     out["_id"] = out.index.astype(str)
     out["z"] = z

@@ -436,3 +436,17 @@ class TestOperatingPointReport:
                "specificity_ci95", "auc_ci95", "deployment"}
         assert old <= set(rep)
         assert {"prevalence", "ppv", "npv", "false_alarms_per_true_bleed"} <= set(rep["deployment"][0])
+
+
+def test_rank_auc_is_scikit_learns_auc_with_ties_and_nan_with_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    from brain_audit.audit.statistics import rank_auc
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        y = rng.integers(0, 2, 50)
+        p = np.round(rng.uniform(size=50), 1)  # many ties
+        if 0 < y.sum() < 50:
+            assert rank_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert np.isnan(rank_auc(np.ones(5), np.arange(5.0)))

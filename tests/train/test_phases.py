@@ -180,8 +180,8 @@ def test_phase_order_is_enforced(tmp_path):
     from brain_audit.errors import ConfigError
     from brain_audit.train.phases import run_phase
 
-    with pytest.raises(ConfigError, match=r"`phase` must be 1, 2, 3 or 4\. Got 5 instead\."):
-        run_phase(load_config(), 5)
+    with pytest.raises(ConfigError, match=r"`phase` must be 1, 2, 3, 4 or 5\. Got 6 instead\."):
+        run_phase(load_config(), 6)
 
 
 # ---------------------------------------------------------------- reuse only for the request a stage records
