@@ -17,6 +17,8 @@ from brain_audit.dataset import cache as cache_mod
 from brain_audit.dataset.cache import build_cache, load_split_arrays, open_cache, preprocess_slice
 from brain_audit.errors import CacheError
 from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
+from support.context_cache import CODE as _CODE
+from support.context_cache import hand_built_cache as _hand_built_cache
 from support.tiny_rsna import SIDE
 
 
@@ -318,40 +320,6 @@ def _dies_at_the_third_shard(real, calls: list[str]):
         return real(task)
 
     return dying
-
-
-# --- 2.5-D input: neighbours by z within a series -------------------------------------------------------------
-
-#: A hand-built cache: two series whose z interleave (B's 3 and 4 mm lie between A's 0 and 5 mm), z spaced unevenly,
-#: image IDs whose alphabetical order is not their z order, and rows stored in a shuffled order.
-#: series -> [(image_id, z)] listed here by z, bottom to top.
-_SERIES = {
-    "SER_A": [("ID_m", 0.0), ("ID_c", 5.0), ("ID_x", 7.5), ("ID_a", 20.0), ("ID_k", 21.0)],
-    "SER_B": [("ID_z", -10.0), ("ID_b", 3.0), ("ID_n", 4.0)],
-}
-#: each slice is filled with its own HU value, so a channel tells which slice it holds
-_CODE = {"ID_m": 10, "ID_c": 20, "ID_x": 30, "ID_a": 40, "ID_k": 50, "ID_z": -10, "ID_b": -20, "ID_n": -30}
-
-
-def _hand_built_cache(folder: Path, context: int = 2) -> "cache_mod.HUCache":
-    rows = [(i, s, z) for s, members in _SERIES.items() for i, z in members]
-    order = [5, 2, 7, 0, 3, 6, 1, 4]  # stored (shard row) order: neither z nor ID order
-    stored = [rows[k] for k in order]
-    side = 4
-    (folder / "shards").mkdir(parents=True)
-    np.save(folder / "shards" / "train-00000.npy",
-            np.stack([np.full((side, side), _CODE[i], np.int16) for i, _, _ in stored]))
-    table = pd.DataFrame({"image_id": [i for i, _, _ in stored], "shard": "train-00000",
-                          "row": np.arange(len(stored), dtype="int32"), "split": "train", "role": "sample",
-                          "patient_id": "P", "study_id": "S", "series_id": [s for _, s, _ in stored],
-                          "z": [z for _, _, z in stored], **{c: np.int8(0) for c in LABEL_COLUMNS}})
-    table = table.sample(frac=1.0, random_state=3)  # the table's rows shuffled too
-    table.to_parquet(folder / "images.parquet", index=False)
-    pd.DataFrame(columns=["image_id", "file", "reason"]).to_csv(folder / "skipped.csv", index=False)
-    manifest = {"config": {"format": cache_mod.CACHE_FORMAT}, "size": side, "context": context,
-                "shards": [{"name": "train-00000", "n": len(stored)}]}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return open_cache(folder)
 
 
 class TestContext:
