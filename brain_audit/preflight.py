@@ -407,7 +407,8 @@ def _plan(config: RunConfig, data: dict[str, Any]) -> dict[str, float]:
     neighbours = min(pool, phase2 * (1 + 2 * config.context)) - phase2 if config.phase2.cohort_unit == "slice" else 0.0
     v = config.validation_fraction
     return {"slices_per_patient": spp, "audit": audit, "pretrain": pretrain, "pool": pool, "phase2": phase2,
-            "phase1": phase1, "context": neighbours, "cached": phase2 + neighbours + audit + pretrain, "train1": phase1 * (1 - v), "val1": phase1 * v,
+            "phase1": phase1, "context": neighbours, "cached": phase2 + neighbours + audit + pretrain,
+            "train1": phase1 * (1 - v), "val1": phase1 * v,
             "train2": phase2 * (1 - v), "val2": phase2 * v, "test": float(data.get("test_files", 0) or 0)}
 
 

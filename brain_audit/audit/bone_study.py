@@ -528,7 +528,8 @@ def run_bone_study(
         table = cache.table.loc[ids]
         model = load_model(model_path, compile=False) if model is None else model
         result = bone_study(
-            model, cache.hu_input(ids, model_context(model), dtype=np.int16), labels=table["any"].to_numpy(), subtypes=table[list(SUBTYPES)],
+            model, cache.hu_input(ids, model_context(model), dtype=np.int16), labels=table["any"].to_numpy(),
+            subtypes=table[list(SUBTYPES)],
             patient_ids=table["patient_id"].to_numpy(), threshold=threshold, image_ids=ids,
             output_index=any_column(config.head), batch_size=batch_size, fill_hu=fill_hu, n_boot=n_boot,
             seed=config.seed,

@@ -113,7 +113,8 @@ def _reuse_cache(config: RunConfig, root: Path, cohort: Any, paths: RunPaths) ->
     src = Path(config.prepared) / "cache"
     if not config.prepared or not src.is_dir():
         return "none asked" if not config.prepared else "none in the prepared folder"
-    why = cache_reuse_problem(src, root, cohort, config.image_size, context=config.context) or adopt_cache(src, paths.cache)
+    why = (cache_reuse_problem(src, root, cohort, config.image_size, context=config.context)
+           or adopt_cache(src, paths.cache))
     if why is None:
         return f"reused {src}"
     if not why.startswith(str(paths.cache)):

@@ -25,10 +25,11 @@ from brain_audit.train.pretrain import PRETRAIN_KEYS, _differing, _refusal, chec
 __all__ = ["phase_keys", "check_trained"]
 
 
-#: Settings every phase depends on besides the plans of its own and earlier phases: the input (size, context), the labels,
-#: the seed, the starting weights, what decides its patients (the audit and pretraining hold-outs, the
+#: Settings every phase depends on besides the plans of its own and earlier phases: the input (size, context), the
+#: labels, the seed, the starting weights, what decides its patients (the audit and pretraining hold-outs, the
 #: validation share, the nested cohorts) and the target sensitivity its reported threshold is chosen for.
-_RUN_KEYS = ("image_size", "context", "head", "seed", "weights", "audit_patients", "validation_fraction", "pretrain.patients",
+_RUN_KEYS = ("image_size", "context", "head", "seed", "weights", "audit_patients", "validation_fraction",
+             "pretrain.patients",
              *(f"phase{n}.{k}" for n in (1, 2) for k in ("cohort_size", "cohort_unit", "balance")),
              "phase4.target_sensitivity")
 
