@@ -13,6 +13,7 @@ TOML layout (every key optional; unknown keys are errors)::
     data_root = "/kaggle/input/rsna-intracranial-hemorrhage-detection"
     out_dir = "runs/rsna"
     image_size = 256
+    context = 0          # 2.5-D input: neighbouring slices on each side as extra channels
     seed = 0
 
     [phase1]
@@ -67,7 +68,11 @@ __all__ = [
     "apply_overrides",
     "to_dict",
     "with_resolved_data_root",
+    "MAX_CONTEXT",
 ]
+
+#: Largest ``context`` a run takes: 4 slices on each side (9 channels), about +-2 cm at 5 mm slices.
+MAX_CONTEXT = 4
 
 
 @dataclass(frozen=True)
@@ -290,6 +295,11 @@ class RunConfig:
         out_dir: run folder; each phase writes ``phase<N>/`` inside it.
         image_size: model input, px (HU cache resolution): a multiple of 32 (EfficientNet's
             stride) in [32, 1024].
+        context: 2.5-D input, neighbouring slices on each side in [0, 4]: every model of the run reads
+            ``1 + 2 context`` channels, channel ``context`` the slice itself and the others its neighbours by z
+            within its own series (never another series); at a series end the edge slice is repeated.
+            0 (default): one slice. The HU cache is built with these neighbours
+            (:func:`brain_audit.dataset.cache.build_cache`).
         head: ``"any"`` (one sigmoid) or ``"six"`` (the six RSNA labels, BCE weighted any = 2).
         weights: ``"imagenet"``; ``"pretrained"`` (the backbone ``brain-audit pretrain`` wrote
             into this run's ``pretrain/``); a path to a backbone weights file or to Keras'
@@ -307,6 +317,7 @@ class RunConfig:
     data_root: str = ""
     out_dir: str = "runs/brain_audit"
     image_size: int = 256
+    context: int = 0
     head: str = "any"
     weights: str = "imagenet"
     seed: int = 0
@@ -325,6 +336,7 @@ class RunConfig:
         _check_types(self)
         _check(32 <= self.image_size <= 1024 and self.image_size % 32 == 0, "image_size",
                "must be a multiple of 32 (EfficientNet's stride) in [32, 1024]", self.image_size)
+        _check(0 <= self.context <= MAX_CONTEXT, "context", f"must be in [0, {MAX_CONTEXT}]", self.context)
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)", self.seed)
         _check(self.head in ("any", "six"), "head", "must be 'any' or 'six'", self.head)
         _check(self.audit_patients >= 0, "audit_patients", "must be >= 0", self.audit_patients)

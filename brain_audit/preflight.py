@@ -10,7 +10,8 @@
 * **devices**: the GPUs TensorFlow sees, the precision and the global / per-replica batches that follow
   (:mod:`brain_audit.train.runtime`);
 * **space**: free bytes where the run writes against the planned HU cache (int16, ``image_size``\\ :sup:`2`
-  x 2 bytes per slice, :mod:`brain_audit.dataset.cache`), index, models and report;
+  x 2 bytes per slice, :mod:`brain_audit.dataset.cache`; with ``context`` > 0 also, at most, the neighbours of the
+  Phase-2 slices), index, models and report;
 * **time**: each stage estimated from the plan: the header index ("reused" when the run's own or the
   ``prepared`` index answers the data) and the cache from a few files read here and timed, pretraining, the
   phases, the audit and the test predictions from a throughput table (:data:`TRAIN_IMAGES_PER_S_128`,
@@ -402,13 +403,16 @@ def _plan(config: RunConfig, data: dict[str, Any]) -> dict[str, float]:
 
     phase2 = cohort(config.phase2, pool)
     phase1 = cohort(config.phase1, phase2)  # nested inside Phase 2's cohort
+    # 2.5-D: a sampled slice brings up to 2 context neighbours not in the cohort (whole patients bring none)
+    neighbours = min(pool, phase2 * (1 + 2 * config.context)) - phase2 if config.phase2.cohort_unit == "slice" else 0.0
     v = config.validation_fraction
     # Phase 5: whole series of its patients, cached besides the phase cohorts (at most the pool; an upper bound,
     # since some of their slices may be in Phase 2's cohort already)
     s = config.phase5
     phase5 = (min(s.patients * spp, pool * (1 - v)) + min(s.validation_patients * spp, pool * v)) if s.enabled else 0.0
     return {"slices_per_patient": spp, "audit": audit, "pretrain": pretrain, "pool": pool, "phase2": phase2,
-            "phase1": phase1, "phase5": phase5, "cached": min(pool, phase2 + phase5) + audit + pretrain,
+            "phase1": phase1, "phase5": phase5, "context": neighbours,
+            "cached": min(pool, phase2 + phase5) + neighbours + audit + pretrain,
             "train1": phase1 * (1 - v), "val1": phase1 * v,
             "train2": phase2 * (1 - v), "val2": phase2 * v, "test": float(data.get("test_files", 0) or 0)}
 
@@ -439,7 +443,8 @@ def _check_space(config: RunConfig, pf: Preflight, plan: dict[str, float]) -> No
     lines.append(f"HU cache: {plan['cached']:,.0f} slices x {config.image_size}^2 px x 2 bytes = {cache / _GB:.2f} GB "
                  f"(Phase 2 cohort {plan['phase2']:,.0f}, audit {plan['audit']:,.0f}, pretrain {plan['pretrain']:,.0f}"
                  + (f", Phase 5's whole series {plan['phase5']:,.0f}" if plan["phase5"] else "")
-                 + f" slices at {plan['slices_per_patient']:.1f} per patient)")
+                 + f" slices at {plan['slices_per_patient']:.1f} per patient"
+                 + (f", at most {plan['context']:,.0f} context neighbours" if plan["context"] else "") + ")")
     lines.append(f"index, {n_models} models and checkpoints, report: {(need - cache) / _GB:.2f} GB (assumed sizes)")
     if need > free:
         problem = (f"not enough space in {where}: the plan needs about {need / _GB:.1f} GB, {free / _GB:.1f} GB free; "

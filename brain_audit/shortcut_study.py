@@ -566,9 +566,18 @@ def run_shortcut_study(config: RunConfig, clean_config: RunConfig, shortcuts: Se
     Returns:
         The summary written to ``summary.json`` (``thresholds``, ``audit_slices``, ``shortcuts``: mimic ->
         :func:`shortcut_evidence` summary; a ratio of rates whose clean rate is 0 is written as ``Infinity``).
+
+    Raises:
+        ConfigError: either run has ``context`` > 0. A counterfactual renders the mimic into (or out of) one
+            slice; a 2.5-D model would see it on the slice but not on its neighbours, an object no scanner makes,
+            so the study runs on one-slice models only.
     """
     for m in shortcuts:
         _check_mimic(m)
+    for c in (config, clean_config):
+        if c.context:
+            raise ConfigError(f"`context` must be 0 for the shortcut study (its counterfactuals edit one slice, not "
+                              f"its neighbours). Got {c.context} instead.")
     out = Path(out_dir) if out_dir is not None else RunPaths(config.out_dir).shortcut_study
     (model, threshold), (clean_model, clean_threshold) = _models(config, clean_config)
     cache = open_cache(RunPaths(config.out_dir).cache, size=config.image_size)

@@ -138,3 +138,31 @@ def test_ints_are_numbers_and_conforming_sizes_pass():
     assert (c.image_size, c.seed) == (32, 2**32 - 1)
     assert load_config(None, ["image_size=1024"]).image_size == 1024
     assert RunConfig(data_root=Path("/data/rsna")).data_root == "/data/rsna"  # a Path from Python is a path string
+
+
+class TestContext:
+    """The top-level key ``context``: neighbouring slices on each side of the model's input (2.5-D)."""
+
+    def test_default_toml_and_override(self, tmp_path):
+        assert load_config().context == 0
+        toml = tmp_path / "run.toml"
+        toml.write_text("image_size = 64\ncontext = 2\n")
+        assert load_config(toml).context == 2
+        assert load_config(toml, ["context=1"]).context == 1
+        assert to_dict(load_config(toml))["context"] == 2  # recorded with every run
+
+    @pytest.mark.parametrize("value, message", [
+        ("5", "`context` must be in [0, 4]. Got 5 instead."),
+        ("-1", "`context` must be in [0, 4]. Got -1 instead."),
+        ("true", "`context` must be an int. Got True instead."),
+        ("1.0", "`context` must be an int. Got 1.0 instead."),
+    ])
+    def test_refusals_name_the_key(self, tmp_path, value, message):
+        with pytest.raises(ConfigError) as caught:
+            load_config(None, [f"context={value}"])
+        assert str(caught.value) == message
+        toml = tmp_path / "run.toml"
+        toml.write_text(f"context = {value}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(toml)
+        assert str(caught.value) == f"run.toml: {message}"

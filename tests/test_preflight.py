@@ -192,3 +192,16 @@ class TestCli:
     def test_a_bad_budget_is_a_user_error(self, tmp_path, capsys):
         assert main(["check", "--data-root", str(tmp_path), "--budget-hours", "0"]) == 2
         assert capsys.readouterr().err == "brain-audit: error: `--budget-hours` must be > 0. Got 0.0 instead.\n"
+
+
+def test_context_adds_the_neighbours_of_sampled_slices_to_the_planned_cache(kaggle_input):
+    """By hand: 10 slices sampled for Phase 2 bring at most 2 neighbours each with context = 1 (the pool of about
+    60 slices has room for them); a Phase 2 of whole patients brings none."""
+    def cached(*more):
+        return _check(kaggle_input, _config(kaggle_input, "run", "phase2.cohort_size=10", *more)).facts["space"]
+
+    base, with_context = cached(), cached("context=1")
+    assert with_context["cached_slices"] - base["cached_slices"] == 20
+    assert with_context["cache_bytes"] - base["cache_bytes"] == 20 * SIZE * SIZE * 2
+    whole = ['phase2.cohort_unit="patient"', "phase2.cohort_size=4", "phase1.cohort_size=2"]
+    assert cached(*whole)["cached_slices"] == cached(*whole, "context=2")["cached_slices"]

@@ -23,6 +23,7 @@ from brain_audit.shortcut_study import (
     STUDY_SHORTCUTS,
     CounterfactualPairs,
     intervention,
+    run_shortcut_study,
     shortcut_evidence,
 )
 from support.cam_models import hu_gate_model, hu_gate_probability
@@ -227,3 +228,17 @@ class TestOnTheQuickDemo:
             json.dumps(summary["shortcut_study"]))
         printed = capsys.readouterr().out
         assert all(line.split(":")[0] in STUDY_SHORTCUTS for line in printed.splitlines()[:4])
+
+
+def test_a_2_5d_run_is_refused_in_one_line(tmp_path):
+    """The counterfactuals edit one slice, not its neighbours: a run with context > 0 stops before any model loads."""
+    from brain_audit.config import load_config
+
+    shortcut = load_config(None, [f'out_dir="{tmp_path / "demo"}"', "context=1"])
+    clean = load_config(None, [f'out_dir="{tmp_path / "clean"}"'])
+    message = (r"^`context` must be 0 for the shortcut study \(its counterfactuals edit one slice, not its "
+               r"neighbours\). Got 1 instead.$")
+    with pytest.raises(ConfigError, match=message):
+        run_shortcut_study(shortcut, clean)
+    with pytest.raises(ConfigError, match=message):
+        run_shortcut_study(clean, shortcut)

@@ -7,7 +7,9 @@ them, the lesion masks (:func:`brain_audit.gradcam.attention.profile_cached`); e
 baseline with patient-cluster intervals (:func:`brain_audit.audit.attention_evidence.attention_evidence`);
 the cascading-randomisation check on a fixed sample, always; overlays of missed bleeds and false alarms with
 the truth contour. The map's native resolution in mm is in every output; the pointing game's tolerance is
-:data:`~brain_audit.gradcam.attention.HIT_RADIUS_MM` wherever the header index gives the pixel spacing.
+:data:`~brain_audit.gradcam.attention.HIT_RADIUS_MM` wherever the header index gives the pixel spacing. A 2.5-D
+model reads each slice with its neighbours (:func:`~brain_audit.model.predictions.model_context`); its maps,
+regions and overlays are those of the slice itself (the centre channel).
 
 References:
     Adebayo J et al. Sanity checks for saliency maps. NeurIPS 2018.
@@ -33,6 +35,7 @@ from brain_audit.gradcam.maps import AUDIT_METHOD, audit_cam, cell_size_mm
 from brain_audit.gradcam.overlays import overlay_title, save_overlay
 from brain_audit.gradcam.shortcuts import SANITY_MAX_RHO, randomization_check
 from brain_audit.ids import safe_child
+from brain_audit.model.predictions import model_context
 from brain_audit.provenance import write_csv
 
 __all__ = ["attention_audit", "truth_lesions", "field_of_view"]
@@ -189,7 +192,7 @@ def attention_audit(
     sanity: dict[str, Any] = {"slices": 0}
     if plan.sanity_slices and ids:
         chosen = sanity_positions(y, plan.sanity_slices, seed=seed)
-        hu = cache.hu_int16([ids[i] for i in chosen]).astype(np.float32)
+        hu = cache.hu_input([ids[i] for i in chosen], model_context(model))  # as the model reads them (2.5-D)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             check = randomization_check(model, hu, layer=cam.layer, output_index=output_index, seed=seed,

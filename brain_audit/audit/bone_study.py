@@ -12,7 +12,9 @@ McNemar test). :func:`run_bone_study` runs it on a finished run's audit patients
 
 Order of operations: HU at the model's input size (the cache's int16) -> region masks
 (:func:`brain_audit.skull.region_masks`) -> bone removed / control -> model (windows inside it) ->
-probabilities -> clipped logits -> per-group statistics.
+probabilities -> clipped logits -> per-group statistics. A 2.5-D model (``context`` > 0) reads each slice with
+its neighbours; both changes are made to every channel, each by its own masks (the skull is removed from the
+neighbours too, so no channel still shows it).
 
 References:
     Wilson EB. Probable inference, the law of succession, and statistical inference. JASA 1927.
@@ -37,7 +39,7 @@ from brain_audit.config import RunConfig, with_resolved_data_root
 from brain_audit.dataset.cache import open_cache
 from brain_audit.errors import ConfigError
 from brain_audit.figures import pyplot, save_figure
-from brain_audit.model.predictions import any_column, predict
+from brain_audit.model.predictions import any_column, model_context, predict
 from brain_audit.model.weights import load_model
 from brain_audit.audit.source import data_line, data_source
 from brain_audit.provenance import atomic_write_text, file_sha256, run_record, write_csv, write_json
@@ -293,8 +295,12 @@ def bone_study(
     with the exact McNemar p-value of the discordant pairs.
 
     Args:
-        model: a Keras model taking HU (N, H, W, 1) (windows inside the model) to sigmoid probabilities.
-        hu_slices: (N, H, W) HU at the model's input size (int16 from the cache or float32).
+        model: a Keras model taking HU (N, H, W, 1 + 2 context) (windows inside the model) to sigmoid probabilities.
+        hu_slices: (N, H, W) HU at the model's input size (int16 from the cache or float32), or (N, H, W,
+            1 + 2 context) for a 2.5-D model (:meth:`brain_audit.dataset.cache.HUCache.hu_input`). Both changes
+            are made to every channel, each by its own region masks: the skull is removed from the slice and from
+            each neighbour, and the control changes the same area on each; ``pixels_changed`` counts the slice
+            itself (the centre channel).
         labels: (N,) 0/1 ``any`` labels.
         subtypes: (N, 5) 0/1 in the order of :data:`brain_audit.rsna.SUBTYPES`, or a DataFrame with those columns.
         patient_ids: (N,) the clusters of the bootstrap.
@@ -317,8 +323,9 @@ def bone_study(
         Wilson 1927; Wilcoxon 1945; McNemar 1947; Field & Welsh 2007 (see the module docstring).
     """
     x = np.asarray(hu_slices)
-    if x.ndim != 3 or x.shape[0] == 0:
-        raise ValueError(f"`hu_slices` must be (N, H, W) with N > 0. Got shape {x.shape} instead.")
+    if x.ndim not in (3, 4) or x.shape[0] == 0 or (x.ndim == 4 and x.shape[-1] % 2 != 1):
+        raise ValueError(f"`hu_slices` must be (N, H, W) or (N, H, W, 1 + 2 * context) with N > 0. Got shape "
+                         f"{x.shape} instead.")
     n = x.shape[0]
     y = np.asarray(labels).astype(int).ravel()
     if y.shape != (n,) or not np.isin(y, (0, 1)).all():
@@ -337,22 +344,26 @@ def bone_study(
     sub = _subtype_table(subtypes, n)
 
     rng = np.random.default_rng(seed)
-    removed = np.empty(x.shape, dtype=np.float32)
-    control = np.empty(x.shape, dtype=np.float32)
+    chw = x[..., None] if x.ndim == 3 else x  # (N, H, W, C); C = 1 + 2 context, the slice itself at C // 2
+    centre = chw.shape[-1] // 2
+    removed = np.empty(chw.shape, dtype=np.float32)
+    control = np.empty(chw.shape, dtype=np.float32)
     changed = np.zeros(n, dtype=int)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # no bone on a slice: counted and warned once below
         for i in range(n):
-            hu = x[i].astype(np.float32)
-            masks = region_masks(hu)
-            removed[i] = remove_bone(hu, masks, fill_hu)
-            control[i] = null_perturbation(hu, masks, fill_hu, rng)
-            changed[i] = int(np.count_nonzero(removed[i] != hu))
+            for c in range(chw.shape[-1]):  # every channel by its own masks (a neighbour's skull is its own)
+                hu = chw[i, ..., c].astype(np.float32)
+                masks = region_masks(hu)
+                removed[i, ..., c] = remove_bone(hu, masks, fill_hu)
+                control[i, ..., c] = null_perturbation(hu, masks, fill_hu, rng)
+                if c == centre:
+                    changed[i] = int(np.count_nonzero(removed[i, ..., c] != hu))
     if (changed == 0).any():
         warnings.warn(f"{int((changed == 0).sum())} of {n} slices have no bone; both changes leave them as they are",
                       RuntimeWarning, stacklevel=2)
 
-    p = {"orig": predict(model, x.astype(np.float32), batch_size)[:, output_index]}
+    p = {"orig": predict(model, chw.astype(np.float32), batch_size)[:, output_index]}
     p["bone_removed"] = predict(model, removed, batch_size)[:, output_index]
     p["control"] = predict(model, control, batch_size)[:, output_index]
     logit = {k: _logit(v) for k, v in p.items()}
@@ -517,7 +528,8 @@ def run_bone_study(
         table = cache.table.loc[ids]
         model = load_model(model_path, compile=False) if model is None else model
         result = bone_study(
-            model, cache.hu_int16(ids), labels=table["any"].to_numpy(), subtypes=table[list(SUBTYPES)],
+            model, cache.hu_input(ids, model_context(model), dtype=np.int16), labels=table["any"].to_numpy(),
+            subtypes=table[list(SUBTYPES)],
             patient_ids=table["patient_id"].to_numpy(), threshold=threshold, image_ids=ids,
             output_index=any_column(config.head), batch_size=batch_size, fill_hu=fill_hu, n_boot=n_boot,
             seed=config.seed,

@@ -2,7 +2,8 @@
 
 Each picture is the patient's most suspicious slice (the one its patient score comes from) in the three windows
 the model sees, with the audit's attention map (:func:`brain_audit.gradcam.maps.audit_cam`) and the lesion's truth
-contour when the data ship masks, so a reader judges each error without opening a viewer.
+contour when the data ship masks, so a reader judges each error without opening a viewer. A 2.5-D model's map is
+computed from its whole input (the slice and its neighbours) and drawn on the slice itself (the centre channel).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import numpy as np
 import pandas as pd
 
 from brain_audit.audit.plots import plot_case
+from brain_audit.dataset.cache import centre_slice
 from brain_audit.gradcam.maps import AUDIT_METHOD, audit_cam
 from brain_audit.ids import safe_child
+from brain_audit.model.predictions import model_context
 
 __all__ = ["GALLERY_DIR", "error_gallery"]
 
@@ -50,12 +53,14 @@ def error_gallery(model: Any, cache: Any, slices: pd.DataFrame, patients: pd.Dat
     if errors.empty:
         return []
     cam = audit_cam(model, output_index)
+    context = model_context(model)
     ids = errors["most_suspicious_slice"].astype(str).tolist()
     out = []
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]
-        hu = cache.hu_int16(chunk).astype(np.float32)
+        hu = cache.hu_input(chunk, context)
         maps = cam(hu)
+        hu = centre_slice(hu)  # the picture shows the slice itself
         for k, image_id in enumerate(chunk):
             row = errors.iloc[start + k]
             label = slices.loc[slices["image_id"] == image_id]

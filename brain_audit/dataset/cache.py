@@ -70,6 +70,7 @@ __all__ = [
     "HUCache",
     "open_cache",
     "load_split_arrays",
+    "centre_slice",
     "pad_to_square",
     "preprocess_slice",
 ]
@@ -464,6 +465,7 @@ class HUCache:
         self.table = table
         self.skipped = skipped
         self._shards: dict[str, np.ndarray] = {}
+        self._positions: dict[str, tuple[list[str], int]] | None = None
 
     def shard(self, name: str) -> np.ndarray:
         """Memory-mapped int16 (n, size, size) HU of one shard."""
@@ -496,11 +498,27 @@ class HUCache:
             out[m] = self.shard(name)[row[m]]
         return out
 
+    def _series_positions(self) -> dict[str, tuple[list[str], int]]:
+        """Image ID -> (the cached IDs of its series ordered by z, then ID; its position there); built once."""
+        if self._positions is None:
+            t = self.table.reset_index()[["image_id", "series_id", "z"]].sort_values(["series_id", "z", "image_id"])
+            pos: dict[str, tuple[list[str], int]] = {}
+            for _, g in t.groupby("series_id", sort=False):
+                order = g["image_id"].tolist()
+                for i, image_id in enumerate(order):
+                    pos[image_id] = (order, i)
+            self._positions = pos
+        return self._positions
+
     def context_ids(self, image_ids: Sequence[str], context: int) -> np.ndarray:
         """(N, 1 + 2 context) image IDs: for each image the cached slices below and above it
-        in its series by z (column ``context`` is the image itself). At a series end, or
-        where a neighbour was skipped, the nearest cached slice stands in (edge replication).
+        in its own series by z (column ``context`` is the image itself, lower columns lower z;
+        never a slice of another series). At a series end the edge slice is repeated (the
+        first slice of a series is its own lower neighbour, the last its own upper one); a
+        neighbour that was skipped is passed over, so the nearest cached slice stands in.
         """
+        if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 0:
+            raise ValueError(f"`context` must be an int >= 0. Got {context!r} instead.")
         if context > int(self.manifest.get("context", 0)):
             raise CacheError(
                 f"{self.path.name}: built with context={self.manifest.get('context', 0)}; "
@@ -511,17 +529,35 @@ class HUCache:
         if context == 0:
             out[:, 0] = ids
             return out
-        t = self.table.reset_index()[["image_id", "series_id", "z"]].sort_values(["series_id", "z", "image_id"])
-        pos: dict[str, tuple[list[str], int]] = {}
-        for _, g in t.groupby("series_id", sort=False):
-            order = g["image_id"].tolist()
-            for i, image_id in enumerate(order):
-                pos[image_id] = (order, i)
+        pos = self._series_positions()
         for n, image_id in enumerate(ids):
             order, i = pos[image_id]
             for c in range(-context, context + 1):
                 out[n, c + context] = order[min(max(i + c, 0), len(order) - 1)]
         return out
+
+    def hu_input(self, image_ids: Sequence[str], context: int = 0, *, dtype: Any = np.float32) -> np.ndarray:
+        """The model input of ``image_ids``: (N, size, size, 1 + 2 context) HU, in the given order.
+
+        Channel ``context`` is the slice itself, channel ``context - k`` its k-th neighbour below and
+        ``context + k`` above, by z in its series (:meth:`context_ids`, edge slice repeated). The one way
+        every model-facing step reads cached slices; a model's ``context`` is
+        :func:`brain_audit.model.predictions.model_context`.
+
+        Args:
+            image_ids: cached image IDs.
+            context: neighbouring slices on each side (<= the context the cache was built with).
+            dtype: ``np.float32`` (the model's input contract) or ``np.int16`` (as stored; half the memory).
+
+        Returns:
+            ``dtype`` (N, size, size, 1 + 2 context) in HU.
+        """
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.int16)):
+            raise ValueError(f"`dtype` must be float32 or int16. Got {np.dtype(dtype)} instead.")
+        ctx = self.context_ids(image_ids, context)
+        flat = self.hu_int16(ctx.reshape(-1))
+        hu = flat.reshape(len(ctx), ctx.shape[1], self.size, self.size).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(hu, dtype=dtype)
 
 
 def open_cache(cache_dir: str | Path, *, size: int | None = None) -> HUCache:
@@ -587,8 +623,19 @@ def load_split_arrays(
     ids = cache.ids(split, cohort)
     if not len(ids):
         warnings.warn(f"split {split!r} (cohort {cohort!r}) is empty in {cache.path}", RuntimeWarning, stacklevel=2)
-    ctx = cache.context_ids(ids, context)
-    flat = cache.hu_int16(ctx.reshape(-1)).astype(np.float32)
-    hu = flat.reshape(len(ids), ctx.shape[1], cache.size, cache.size).transpose(0, 2, 3, 1)
+    hu = cache.hu_input(ids, context)
     y = cache.table.loc[ids, list(LABEL_COLUMNS)].to_numpy(dtype=np.int8)
-    return np.asarray(ids, dtype=str), np.ascontiguousarray(hu), y
+    return np.asarray(ids, dtype=str), hu, y
+
+
+def centre_slice(hu: np.ndarray) -> np.ndarray:
+    """The slices themselves of a model input: (N, S, S, 1 + 2 context) -> (N, S, S), channel ``context``.
+
+    What pictures and region masks of a 2.5-D input show; (N, S, S) is returned unchanged.
+    """
+    x = np.asarray(hu)
+    if x.ndim == 3:
+        return x
+    if x.ndim != 4 or x.shape[-1] % 2 != 1:
+        raise ValueError(f"`hu` must be (N, S, S) or (N, S, S, 1 + 2 * context). Got shape {x.shape} instead.")
+    return x[..., x.shape[-1] // 2]

@@ -110,29 +110,36 @@ def adopt_index(prepared_index: str | Path, run_index: str | Path) -> str | None
     return None
 
 
-def cache_reuse_problem(prepared_cache: str | Path, root: str | Path, cohort: pd.DataFrame, size: int) -> str | None:
+def cache_reuse_problem(prepared_cache: str | Path, root: str | Path, cohort: pd.DataFrame, size: int, *,
+                        context: int = 0) -> str | None:
     """Why the HU cache in ``prepared_cache`` does not hold this run's cohort, or ``None`` when it does.
 
     It does when its ``manifest.json`` is of :data:`~brain_audit.dataset.cache.CACHE_FORMAT` at ``size`` px
-    without context slices, it holds exactly the cohort's images in the same splits, and the sources'
-    fingerprints (``size:mtime_ns`` of every file, the digest the manifest records) are those under ``root``:
-    the same conditions :func:`brain_audit.dataset.cache.build_cache` checks before it keeps a shard.
+    with the run's ``context`` (neighbouring slices on each side), its samples are exactly the cohort's images
+    in the same splits, and the sources' fingerprints (``size:mtime_ns`` of every file it holds, its context
+    slices included; the digest the manifest records) are those under ``root``: the same conditions
+    :func:`brain_audit.dataset.cache.build_cache` checks before it keeps a shard (which also rebuilds any
+    shard whose context slices are not those the run's header index names).
     """
     folder = Path(prepared_cache)
     manifest = read_json(folder / "manifest.json")
     if manifest is None or not (folder / "images.parquet").is_file():
         return f"{folder}: no finished HU cache here (manifest.json or images.parquet missing)"
     params = manifest.get("parameters") or {}
-    if params.get("format") != CACHE_FORMAT or params.get("size") != size or params.get("context", 0) != 0:
+    if params.get("format") != CACHE_FORMAT or params.get("size") != size or params.get("context", 0) != context:
         return (f"{folder}: cache of format {params.get('format')!r}, {params.get('size')!r} px, context "
-                f"{params.get('context')!r}; this run asks format {CACHE_FORMAT}, {size} px, context 0")
-    images = pd.read_parquet(folder / "images.parquet", columns=["image_id", "split"]).set_index("image_id")
-    theirs = images["split"].astype(str).sort_index()
+                f"{params.get('context')!r}; this run asks format {CACHE_FORMAT}, {size} px, context {context}")
+    images = pd.read_parquet(folder / "images.parquet", columns=["image_id", "split", "role"]).set_index("image_id")
+    theirs = images.loc[images["role"] == "sample", "split"].astype(str).sort_index()
     ours = cohort["split"].astype(str).sort_index()
     if not theirs.index.equals(ours.index) or not (theirs.to_numpy() == ours.to_numpy()).all():
         return f"{folder}: the cache holds another cohort ({len(theirs)} slices; this run's cohort has {len(ours)})"
+    built_from = images.index  # the samples and their context slices, with any context slice it skipped
+    if (folder / "skipped.csv").is_file():
+        skipped = pd.read_csv(folder / "skipped.csv", dtype=str, keep_default_na=False)
+        built_from = built_from.union(pd.Index(skipped.get("image_id", pd.Series(dtype=str))))
     fingerprints = {}
-    for i in ours.index:
+    for i in built_from:
         try:
             fingerprints[i] = file_fingerprint(image_path(root, i))
         except OSError:

@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import ndimage
 
 from brain_audit.gradcam.maps import AUDIT_METHOD, Method, audit_cam, audit_layer, cached_cam, resize_map
-from brain_audit.model.predictions import predict
+from brain_audit.model.predictions import model_context, predict
 from brain_audit.skull import DISJOINT_ORDER, disjoint_regions, region_masks
 
 __all__ = [
@@ -507,13 +507,15 @@ def profile_cached(
     """:func:`audit_batch` over cached slices, ``batch_size`` at a time (bounded memory).
 
     The one profile loop of Phase 3, the held-out audit and the hard-negative mining: HU read from
-    the cache, regions from :func:`brain_audit.skull.region_masks` of the same HU, lesion masks
+    the cache as the model takes them (:meth:`~brain_audit.dataset.cache.HUCache.hu_input` at
+    :func:`~brain_audit.model.predictions.model_context`: a 2.5-D model gets its neighbours), regions from
+    :func:`brain_audit.skull.region_masks` of the slice itself (the centre channel), lesion masks
     scored only on positive slices. All-zero maps are not warned about here; they are the rows whose
     ``peak_region`` is ``"none"``.
 
     Args:
         model: Keras model, HU input (``build_model``).
-        cache: an opened :class:`brain_audit.dataset.cache.HUCache` (anything with ``hu_int16(ids)``).
+        cache: an opened :class:`brain_audit.dataset.cache.HUCache` (anything with ``hu_input(ids, context)``).
         ids: image IDs to profile.
         labels: (N,) true 0/1 labels of the explained output.
         probabilities: (N,) the model's probabilities for it (as scored by the caller).
@@ -522,7 +524,8 @@ def profile_cached(
         output_index: unit of the final Dense layer explained.
         batch_size: slices per gradient pass, >= 1.
         on_batch: called as ``on_batch(table, hu, maps)`` after each batch, e.g. to keep the maps
-            of the slices worth a picture without holding every map in memory.
+            of the slices worth a picture without holding every map in memory; ``hu`` float32 (B, S, S),
+            the slices themselves (the centre channel of a 2.5-D input).
         pixel_mm: size of one cache pixel in mm (field of view / cache side), one number or image ID ->
             mm (missing or NaN: pixels); with it the pointing game's tolerance is ``hit_radius_mm``, without
             it :data:`HIT_RADIUS_PX` pixels.
@@ -541,10 +544,11 @@ def profile_cached(
         raise ValueError(f"`labels` and `probabilities` must hold one entry per ID ({len(ids)}). "
                          f"Got {len(labels)} and {len(probabilities)} instead.")
     parts = []
+    context = model_context(model)
     for start in range(0, len(ids), batch_size):
         part = list(ids[start : start + batch_size])
         sel = slice(start, start + len(part))
-        hu = cache.hu_int16(part).astype(np.float32)
+        hu = cache.hu_input(part, context)
         lesion = None
         if lesions is not None:
             lesion = [lesions.get(i) if y == 1 else None for i, y in zip(part, labels[sel])]
@@ -558,7 +562,7 @@ def profile_cached(
                                       threshold=threshold, pixel_mm=mm, hit_radius_mm=hit_radius_mm,
                                       layer=layer, method=method)
         if on_batch is not None:
-            on_batch(table, hu, maps)
+            on_batch(table, hu[..., context], maps)
         parts.append(table)
     if not parts:
         return pd.DataFrame(columns=["image_id", "probability", "label"] + profile_columns(lesions is not None))

@@ -71,7 +71,8 @@ def _check_arguments(model: Any, layer: str | None, output_index: Any, method: A
     if len(shape) != 4 or shape[-1] != 1 or shape[1] is None:
         raise ConfigError(
             f"`model` must take single HU slices (N, S, S, 1). Got input shape {shape} instead "
-            "(a 2.5D model with context slices needs its neighbours; audit it from the dataset feed)."
+            "(a 2.5D model with context slices needs its neighbours, which a folder of files does not order; "
+            "`brain-audit audit` explains it from the run's HU cache)."
         )
     units = int(model.outputs[0].shape[-1])
     check(output_index is None or (_is_int(output_index) and 0 <= output_index < units), "output_index",

@@ -131,7 +131,7 @@ def randomization_check(
 
     Args:
         model: the trained Keras model.
-        hu_batch: float (N, H, W) HU slices (a few are enough).
+        hu_batch: float (N, H, W) HU slices, or (N, H, W, 1 + 2 context) for a 2.5-D model (a few are enough).
         layer, output_index, method: as in :func:`grad_cam` (the audits pass :func:`audit_layer` and
             :data:`AUDIT_METHOD`).
         steps: number of cascade steps (groups randomised cumulatively), >= 1; the default 4 re-draws the

@@ -99,7 +99,8 @@ def _input_size(model: Any) -> int:
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[-1] != 1 or shape[1] is None or shape[1] != shape[2]:
         raise ConfigError(f"`model` must take single square HU slices (N, S, S, 1). Got input shape {shape} instead "
-                          "(a 2.5D model with context slices needs its neighbours, which this command does not read).")
+                          "(a 2.5D model, trained with `context` > 0, needs each slice's neighbours, which this "
+                          "command does not read yet).")
     return int(shape[1])
 
 

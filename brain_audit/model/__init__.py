@@ -24,7 +24,7 @@ from brain_audit.model.network import (
     unfreeze_all,
     unfreeze_top,
 )
-from brain_audit.model.predictions import any_column, predict, predict_ids
+from brain_audit.model.predictions import any_column, model_context, predict, predict_ids
 from brain_audit.model.weights import (
     IMAGENET_NOTOP_FILENAME,
     IMAGENET_NOTOP_MD5,
@@ -60,6 +60,7 @@ __all__ = [
     "save_model",
     "load_model",
     "any_column",
+    "model_context",
     "predict",
     "predict_ids",
 ]

@@ -11,13 +11,23 @@ import numpy as np
 
 from brain_audit.rsna import LABEL_COLUMNS
 
-__all__ = ["any_column", "predict", "predict_ids", "slice_features"]
+__all__ = ["any_column", "model_context", "predict", "predict_ids", "slice_features"]
 
 
 def any_column(head: str) -> int:
     """Output unit that scores ``any`` bleed: the only one of head ``"any"``, the last of head ``"six"``."""
 
     return 0 if head == "any" else LABEL_COLUMNS.index("any")
+
+
+def model_context(model: Any) -> int:
+    """The neighbouring slices on each side a model reads (2.5-D input), from its input shape:
+    ``(channels - 1) // 2`` of its (B, S, S, 1 + 2 context) HU input; 0 for a one-slice model."""
+    channels = model.inputs[0].shape[-1]
+    if channels is None or int(channels) % 2 != 1:
+        raise ValueError(f"`model` input must have 1 + 2 * context channels (odd). Got shape "
+                         f"{tuple(model.inputs[0].shape)} instead.")
+    return (int(channels) - 1) // 2
 
 
 def predict(model: Any, hu: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -31,11 +41,15 @@ def predict(model: Any, hu: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 def predict_ids(model: Any, cache: Any, ids: Sequence[str], column: int | None, chunk: int = 512) -> np.ndarray:
     """Probabilities for cached images, read chunk by chunk (bounded memory): float64 (N,) of output ``column``,
-    or (N, outputs) of every output when ``column`` is None (e.g. the six labels for the competition metric)."""
+    or (N, outputs) of every output when ``column`` is None (e.g. the six labels for the competition metric).
+
+    Each slice is read with the neighbours the model takes (:func:`model_context`,
+    :meth:`brain_audit.dataset.cache.HUCache.hu_input`)."""
     out: np.ndarray | None = np.empty(len(ids), dtype=np.float64) if column is not None else None
+    context = model_context(model)
     for start in range(0, len(ids), chunk):
         part = list(ids[start : start + chunk])
-        hu = cache.hu_int16(part).astype(np.float32)[..., None]
+        hu = cache.hu_input(part, context)
         p = predict(model, hu)
         if column is not None:
             out[start : start + len(part)] = p[:, column]
@@ -65,7 +79,7 @@ def slice_features(embedder: Any, cache: Any, ids: Sequence[str], chunk: int = 5
     prob = np.empty((len(ids), outputs), dtype=np.float64)
     for start in range(0, len(ids), chunk):
         part = list(ids[start : start + chunk])
-        hu = cache.hu_int16(part).astype(np.float32)[..., None]
+        hu = cache.hu_input(part, model_context(embedder))
         e, p = embedder.predict(hu, batch_size=batch_size, verbose=0)
         emb[start : start + len(part)] = e
         prob[start : start + len(part)] = p

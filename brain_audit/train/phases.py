@@ -24,6 +24,11 @@ label's AUC (for head ``"any"``, a note that it is not available); thresholds an
 (:func:`brain_audit.model.predictions.any_column`). A finished phase is read back, not rerun, and only for
 the request its ``run.json`` records: another plan stops with a one-line :class:`ConfigError` (``force``
 reruns it). One process at a time writes a run folder (:mod:`brain_audit.run_lock`).
+
+With ``context`` > 0 (2.5-D input) Phase 1 builds the model with ``1 + 2 context`` input channels, every feed
+yields them, and every later step reads a model's input through
+:meth:`brain_audit.dataset.cache.HUCache.hu_input` at the context of that model
+(:func:`brain_audit.model.predictions.model_context`); Grad-CAM maps and pictures show the centre slice.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from brain_audit.model.network import (
     unfreeze_all,
     unfreeze_top,
 )
-from brain_audit.model.predictions import any_column, predict_ids
+from brain_audit.model.predictions import any_column, model_context, predict_ids
 from brain_audit.model.weights import load_model, save_model
 from brain_audit.provenance import (
     atomic_write_bytes,
@@ -162,7 +167,7 @@ def _feed(cache: Any, config: RunConfig, split: str, batch: int, cohort: str | N
 
     return make_feed(
         cache, split, batch, labels=config.head, cohort=cohort, shuffle=train, augment=augment and train,
-        seed=seed, sample_weights=sample_weights,
+        seed=seed, sample_weights=sample_weights, context=config.context,
     )
 
 
@@ -195,7 +200,8 @@ def _phase1(config: RunConfig, strategy: Any, verbose: int | str) -> dict[str, A
     frozen = weights is not None and plan.unfrozen_blocks == 0
 
     def build() -> Any:
-        m = build_model(config.image_size, config.head, plan.dropout, weights=weights, seed=config.seed)
+        m = build_model(config.image_size, config.head, plan.dropout, weights=weights, seed=config.seed,
+                        context=config.context)
         if frozen:
             freeze_backbone(m)
         elif plan.unfrozen_blocks == -1 or weights is None:
@@ -235,7 +241,7 @@ def _precise_bn(model: Any, config: RunConfig, cohort: str, limit: int = 1024) -
     if not ids:
         return
     step = max(1, len(ids) // limit)
-    hu = cache.hu_int16(ids[::step][:limit]).astype(np.float32)[..., None]
+    hu = cache.hu_input(ids[::step][:limit], model_context(model))
     recalibrate_batchnorm(model, hu, batch_size=32)
 
 

@@ -34,7 +34,9 @@ def prepare_data(config: RunConfig, progress: bool = True) -> Any:
 
     The run folder is held for the whole call (:func:`brain_audit.run_lock.run_lock`): a second run
     into it is refused. The cache records its parameters; asked for other ones (another
-    ``image_size``, another cohort) it warns and is rebuilt, never mixed (:func:`build_cache`).
+    ``image_size``, ``context`` or cohort) it warns and is rebuilt, never mixed (:func:`build_cache`). With
+    ``context`` > 0 it also holds the ``context`` slices above and below every cohort image in its series, found
+    by z in the header index.
 
     ``data_root = "auto"`` is found under ``/kaggle/input`` (:func:`brain_audit.rsna.find_rsna_root`).
     With ``prepared`` set, its ``index/`` (and ``cache/``) are copied into the run first when they answer
@@ -90,7 +92,8 @@ def _prepare_locked(config: RunConfig, progress: bool) -> Any:
                                     n_validation=config.phase5.validation_patients, seed=config.seed)
         write_csv(paths.cohort / "phase5.csv", cached.loc[~cached.index.isin(cohort.index)].reset_index())
     reused["cache"] = _reuse_cache(config, root, cached, paths)
-    cache = build_cache(cached, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress)
+    cache = build_cache(cached, root, paths.cache, size=config.image_size, workers=config.workers, progress=progress,
+                        context=config.context, index=index if config.context else None)
     summary = data_summary(labels, index, images, cohort, cache)
     if config.prepared:
         summary["prepared"] = {"folder": str(config.prepared), **reused}
@@ -117,7 +120,8 @@ def _reuse_cache(config: RunConfig, root: Path, cohort: Any, paths: RunPaths) ->
     src = Path(config.prepared) / "cache"
     if not config.prepared or not src.is_dir():
         return "none asked" if not config.prepared else "none in the prepared folder"
-    why = cache_reuse_problem(src, root, cohort, config.image_size) or adopt_cache(src, paths.cache)
+    why = (cache_reuse_problem(src, root, cohort, config.image_size, context=config.context)
+           or adopt_cache(src, paths.cache))
     if why is None:
         return f"reused {src}"
     if not why.startswith(str(paths.cache)):

@@ -373,8 +373,8 @@ def pretrain_backbone(
 
 #: The settings a run's pretrained backbone depends on: its plan, the input, the labels, the seed and the
 #: patients it is trained on (those left after the audit patients, drawn with the run's seed).
-PRETRAIN_KEYS = (*(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainPlan)), "image_size", "head", "seed",
-                 "audit_patients")
+PRETRAIN_KEYS = (*(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainPlan)), "image_size", "context", "head",
+                 "seed", "audit_patients")
 
 
 def _shown(value: Any) -> str:
@@ -439,7 +439,8 @@ def check_backbone(config: RunConfig) -> None:
 
 def run_pretrain(config: RunConfig, verbose: int | str = "auto", *, force: bool = False) -> Path:
     """Domain-pretrain the backbone on the run's ``pretrain`` split (patients disjoint from audit,
-    train and validation); writes ``pretrain/backbone.weights.h5`` and its manifest.
+    train and validation); writes ``pretrain/backbone.weights.h5`` and its manifest. With ``context`` > 0 the
+    pretraining model reads the run's 2.5-D input (the backbone itself takes the three windows either way).
 
     Use ``weights = "pretrained"`` in the run config to start Phase 1 from it. A backbone the run
     folder already holds (weights and manifest) is reused when it was trained for the same settings
@@ -456,7 +457,7 @@ def run_pretrain(config: RunConfig, verbose: int | str = "auto", *, force: bool 
             check_backbone(config)
             return out
         cache = open_run_cache(config)
-        ids, hu, y6 = load_split_arrays(cache, "pretrain")
+        ids, hu, y6 = load_split_arrays(cache, "pretrain", context=config.context)  # 2.5-D: the run's neighbours
         if len(ids) == 0:
             raise ConfigError("`pretrain.patients` must be > 0 for `brain-audit pretrain`. Got an empty pretrain split "
                               "instead.")

@@ -25,10 +25,11 @@ from brain_audit.train.pretrain import PRETRAIN_KEYS, _differing, _refusal, chec
 __all__ = ["phase_keys", "check_trained"]
 
 
-#: Settings every phase depends on besides the plans of its own and earlier phases: the input, the labels,
-#: the seed, the starting weights, what decides its patients (the audit and pretraining hold-outs, the
+#: Settings every phase depends on besides the plans of its own and earlier phases: the input (size, context), the
+#: labels, the seed, the starting weights, what decides its patients (the audit and pretraining hold-outs, the
 #: validation share, the nested cohorts) and the target sensitivity its reported threshold is chosen for.
-_RUN_KEYS = ("image_size", "head", "seed", "weights", "audit_patients", "validation_fraction", "pretrain.patients",
+_RUN_KEYS = ("image_size", "context", "head", "seed", "weights", "audit_patients", "validation_fraction",
+             "pretrain.patients",
              *(f"phase{n}.{k}" for n in (1, 2) for k in ("cohort_size", "cohort_unit", "balance")),
              "phase4.target_sensitivity")
 
@@ -50,7 +51,7 @@ _OWN_ONLY = frozenset({"phase3.overlays"})
 
 def phase_keys(config: RunConfig, phase: int) -> list[str]:
     """The configuration keys (dotted) a phase's result depends on, its own plan first: the plans of the
-    phase and the phases before it (but Phase 3's ``overlays`` for Phase 4), ``image_size``, ``head``,
+    phase and the phases before it (but Phase 3's ``overlays`` for Phase 4), ``image_size``, ``context``, ``head``,
     ``seed``, ``weights``, the keys that decide its patients, ``phase4.target_sensitivity``, and with
     ``weights = "pretrained"`` the pretraining's keys."""
     keys = [f"phase{n}.{f.name}" for n in range(phase, 0, -1) for f in dataclasses.fields(_PLANS[n])]

@@ -302,3 +302,34 @@ def test_run_bone_study_on_the_quick_run(quick_run, tmp_path):
     md = (d / "bone_study.md").read_text()
     assert md.startswith("**Synthetic phantom cohort, not a clinical result")
     assert md.count("| figure | bone removed | control |") == 4
+
+
+class TestBoneStudyContext:
+    def test_a_neighbours_skull_is_removed_by_its_own_mask(self):
+        """A 2.5-D input (N, S, S, 3) through a bone model that reads channel 0 only (the slice below): the logit
+        change is that neighbour's skull (outer radius 26 px), not the slice's own (23 px); ``pixels_changed``
+        counts the slice itself."""
+        keras = pytest.importorskip("keras")
+        inp = keras.Input((SIDE, SIDE, 3))
+        x = keras.layers.Lambda(lambda t: t[..., :1])(inp)
+        x = keras.layers.ReLU(threshold=BONE)(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        dense = keras.layers.Dense(1, activation="sigmoid")
+        model = keras.Model(inp, dense(x))
+        dense.set_weights([np.array([[0.01]], "float32"), np.array([-0.1], "float32")])
+        below, centre, above = (head_slice(outer=o, scalp=29)[0] for o in (26, 23, 24))
+        hu = np.repeat(np.stack([below, centre, above], axis=-1)[None], 4, axis=0)
+        result = bone_study(model, hu, labels=[1, 1, 0, 0], subtypes=np.zeros((4, len(SUBTYPES)), int),
+                            patient_ids=["P0", "P0", "P1", "P1"], threshold=0.5, n_boot=20, seed=0)
+        slices = result["slices"]
+        skull_below = (disc(26, 32, 32) & ~disc(21, 32, 32)).sum()
+        np.testing.assert_allclose(slices["dlogit_bone_removed"], -800.0 * skull_below / SIDE**2 / 100.0, atol=2e-5)
+        np.testing.assert_array_equal(slices["dlogit_control"], 0.0)  # the control touches no bone on any channel
+        skull_centre = (disc(23, 32, 32) & ~disc(21, 32, 32)).sum()
+        assert (slices["pixels_changed"] == skull_centre).all()
+
+    def test_an_even_channel_count_is_refused(self):
+        with pytest.raises(ValueError, match=r"`hu_slices` must be \(N, H, W\) or \(N, H, W, 1 \+ 2 \* context\) "
+                                             r"with N > 0. Got shape \(1, 8, 8, 2\) instead."):
+            bone_study(None, np.zeros((1, 8, 8, 2)), labels=[0], subtypes=np.zeros((1, 5)), patient_ids=["P"],
+                       threshold=0.5)

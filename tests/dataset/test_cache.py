@@ -17,6 +17,8 @@ from brain_audit.dataset import cache as cache_mod
 from brain_audit.dataset.cache import build_cache, load_split_arrays, open_cache, preprocess_slice
 from brain_audit.errors import CacheError
 from brain_audit.rsna import LABEL_COLUMNS, TRAIN_DIR
+from support.context_cache import CODE as _CODE
+from support.context_cache import hand_built_cache as _hand_built_cache
 from support.tiny_rsna import SIDE
 
 
@@ -318,3 +320,82 @@ def _dies_at_the_third_shard(real, calls: list[str]):
         return real(task)
 
     return dying
+
+
+class TestContext:
+    def test_neighbours_are_the_slices_next_by_z_in_the_same_series(self, tmp_path):
+        cache = _hand_built_cache(tmp_path)
+        ids = ["ID_m", "ID_c", "ID_x", "ID_a", "ID_k", "ID_z", "ID_b", "ID_n"]
+        got = cache.context_ids(ids, 1)
+        assert got.tolist() == [
+            ["ID_m", "ID_m", "ID_c"],  # the lowest slice of A is its own lower neighbour
+            ["ID_m", "ID_c", "ID_x"],  # not ID_b / ID_n (z 3, 4): they are of series B
+            ["ID_c", "ID_x", "ID_a"],
+            ["ID_x", "ID_a", "ID_k"],  # 12.5 mm below, 1 mm above: the next slice, whatever the spacing
+            ["ID_a", "ID_k", "ID_k"],  # the top slice of A is its own upper neighbour
+            ["ID_z", "ID_z", "ID_b"],
+            ["ID_z", "ID_b", "ID_n"],
+            ["ID_b", "ID_n", "ID_n"],
+        ]
+
+    def test_the_edge_slice_is_repeated_at_both_ends(self, tmp_path):
+        cache = _hand_built_cache(tmp_path)
+        got = cache.context_ids(["ID_m", "ID_k", "ID_b"], 2)
+        assert got.tolist() == [
+            ["ID_m", "ID_m", "ID_m", "ID_c", "ID_x"],
+            ["ID_x", "ID_a", "ID_k", "ID_k", "ID_k"],
+            ["ID_z", "ID_z", "ID_b", "ID_n", "ID_n"],  # a 3-slice series: both ends within reach
+        ]
+
+    def test_hu_input_channels_hold_the_neighbours_pixels(self, tmp_path):
+        cache = _hand_built_cache(tmp_path)
+        hu = cache.hu_input(["ID_x", "ID_z"], 1)
+        assert hu.dtype == np.float32 and hu.shape == (2, 4, 4, 3)
+        # by hand: ID_x (z 7.5) lies between ID_c (z 5) and ID_a (z 20); ID_z is the bottom of series B
+        assert [float(hu[0, 1, 2, c]) for c in range(3)] == [20.0, 30.0, 40.0]
+        assert [float(hu[1, 3, 0, c]) for c in range(3)] == [-10.0, -10.0, -20.0]
+        np.testing.assert_array_equal(hu[0, ..., 0], cache.hu_int16(["ID_c"])[0])
+        np.testing.assert_array_equal(hu[0, ..., 2], cache.hu_int16(["ID_a"])[0])
+        stored = cache.hu_input(["ID_x"], 1, dtype=np.int16)
+        assert stored.dtype == np.int16 and stored.tolist() == hu[:1].astype(np.int16).tolist()
+        one = cache.hu_input(["ID_x", "ID_z"])  # context 0: the slice alone, one channel
+        assert one.shape == (2, 4, 4, 1) and one[..., 0].tolist() == cache.hu_int16(["ID_x", "ID_z"]).tolist()
+
+    def test_load_split_arrays_and_centre_slice_agree_with_hu_input(self, tmp_path):
+        cache = _hand_built_cache(tmp_path)
+        ids, hu, _ = load_split_arrays(cache, "train", context=2)
+        assert sorted(ids) == ["ID_a", "ID_b", "ID_c", "ID_k", "ID_m", "ID_n", "ID_x", "ID_z"]
+        np.testing.assert_array_equal(hu, cache.hu_input(list(ids), 2))
+        assert cache_mod.centre_slice(hu)[:, 0, 0].tolist() == [_CODE[i] for i in ids]
+
+    def test_more_context_than_built_and_a_bad_context_are_refused(self, tmp_path):
+        cache = _hand_built_cache(tmp_path, context=1)
+        with pytest.raises(CacheError, match=r"built with context=1; rebuild with build_cache\(\.\.\., context=2\)"):
+            cache.hu_input(["ID_x"], 2)
+        with pytest.raises(ValueError, match=r"`context` must be an int >= 0. Got -1 instead."):
+            cache.context_ids(["ID_x"], -1)
+        with pytest.raises(ValueError, match=r"`dtype` must be float32 or int16. Got float64 instead."):
+            cache.hu_input(["ID_x"], 1, dtype=np.float64)
+
+    def test_build_caches_the_neighbours_of_its_own_series_only(self, tiny, tiny_index, tmp_path):
+        """Patient 13 of the tiny dataset has two series: slices 0-2 at z 0, 10, 20 and slices 3-4 at z 121, 128.
+        Cached alone (with a shuffled index), its slice 2 brings only slice 1: slice 3 is the next file but of
+        the other series."""
+        root, truth = tiny
+        p13 = sorted((t["z"], i) for i, t in truth.items() if t["p"] == 13)
+        assert [z for z, _ in p13] == [0.0, 10.0, 20.0, 121.0, 128.0]
+        (_, s0), (_, s1), (_, s2), (_, s3), (_, s4) = p13
+        index = tiny_index[1].copy()
+        index.attrs = {}  # (its table of skipped files, which pandas cannot carry through a row shuffle)
+        index = index.sample(frac=1.0, random_state=5)
+        cohort = index.loc[[s2, s3], ["patient_id", "study_id", "series_id", "z"]].assign(split="train")
+        for c in LABEL_COLUMNS:
+            cohort[c] = [truth[i]["labels"][c] for i in cohort.index]
+        cache = build_cache(cohort, root, tmp_path / "c", size=SIDE, context=1, index=index, workers=0,
+                            progress=False)
+        roles = cache.table["role"].to_dict()
+        assert roles == {s2: "sample", s3: "sample", s1: "context", s4: "context"}
+        got = cache.hu_input([s2, s3], 1)
+        for k, expect in enumerate(([s1, s2, s2], [s3, s3, s4])):
+            for c, image_id in enumerate(expect):
+                np.testing.assert_array_equal(got[k, ..., c], truth[image_id]["hu"])

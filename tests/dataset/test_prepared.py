@@ -144,3 +144,39 @@ def test_a_changed_file_size_or_format_is_named(first_run, tmp_path):
     (copy / "pseudonym.key").unlink()
     assert index_reuse_problem(copy, data, labels.index) == (
         f"{copy}: no finished header index here (pseudonym.key missing)")
+
+
+@pytest.fixture(scope="module")
+def context_run(tmp_path_factory):
+    """A first run with ``context = 1`` over the tiny dataset (a cohort smaller than the data, so that the cache
+    holds context slices), exported as a prepared folder."""
+    tmp = tmp_path_factory.mktemp("prepared_context")
+    make_tiny_rsna(tmp / "data")
+    _prepare(_config(tmp, "run_a", "context=1", "phase2.cohort_size=12"))
+    export_prepared(tmp / "run_a" / "data", tmp / "prepared")
+    return tmp
+
+
+def test_a_context_cache_is_reused_by_a_run_of_the_same_context(context_run, tmp_path, monkeypatch):
+    images = pd.read_parquet(context_run / "prepared" / "cache" / "images.parquet")
+    assert (images["role"] == "context").sum() > 0
+    reads = _count_reads(monkeypatch)
+    config = _config(context_run, f"run_b_{tmp_path.name}", f'prepared="{context_run / "prepared"}"', "context=1",
+                     "phase2.cohort_size=12")
+    cache = _prepare(config)
+    assert reads == {"header": 0, "hu": 0}
+    prepared = json.loads((context_run / f"run_b_{tmp_path.name}" / "data" / "summary.json").read_text())["prepared"]
+    assert prepared["cache"] == f"reused {context_run / 'prepared' / 'cache'}"
+    assert cache.manifest["context"] == 1 and len(cache.table) == len(images)
+
+
+def test_a_context_cache_is_not_reused_by_a_run_of_another_context(context_run, tmp_path):
+    config = _config(context_run, f"run_c_{tmp_path.name}", f'prepared="{context_run / "prepared"}"',
+                     "phase2.cohort_size=12")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache = prepare_data(config, progress=False)
+    said = [str(w.message) for w in caught if "`prepared`" in str(w.message)]
+    assert said == [(f"`prepared` HU cache not reused: {context_run / 'prepared' / 'cache'}: cache of format 1, {SIDE} "
+                    f"px, context 1; this run asks format 1, {SIDE} px, context 0; building it instead")]
+    assert cache.manifest["context"] == 0 and (cache.table["role"] == "sample").all()

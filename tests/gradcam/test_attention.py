@@ -368,3 +368,46 @@ def test_profile_cached_in_chunks_equals_audit_batch_on_the_whole_batch():
         np.testing.assert_array_equal(h, hu[3 * k : 3 * k + len(chunk)])
         np.testing.assert_allclose(m, maps[3 * k : 3 * k + len(chunk)], rtol=0, atol=1e-6)
     assert cache.reads == [ids[0:3], ids[3:6], ids[6:7]]
+
+
+class _ContextCache:
+    """A stand-in for a cache built with context 1: image ID -> (below, slice, above); records the context asked."""
+
+    def __init__(self, stacks):
+        self.stacks, self.asked = stacks, []
+
+    def hu_input(self, image_ids, context=0, *, dtype=np.float32):
+        self.asked.append(context)
+        return np.stack([np.stack(self.stacks[i], axis=-1) for i in image_ids]).astype(dtype)
+
+
+def test_profile_cached_gives_a_2_5d_model_its_neighbours_and_on_batch_the_slice_itself():
+    """A 3-channel model that sees channel 0 (the slice below) inside a square: its map is that neighbour's HU in the
+    square over its maximum (by hand: the 280 HU band on rows 40-43 is 1, the 30 HU brain on rows 44-47 is 30 / 280),
+    not the slice's own uniform brain; ``on_batch`` gets the slice itself."""
+    keras = pytest.importorskip("keras")
+    from support.cam_models import Gate
+
+    square = np.zeros((SIDE, SIDE), dtype=bool)
+    square[40:48, 28:36] = True
+    inp = keras.Input((SIDE, SIDE, 3))
+    x = keras.layers.Lambda(lambda t: t[..., :1])(inp)
+    x = Gate(square, name="gate")(x)
+    x = keras.layers.Conv2D(1, 1, activation="relu", use_bias=False, name="target")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid", name="head")(x))
+    model.get_layer("target").set_weights([np.ones((1, 1, 1, 1), "float32")])
+    model.get_layer("head").set_weights([np.array([[1.0]], "float32"), np.array([-2.0], "float32")])
+    below = head_slice(band=(slice(40, 44), slice(28, 36)), band_hu=280)[0]
+    centre, above = head_slice()[0], head_slice(brain_hu=50)[0]
+    cache = _ContextCache({"ID_a": (below, centre, above)})
+    seen = []
+    table = profile_cached(model, cache, ["ID_a"], np.array([0]), np.array([0.3]), 0.5,
+                           on_batch=lambda t, h, m: seen.append((h, m)), layer="target", method="gradcam")
+    assert cache.asked == [1] and len(table) == 1
+    (h, m), = seen
+    np.testing.assert_array_equal(h[0], centre)
+    expect = np.zeros((SIDE, SIDE))
+    expect[40:44, 28:36] = 1.0
+    expect[44:48, 28:36] = 30.0 / 280.0
+    np.testing.assert_allclose(m[0], expect, rtol=0, atol=1e-5)

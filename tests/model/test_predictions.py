@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from brain_audit.model.predictions import any_column, predict, predict_ids
+from brain_audit.model.predictions import any_column, model_context, predict, predict_ids
 from brain_audit.rsna import LABEL_COLUMNS
+from support.context_cache import hand_built_cache
 from support.fixed_cache import FixedCache
 
 SIDE = 8
@@ -88,3 +89,20 @@ class TestPredictIds:
         cache = FixedCache({})
         assert predict_ids(mean_model(), cache, [], 0).shape == (0,) and cache.reads == []
         assert predict_ids(mean_model(), cache, [], None).shape == (0, 2) and cache.reads == []
+
+
+class TestContext:
+    def test_model_context_from_the_input_shape(self):
+        assert [model_context(mean_model(c)) for c in (1, 3, 5)] == [0, 1, 2]
+        with pytest.raises(ValueError, match=r"`model` input must have 1 \+ 2 \* context channels \(odd\). "
+                                             r"Got shape \(None, 8, 8, 2\) instead."):
+            model_context(mean_model(2))
+
+    def test_predict_ids_gives_a_context_model_its_neighbours(self, tmp_path):
+        """mean_model(3) reads channel 0, the slice below: ID_x (z 7.5) sits on ID_c (20 HU); ID_m is the bottom of
+        its series, so its own slice (10 HU) stands below it; ID_b (z 3) has ID_z (-10 HU) below, not ID_m (z 0)."""
+        cache = hand_built_cache(tmp_path, context=1, side=SIDE)
+        got = predict_ids(mean_model(3), cache, ["ID_x", "ID_m", "ID_b"], None)
+        below = np.array([20.0, 10.0, -10.0])
+        expect = 1.0 / (1.0 + np.exp(-(below[:, None] * W[0].astype(np.float64) + B.astype(np.float64))))
+        np.testing.assert_allclose(got, expect, rtol=0, atol=1e-6)

@@ -123,3 +123,38 @@ def test_every_run_entry_resolves_auto_first(tmp_path, monkeypatch):
         with pytest.raises(DataNotFoundError, match=r"^no RSNA data found: .*nothing-here\)"):
             call()
     assert not (tmp_path / "run").exists()
+
+
+def test_context_caches_every_slice_with_its_neighbours(tmp_path):
+    """``context = 1``: the cache holds the cohort as samples and, as context, the slices next to them by z in their
+    series (from what tiny_rsna wrote: patient, series, z); each sample's input holds those neighbours' HU."""
+    import dataclasses
+
+    truth = make_tiny_rsna(tmp_path / "data")
+    config = dataclasses.replace(_config(tmp_path), context=1,
+                                 phase2=dataclasses.replace(_config(tmp_path).phase2, cohort_size=12))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cache = prepare_data(config, progress=False)
+    assert cache.manifest["context"] == 1
+    cohort = read_cohort(tmp_path / "run" / "data" / "cohort")
+    roles = cache.table["role"]
+    assert set(roles.index[roles == "sample"]) == set(cohort.index)
+    series: dict[str, list] = {}
+    for image_id, t in truth.items():
+        series.setdefault(t["series"], []).append((t["z"], image_id))
+    expect_context = set()
+    neighbours = {}
+    for image_id in cohort.index:
+        order = [i for _, i in sorted(series[truth[image_id]["series"]])]
+        j = order.index(image_id)
+        neighbours[image_id] = (order[max(j - 1, 0)], image_id, order[min(j + 1, len(order) - 1)])
+        expect_context.update(neighbours[image_id])
+    assert set(roles.index[roles == "context"]) == expect_context - set(cohort.index)
+    assert len(expect_context - set(cohort.index)) > 5  # 12 drawn slices of the training pool bring neighbours
+    ids = sorted(cohort.index)[::7]
+    hu = cache.hu_input(ids, 1)
+    for k, image_id in enumerate(ids):
+        for c, neighbour in enumerate(neighbours[image_id]):
+            np.testing.assert_array_equal(hu[k, ..., c], truth[neighbour]["hu"])
+            np.testing.assert_array_equal(hu[k, ..., c], cache.hu_int16([neighbour])[0])
