@@ -381,6 +381,9 @@ def _run_demo_locked(out_dir: str | Path, plan: DemoPlan, overrides: Sequence[st
         timings[name] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
 
     phantom, config = demo_configs(out_dir, plan, overrides)
+    if config.context:  # refused before hours of work, not at the shortcut study
+        raise ConfigError(f"`context` must be 0 for the demo (its shortcut study edits one slice, not its "
+                          f"neighbours). Got {config.context} instead.")
     ref_phantom, ref_config = clean_reference_configs(out_dir, plan, overrides)
     generate_cohort(config.data_root, phantom)
     generate_cohort(ref_config.data_root, ref_phantom)

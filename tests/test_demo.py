@@ -132,3 +132,12 @@ def test_the_clean_reference_shares_the_plan_but_not_the_shortcut_or_the_patient
     assert clean.backbone_weights == str(tmp_path / "clean_reference" / "pretrain" / "backbone.weights.h5")
     assert (clean.audit_patients, clean.pretrain.patients, clean.phase1.epochs) == (0, plan.pretrain_patients, 3)
     assert (clean.image_size, clean.phase2.epochs) == (config.image_size, config.phase2.epochs)
+
+
+def test_a_2_5d_demo_is_refused_before_any_work(tmp_path):
+    from brain_audit.demo import DemoPlan, run_demo
+    from brain_audit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^`context` must be 0 for the demo .* Got 1 instead\.$"):
+        run_demo(tmp_path / "demo", DemoPlan.quick(), overrides=["context=1"], verbose=0, progress=False)
+    assert not (tmp_path / "demo" / "data").exists()
