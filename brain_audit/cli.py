@@ -776,7 +776,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="score a folder of DICOM files with a trained model; with the RSNA test set, the Kaggle submission.csv",
         description="Read every DICOM file to HU as training did, score it with the model (a .keras file, or a run "
-        "folder: its Phase-4 model and patient threshold) and write OUT/slices.csv, studies.csv, unreadable.csv, "
+        "folder: its Phase-4 model and patient threshold, and its Phase-5 study model when finished) and write OUT/slices.csv, studies.csv, unreadable.csv, "
         "summary.json and, for the RSNA test set with a six-label model, submission.csv in the order of "
         "ROOT/stage_2_sample_submission.csv (brain_audit.inference.predict_folder). Resumable: a rerun scores "
         "only the files not yet scored.",

@@ -6,7 +6,14 @@ the network). Files are read in chunks by worker processes (one pool for the who
 :func:`brain_audit.parallel.worker_pool`), the next chunk while the model scores the current one, so at most
 two chunks of int16 slices are in memory. Every finished chunk is written atomically to ``OUT/parts/``; a
 rerun scores only the files that no part holds (or whose size / modification time changed) and ends with
-byte-identical tables.
+byte-identical tables. Parts answer one request (``parts/request.json``: the slice model's weights, image size,
+head, TTA, layout, folder and whether embeddings are kept); parts of another request are scored again.
+
+With a run folder whose Phase 5 has finished (the study-level sequence model, :mod:`brain_audit.inference.study`;
+``study=None`` uses it when present, ``study=False`` never), each part also keeps every slice's embedding
+(float16) and its unflipped probabilities; once all parts are in, each series is scored whole in z order by the
+study model. With ``tta`` the slice-model columns are flip-averaged, while the study model reads the unflipped
+embedding and probability it was trained on. Slices without a series (or z) keep their slice-model score.
 
 Outputs in ``OUT``:
 
@@ -15,13 +22,16 @@ Outputs in ``OUT``:
   :func:`brain_audit.ids.pseudonym`, under ``OUT/pseudonym.key``; RSNA's ``ID_<hex>`` as written),
   ``z`` (mm, Image Position (Patient)), ``slice_index`` (0, 1, ... by increasing z within the series),
   and ``p_<label>`` per output (head ``"any"``: ``p_any``; ``"six"``: the labels of
-  :data:`brain_audit.rsna.LABEL_COLUMNS`).
+  :data:`brain_audit.rsna.LABEL_COLUMNS`); with the study model also ``p_study_<label>``.
 - ``studies.csv``: per study its slices and ``p_any_max``, the most suspicious slice (the audit's
   patient aggregation, :func:`brain_audit.audit.statistics.patient_level` with ``reduce="max"``), and
-  with a threshold ``flagged`` (``p_any_max >= threshold``; a run folder's patient threshold).
+  with a threshold ``flagged`` (``p_any_max >= threshold``; a run folder's patient threshold); with the study
+  model also ``p_study_any_max`` and ``flagged_study`` (at Phase 5's patient threshold).
 - ``unreadable.csv``: ``image_id``, ``file``, ``reason`` (the DICOM attribute at fault by tag).
-- ``submission.csv`` (layout ``"rsna"``, head ``"six"``): :mod:`brain_audit.inference.submission`.
-- ``summary.json``: counts, timing, the model and the request (:func:`brain_audit.provenance.run_record`).
+- ``submission.csv`` (layout ``"rsna"``, head ``"six"``): :mod:`brain_audit.inference.submission`, from the
+  study model's probabilities when it was used, else the slice model's.
+- ``summary.json``: counts, timing, the model and the request (:func:`brain_audit.provenance.run_record`);
+  ``submission_scores`` says which model scored the submission, ``study_model`` its path and SHA-256.
   It holds the time taken, so it is the one output a rerun does not reproduce byte for byte.
 """
 
@@ -235,7 +245,8 @@ def predict_folder(
     Args:
         model: a ``.keras`` file (:func:`brain_audit.model.save_model`), a run folder, whose
             ``phase4/model.keras`` is used and whose ``phase4/operating_point.json`` patient threshold
-            flags studies, or a Keras model already loaded (a notebook's; no threshold then but ``threshold``).
+            flags studies (and whose finished ``phase5/``, the study model, see ``study``), or a Keras model
+            already loaded (a notebook's; no threshold then but ``threshold``).
             Input contract: float32 HU (B, S, S, 1), S read from the model; output 1 unit (head ``"any"``)
             or 6 (:data:`~brain_audit.rsna.LABEL_COLUMNS` order).
         dicom_dir: the folder of DICOM files, e.g. ``ROOT/stage_2_test``.
@@ -243,7 +254,8 @@ def predict_folder(
             (:func:`brain_audit.run_lock.run_lock`).
         layout: ``"rsna"`` (``dicom_dir/ID_<hex>.dcm``) or ``"dicom"`` (every file under ``dicom_dir``,
             recursively; files that are not DICOM are listed as unreadable).
-        tta: also score each slice flipped left-right (width axis) and report the mean of both probabilities.
+        tta: also score each slice flipped left-right (width axis) and report the mean of both probabilities
+            (the slice-model columns; the study model reads the unflipped slice, as Phase 5 trained it).
         batch_size: slices per model call (>= 1).
         workers: reading processes (``0`` / ``1``: in this process).
         chunk: files per resumable part (>= 1); at most two chunks of int16 slices are held in memory.
@@ -253,7 +265,8 @@ def predict_folder(
         study: rescore each series with the run folder's study model (Phase 5,
             :mod:`brain_audit.inference.study`): ``None`` when ``model`` is a run folder with a finished Phase 5,
             ``True`` always (an error without one), ``False`` never. It adds the ``p_study_*`` columns and
-            scores ``submission.csv``.
+            scores ``submission.csv``; the parts then hold each slice's float16 embedding (2.5 KiB per slice
+            for EfficientNetB0), and all of them are read into memory for the series pass.
         progress: show a progress bar and print the slices per second at the end.
 
     Returns:
