@@ -7,7 +7,8 @@ the network). Files are read in chunks by worker processes (one pool for the who
 two chunks of int16 slices are in memory. Every finished chunk is written atomically to ``OUT/parts/``; a
 rerun scores only the files that no part holds (or whose size / modification time changed) and ends with
 byte-identical tables. Parts answer one request (``parts/request.json``: the slice model's weights, image size,
-head, TTA, layout, folder and whether embeddings are kept); parts of another request are scored again.
+head, TTA, layout, folder and, for the study model, the embeddings kept); parts of another request are scored
+again.
 
 With a run folder whose Phase 5 has finished (the study-level sequence model, :mod:`brain_audit.inference.study`;
 ``study=None`` uses it when present, ``study=False`` never), each part also keeps every slice's embedding
@@ -346,13 +347,17 @@ def _predict_locked(net: Any, model_path: Path | None, digest: str, files: list[
     remove_temporaries(parts_dir)
     key, new_key = load_or_create_key(out_dir)
     request = {"format": PREDICT_FORMAT, "model_weights": digest, "image_size": size, "head": head,
-               "tta": bool(tta), "layout": layout, "folder": str(dicom_dir.resolve()),
-               "embedding": dict(EMBEDDING_FORMAT) if study_model is not None else None}
+               "tta": bool(tta), "layout": layout, "folder": str(dicom_dir.resolve())}
+    if study_model is not None:  # parts that keep embeddings (absent otherwise: the request of earlier versions)
+        request["embedding"] = dict(EMBEDDING_FORMAT)
     old = read_json(parts_dir / "request.json")
     stale = sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []
     if stale and (old != request or new_key):
+        before = old or {}
         changed = "a new pseudonym key" if new_key else ", ".join(
-            f"{k}={(old or {}).get(k)!r} (now {v!r})" for k, v in request.items() if (old or {}).get(k) != v)
+            f"{k}={before.get(k)!r} (now {request.get(k)!r})" for k in [*request, *(k for k in before
+                                                                               if k not in request)]
+            if before.get(k) != request.get(k))
         warnings.warn(f"{parts_dir}: earlier parts were scored with {changed}; they are removed and every file is "
                       "scored again", RuntimeWarning, stacklevel=3)
         for p in stale:

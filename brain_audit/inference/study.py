@@ -118,10 +118,11 @@ def encode_embeddings(embedding: np.ndarray) -> list[bytes]:
 
 
 def decode_embeddings(values: Sequence[bytes], dim: int | None = None) -> np.ndarray:
-    """float32 (N, D) of :func:`encode_embeddings`'s bytes (``dim`` D for N = 0)."""
+    """float16 (N, D) of :func:`encode_embeddings`'s bytes (``dim`` D for N = 0), as stored: half the memory of
+    float32; :func:`score_study` widens one group of series at a time."""
     if not len(values):
-        return np.zeros((0, dim or 0), dtype=np.float32)
-    return np.frombuffer(b"".join(values), dtype=EMBEDDING_FORMAT["dtype"]).reshape(len(values), -1).astype(np.float32)
+        return np.zeros((0, dim or 0), dtype=EMBEDDING_FORMAT["dtype"])
+    return np.frombuffer(b"".join(values), dtype=EMBEDDING_FORMAT["dtype"]).reshape(len(values), -1)
 
 
 def _placeable(slices: pd.DataFrame) -> np.ndarray:
@@ -140,7 +141,8 @@ def score_study(study_model: Any, slices: pd.DataFrame, embedding: np.ndarray, p
         study_model: the loaded Phase-5 model (:func:`brain_audit.model.sequence.build_sequence_model`).
         slices: one row per scored slice, indexed by image ID, with ``series_id`` (None when absent) and ``z``
             (mm, NaN when absent).
-        embedding: float32 (N, D), the slice model's embeddings of the unflipped slices, rows as ``slices``.
+        embedding: float (N, D), the slice model's embeddings of the unflipped slices, rows as ``slices``
+            (float16 as the parts store them is widened to float32 per group of series).
         probabilities: float64 (N, L), the slice model's probabilities of the unflipped slices.
         fallback: float64 (N, L), what a slice that no sequence holds keeps (the slice-model columns).
         batch_size: series per model call inside :func:`~brain_audit.model.sequence.score_series`.
@@ -158,12 +160,12 @@ def score_study(study_model: Any, slices: pd.DataFrame, embedding: np.ndarray, p
     if not len(where):
         return out, placed
     table = slices.iloc[where][["series_id", "z"]].astype({"z": "float64"})
-    emb = np.asarray(embedding, dtype=np.float32)[where]
+    emb = np.asarray(embedding)[where]
     prob = np.asarray(probabilities, dtype=np.float64)[where]
     series = np.asarray(table["series_id"], dtype=object)
     names = sorted(set(series))
     for start in range(0, len(names), _SERIES_PER_CALL):
         group = np.isin(series, names[start : start + _SERIES_PER_CALL])
-        out[where[group]] = score_series(study_model, table.iloc[np.flatnonzero(group)], emb[group], prob[group],
-                                         batch_size=batch_size)
+        out[where[group]] = score_series(study_model, table.iloc[np.flatnonzero(group)],
+                                         emb[group].astype(np.float32), prob[group], batch_size=batch_size)
     return out, placed
