@@ -776,7 +776,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="score a folder of DICOM files with a trained model; with the RSNA test set, the Kaggle submission.csv",
         description="Read every DICOM file to HU as training did, score it with the model (a .keras file, or a run "
-        "folder: its Phase-4 model and patient threshold) and write OUT/slices.csv, studies.csv, unreadable.csv, "
+        "folder: its Phase-4 model and patient threshold, and its Phase-5 study model when finished) and write OUT/slices.csv, studies.csv, unreadable.csv, "
         "summary.json and, for the RSNA test set with a six-label model, submission.csv in the order of "
         "ROOT/stage_2_sample_submission.csv (brain_audit.inference.predict_folder). Resumable: a rerun scores "
         "only the files not yet scored.",
@@ -801,6 +801,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="flag studies whose most suspicious slice reaches this (default: a run folder's patient "
                    "threshold, else none)")
+    p.add_argument("--study", action=argparse.BooleanOptionalAction, default=None,
+                   help="rescore each series whole, in z order, with the run folder's study model (phase5/) and "
+                   "score submission.csv with it (default: when the run folder has a finished Phase 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_predict)
 
@@ -825,15 +828,23 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"`--model` must be a .keras file or a run folder. Got {str(args.model)!r} instead "
                           "(no such file or folder).")
     s = predict_folder(args.model, folder, args.out, layout=layout, tta=args.tta, batch_size=args.batch_size,
-                       workers=args.workers, chunk=args.chunk, threshold=args.threshold, progress=not args.quiet)
+                       workers=args.workers, chunk=args.chunk, threshold=args.threshold, study=args.study,
+                       progress=not args.quiet)
     if args.quiet:  # else predict_folder printed it
         print(summary_line(s, args.out))
     if s["flagged"] is not None:
         print(f"{s['flagged']} of {s['studies']} studies flagged at threshold {s['threshold']:.4g}")
+    study = s["study_model"]
+    if study is not None:
+        flagged = (f"; {study['flagged']} of {s['studies']} studies flagged at its threshold {study['threshold']:.4g}"
+                   if study["flagged"] is not None else "")
+        print(f"study model {study['path']}: {study['slices_scored']} slices rescored by series, "
+              f"{study['slices_kept_slice_model']} without a series kept the slice model's score{flagged}")
     if s["submission"] is not None:
         sub = s["submission"]
         print(f"submission: {sub['path']} ({sub['rows']} rows, {sub['images']} images; {sub['filled']} filled with "
-              f"the {sub['fallback']}; {sub['scored_not_in_sample']} scored images not in the sample)")
+              f"the {sub['fallback']}; {sub['scored_not_in_sample']} scored images not in the sample); "
+              f"submission scored by the {s['submission_scores']}")
     else:
         print(f"no submission: {s['submission_reason']}")
     return 0 if s["scored"] else 1

@@ -1,8 +1,9 @@
 """Inference: a trained model applied to a folder of DICOM files, and the Kaggle submission.
 
 ``reading`` (the files of a folder, read in worker processes as the cache prepares slices),
-``submission`` (``submission.csv`` in the order of the challenge's sample) and ``predict``
-(:func:`predict_folder`, the one entry point: resumable, bounded memory; ``brain-audit predict``).
+``submission`` (``submission.csv`` in the order of the challenge's sample), ``study`` (a run's Phase-5
+study model rescoring each series whole, in z order) and ``predict`` (:func:`predict_folder`, the one entry
+point: resumable, bounded memory; ``brain-audit predict``).
 
 Example::
 
