@@ -119,7 +119,8 @@ def _audit_holdout(
                            "called_bleed": (p >= threshold).astype(int)})
     # Phase 5 (when it finished, and the audited model is the Phase-4 model it was trained on): each series
     # rescored in z order by the study model, compared with the max-slice rule below
-    study = study_probabilities(paths, model, cache, ids, column) if Path(model_path) == paths.model(4) else None
+    is_phase4 = Path(model_path).resolve() == paths.model(4).resolve()
+    study = study_probabilities(paths, model, cache, ids, column) if is_phase4 else None
     if study is not None:
         slices["probability_study"] = study[1]
         slices["called_bleed_study"] = (study[1] >= float(study[2]["threshold"])).astype(int)
